@@ -1,0 +1,117 @@
+"""The one exception hierarchy of he-agg.
+
+    HeAggError
+    ├── ParameterError          a parameter set breaks a rule (security, flooding, precision, headroom)
+    ├── CodecError              bytes that cannot be read
+    │   ├── SealFormatError     SEAL's own serialization is malformed or of another version
+    │   └── EnvelopeError       our upload envelope fails validation
+    │       ├── MagicError
+    │       ├── VersionError
+    │       ├── FingerprintError
+    │       ├── MismatchError    federation, round, client, count or scale differ from what was expected
+    │       ├── SizeError        truncated, too long, or counts that do not add up
+    │       └── WordRangeError   an RNS word is not below its prime
+    ├── PackingError            an update does not fit the manifest or the parameter set's bounds
+    ├── ProtocolError           a committee message fails verification
+    │   ├── CommitmentError     a revealed share does not match its commitment
+    │   ├── SignatureError      an Ed25519 signature does not verify
+    │   └── DecryptionRefused   a member will not produce a decryption share
+    └── KeyStoreError           a key file cannot be opened (wrong passphrase, tampered, wrong mode)
+
+Errors from libraries below (cryptography, SEAL) are converted where they enter with
+``raise Mapped(...) from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodecError",
+    "CommitmentError",
+    "DecryptionRefused",
+    "EnvelopeError",
+    "FingerprintError",
+    "HeAggError",
+    "KeyStoreError",
+    "MagicError",
+    "MismatchError",
+    "PackingError",
+    "ParameterError",
+    "ProtocolError",
+    "SealFormatError",
+    "SignatureError",
+    "SizeError",
+    "VersionError",
+    "WordRangeError",
+]
+
+
+class HeAggError(Exception):
+    """Base of every error he-agg raises on purpose."""
+
+
+class ParameterError(HeAggError):
+    """A parameter set breaks one of the derivation rules; ``rule`` names which."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(f"{rule}: {message}")
+        self.rule = rule
+
+
+class CodecError(HeAggError):
+    pass
+
+
+class SealFormatError(CodecError):
+    pass
+
+
+class EnvelopeError(CodecError):
+    pass
+
+
+class MagicError(EnvelopeError):
+    pass
+
+
+class VersionError(EnvelopeError):
+    pass
+
+
+class FingerprintError(EnvelopeError):
+    pass
+
+
+class MismatchError(EnvelopeError):
+    pass
+
+
+class SizeError(EnvelopeError):
+    pass
+
+
+class WordRangeError(EnvelopeError):
+    pass
+
+
+class PackingError(HeAggError):
+    pass
+
+
+class ProtocolError(HeAggError):
+    pass
+
+
+class CommitmentError(ProtocolError):
+    pass
+
+
+class SignatureError(ProtocolError):
+    pass
+
+
+class DecryptionRefused(ProtocolError):
+    pass
+
+
+class KeyStoreError(HeAggError):
+    pass

@@ -1,0 +1,120 @@
+"""Negacyclic NTT over Z_q[X]/(X^N + 1), bit-exact with SEAL's.
+
+SEAL uses the smallest primitive 2N-th root of unity ψ and stores its powers in
+bit-reversed order; the forward transform is the Cooley–Tukey butterfly sweep with
+no explicit reordering, so coefficient i of the output is the evaluation at
+ψ^(2·bitrev(i)+1). The inverse is the matching Gentleman–Sande sweep times N^-1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from he_agg.modarith import (
+    ShoupConstant,
+    U64Array,
+    add_mod,
+    mul_mod_shoup,
+    shoup,
+    sub_mod,
+)
+
+__all__ = ["NttTables", "ntt_tables", "forward", "inverse", "minimal_primitive_root"]
+
+
+def _bit_reverse(i: int, bits: int) -> int:
+    return int(format(i, f"0{bits}b")[::-1], 2) if bits else 0
+
+
+def minimal_primitive_root(order: int, q: int) -> int:
+    """The smallest primitive ``order``-th root of unity mod q (order a power of two)."""
+    if (q - 1) % order:
+        raise ValueError(f"{q} is not ≡ 1 mod {order}")
+    for x in range(2, q):
+        root = pow(x, (q - 1) // order, q)
+        if pow(root, order // 2, q) == q - 1:
+            break
+    else:  # pragma: no cover - q prime always has a generator
+        raise ValueError("no primitive root found")
+    # Every primitive root is root^k for odd k; walk them and keep the smallest.
+    square = root * root % q
+    best = current = root
+    for _ in range(order // 2 - 1):
+        current = current * square % q
+        best = min(best, current)
+    return best
+
+
+@dataclass(frozen=True)
+class NttTables:
+    q: int
+    n: int
+    forward_stages: tuple[ShoupConstant, ...]
+    inverse_stages: tuple[ShoupConstant, ...]
+    n_inverse: ShoupConstant
+
+
+@cache
+def ntt_tables(q: int, n: int) -> NttTables:
+    log_n = n.bit_length() - 1
+    if 1 << log_n != n:
+        raise ValueError("N must be a power of two")
+    psi = minimal_primitive_root(2 * n, q)
+    psi_inv = pow(psi, -1, q)
+    rev = [_bit_reverse(i, log_n) for i in range(n)]
+    powers = [pow(psi, r, q) for r in rev]
+    inv_powers = [pow(psi_inv, r, q) for r in rev]
+    forward_stages = []
+    inverse_stages = []
+    m = 1
+    while m < n:
+        forward_stages.append(shoup(np.array(powers[m : 2 * m]).reshape(m, 1), q))
+        inverse_stages.append(shoup(np.array(inv_powers[m : 2 * m]).reshape(m, 1), q))
+        m *= 2
+    return NttTables(
+        q=q,
+        n=n,
+        forward_stages=tuple(forward_stages),
+        inverse_stages=tuple(reversed(inverse_stages)),
+        n_inverse=shoup(np.array(pow(n, -1, q)), q),
+    )
+
+
+def forward(coeffs: U64Array, q: int) -> U64Array:
+    """NTT of polynomials along the last axis (entries must be in [0, q))."""
+    n = coeffs.shape[-1]
+    tables = ntt_tables(q, n)
+    lead = coeffs.shape[:-1]
+    a = np.array(coeffs, dtype=np.uint64, copy=True)
+    m = 1
+    for roots in tables.forward_stages:
+        t = n // (2 * m)
+        v = a.reshape(*lead, m, 2, t)
+        x = v[..., 0, :]
+        y = mul_mod_shoup(v[..., 1, :], roots, q)
+        v[..., 1, :] = sub_mod(x, y, q)
+        v[..., 0, :] = add_mod(x, y, q)
+        m *= 2
+    return a
+
+
+def inverse(values: U64Array, q: int) -> U64Array:
+    """Inverse NTT along the last axis."""
+    n = values.shape[-1]
+    tables = ntt_tables(q, n)
+    lead = values.shape[:-1]
+    a = np.array(values, dtype=np.uint64, copy=True)
+    m = n // 2
+    for roots in tables.inverse_stages:
+        t = n // (2 * m)
+        v = a.reshape(*lead, m, 2, t)
+        x = v[..., 0, :]
+        y = v[..., 1, :]
+        difference = sub_mod(x, y, q)
+        v[..., 0, :] = add_mod(x, y, q)
+        v[..., 1, :] = mul_mod_shoup(difference, roots, q)
+        m //= 2
+    return mul_mod_shoup(a, tables.n_inverse, q)
