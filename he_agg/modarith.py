@@ -8,6 +8,7 @@ The high half of a 64×64 product is built from 32-bit limbs, which is exact and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,14 +19,17 @@ __all__ = [
     "ShoupConstant",
     "U64Array",
     "add_mod",
+    "add_rns",
     "find_ntt_primes",
     "inverse_mod",
     "is_prime",
     "mul_mod_shoup",
     "mulhi",
     "neg_mod",
+    "rns_moduli",
     "shoup",
     "sub_mod",
+    "sum_rns",
 ]
 
 U64Array = npt.NDArray[np.uint64]
@@ -73,9 +77,9 @@ def mul_mod_shoup(a: U64Array, w: ShoupConstant, q: int) -> U64Array:
     return r
 
 
-def add_mod(a: U64Array, b: U64Array, q: int) -> U64Array:
-    """(a + b) mod q for a, b in [0, q) and q < 2^63."""
-    qq = np.uint64(q)
+def add_mod(a: U64Array, b: U64Array, q: int | U64Array) -> U64Array:
+    """(a + b) mod q for a, b in [0, q) and q < 2^63 (q may be an array that broadcasts)."""
+    qq = np.uint64(q) if isinstance(q, int) else q
     s: U64Array = a + b
     s -= qq * (s >= qq)
     return s
@@ -92,6 +96,26 @@ def neg_mod(a: U64Array, q: int) -> U64Array:
     qq = np.uint64(q)
     out: U64Array = (qq - a) * (a != 0)
     return out
+
+
+def rns_moduli(primes: tuple[int, ...]) -> U64Array:
+    """The primes shaped (L, 1), to broadcast against words (..., L, N)."""
+    return np.array(primes, dtype=np.uint64).reshape(-1, 1)
+
+
+def add_rns(a: U64Array, b: U64Array, primes: tuple[int, ...]) -> U64Array:
+    """(a + b) mod q_j for words (..., L, N) whose axis −2 runs over the primes."""
+    return add_mod(a, b, rns_moduli(primes))  # type: ignore[arg-type]
+
+
+def sum_rns(terms: Sequence[U64Array], primes: tuple[int, ...]) -> U64Array:
+    """Σ terms mod q_j; raises on an empty sequence."""
+    if not terms:
+        raise ValueError("nothing to add")
+    total = terms[0].copy()
+    for term in terms[1:]:
+        total = add_rns(total, term, primes)
+    return total
 
 
 def inverse_mod(x: int, q: int) -> int:

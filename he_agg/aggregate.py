@@ -1,0 +1,62 @@
+"""Adding uploads: element-wise sums mod each data prime, with lazy reduction.
+
+Words are below q < 2^61, so a uint64 accumulator can take ⌊(2^64−1)/(q−1)⌋ of them
+before it must be reduced; we reduce only then, and once at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from he_agg.envelope import Upload, decode_upload
+from he_agg.errors import MismatchError
+from he_agg.modarith import U64Array
+from he_agg.params import ParameterSet
+
+__all__ = ["RunningSum", "aggregate_uploads"]
+
+
+class RunningSum:
+    """Σ of (C, 2, L, N) ciphertext words mod the data primes."""
+
+    def __init__(self, params: ParameterSet, count: int) -> None:
+        self.params = params
+        self.count = count
+        shape = (count, 2, len(params.data_primes), params.poly_degree)
+        self._total = np.zeros(shape, dtype=np.uint64)
+        self._primes = np.array(params.data_primes, dtype=np.uint64).reshape(1, 1, -1, 1)
+        self._budget = (2**64 - 1) // (max(params.data_primes) - 1) - 1
+        self._pending = 0
+        self.added = 0
+
+    def add(self, words: U64Array) -> None:
+        if words.shape != self._total.shape:
+            raise MismatchError(f"upload has shape {words.shape}, the round {self._total.shape}")
+        if self._pending + 1 > self._budget:
+            self._reduce()
+        np.add(self._total, words, out=self._total)
+        self._pending += 1
+        self.added += 1
+
+    def _reduce(self) -> None:
+        np.remainder(self._total, self._primes, out=self._total)
+        self._pending = 1
+
+    def result(self) -> U64Array:
+        self._reduce()
+        return self._total.copy()
+
+
+def aggregate_uploads(blobs: Iterable[bytes], params: ParameterSet, **expect: object) -> U64Array:
+    """Validate every envelope and return the sum of their ciphertexts."""
+    running: RunningSum | None = None
+    for blob in blobs:
+        upload: Upload = decode_upload(blob, params, **expect)  # type: ignore[arg-type]
+        if running is None:
+            running = RunningSum(params, upload.count)
+        running.add(upload.words)
+    if running is None:
+        raise MismatchError("nothing to aggregate")
+    return running.result()

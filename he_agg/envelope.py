@@ -1,0 +1,142 @@
+"""The upload envelope: our own versioned wire format for a client's encrypted update.
+
+All integers little-endian. A reader in any language needs only this table.
+
+    offset  size  field
+    0       4     magic  b"HEAG"
+    4       2     format version (1)
+    6       2     header length H in bytes (everything before the body)
+    8       32    parameter-set fingerprint (sha256 of its canonical encoding)
+    40      8     round number
+    48      4     ciphertext count C
+    52      8     scale Δ (IEEE-754 double)
+    60      1     federation id length F, then F bytes of UTF-8
+    61+F    1     client id length K, then K bytes of UTF-8
+    H       ...   body: for each data prime q_j in order, the C·2·N words of every
+                  ciphertext's (c0, c1) residues mod q_j, ciphertext-major, each word
+                  bit-packed to q_j's bit length (see bitpack.py)
+
+The body length is fixed by (C, N, the primes); anything shorter or longer is refused,
+and so is any word ≥ its prime.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from he_agg.bitpack import pack_residues, packed_size, unpack_residues
+from he_agg.errors import (
+    FingerprintError,
+    MagicError,
+    MismatchError,
+    SizeError,
+    VersionError,
+)
+from he_agg.modarith import U64Array
+from he_agg.params import ParameterSet
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "Upload", "decode_upload", "encode_upload", "expected_size"]
+
+MAGIC = b"HEAG"
+FORMAT_VERSION = 1
+_FIXED = struct.Struct("<4sHH32sQId")
+_MAX_ID = 255
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One client's encrypted update: words of shape (C, 2, L, N) in NTT form."""
+
+    federation: str
+    round: int
+    client: str
+    scale: float
+    words: U64Array
+
+    @property
+    def count(self) -> int:
+        return int(self.words.shape[0])
+
+
+def _ident(value: str, what: str) -> bytes:
+    raw = value.encode()
+    if not 1 <= len(raw) <= _MAX_ID:
+        raise MismatchError(f"{what} id must be 1..{_MAX_ID} bytes of UTF-8")
+    return bytes([len(raw)]) + raw
+
+
+def _body_size(params: ParameterSet, count: int) -> int:
+    words = count * 2 * params.poly_degree
+    return sum(packed_size(words, bits) for bits in params.prime_bits)
+
+
+def expected_size(params: ParameterSet, count: int, federation: str, client: str) -> int:
+    header = _FIXED.size + 2 + len(federation.encode()) + len(client.encode())
+    return header + _body_size(params, count)
+
+
+def encode_upload(upload: Upload, params: ParameterSet) -> bytes:
+    count, polys, levels, n = upload.words.shape
+    if (polys, levels, n) != (2, len(params.data_primes), params.poly_degree):
+        raise MismatchError(f"words have shape {upload.words.shape}, not (C, 2, L, N)")
+    tail = _ident(upload.federation, "federation") + _ident(upload.client, "client")
+    header_length = _FIXED.size + len(tail)
+    fixed = _FIXED.pack(
+        MAGIC, FORMAT_VERSION, header_length, params.fingerprint, upload.round, count, upload.scale
+    )
+    return b"".join([fixed, tail, pack_residues(upload.words, params.data_primes)])
+
+
+def _read_ident(blob: memoryview, offset: int, what: str) -> tuple[str, int]:
+    if offset >= len(blob):
+        raise SizeError(f"truncated before the {what} id")
+    length = blob[offset]
+    end = offset + 1 + length
+    if length == 0 or end > len(blob):
+        raise SizeError(f"bad {what} id length")
+    try:
+        return bytes(blob[offset + 1 : end]).decode(), end
+    except UnicodeDecodeError as exc:
+        raise MismatchError(f"{what} id is not UTF-8") from exc
+
+
+def decode_upload(
+    data: bytes | memoryview,
+    params: ParameterSet,
+    *,
+    federation: str | None = None,
+    round: int | None = None,
+    client: str | None = None,
+    max_count: int | None = None,
+) -> Upload:
+    """Parse and validate an envelope; every expectation given must match exactly."""
+    blob = memoryview(data)
+    if len(blob) < _FIXED.size:
+        raise SizeError("shorter than the envelope header")
+    magic, version, header_length, fingerprint, round_no, count, scale = _FIXED.unpack_from(blob)
+    if magic != MAGIC:
+        raise MagicError("not a he-agg upload (bad magic)")
+    if version != FORMAT_VERSION:
+        raise VersionError(f"format version {version}, this server reads {FORMAT_VERSION}")
+    if fingerprint != params.fingerprint:
+        raise FingerprintError("upload was made for another parameter set")
+    fed, offset = _read_ident(blob, _FIXED.size, "federation")
+    who, offset = _read_ident(blob, offset, "client")
+    if offset != header_length:
+        raise SizeError("header length field disagrees with the header")
+    checks = (("federation", federation, fed), ("round", round, round_no), ("client", client, who))
+    for what, expected, got in checks:
+        if expected is not None and expected != got:
+            raise MismatchError(f"{what} is {got!r}, expected {expected!r}")
+    if scale != params.scale:
+        raise MismatchError(f"scale {scale!r} differs from the parameter set's {params.scale!r}")
+    if count == 0 or (max_count is not None and count > max_count):
+        raise MismatchError(f"ciphertext count {count} outside 1..{max_count}")
+    body_size = _body_size(params, count)
+    if len(blob) - header_length != body_size:
+        raise SizeError(f"body is {len(blob) - header_length} bytes, expected {body_size}")
+    words = unpack_residues(
+        blob[header_length:], params.data_primes, (count, 2), params.poly_degree
+    )
+    return Upload(federation=fed, round=round_no, client=who, scale=scale, words=words)

@@ -1,0 +1,78 @@
+"""A party's long-term keys: Ed25519 to sign, X25519 to receive encrypted shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from he_agg.errors import SignatureError
+
+__all__ = ["Identity", "PublicIdentity", "verify_signature"]
+
+_RAW = (Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass(frozen=True)
+class PublicIdentity:
+    """What everyone may know about a party: its index and raw public keys."""
+
+    index: int
+    signing_key: bytes  # Ed25519, 32 bytes
+    encryption_key: bytes  # X25519, 32 bytes
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        verify_signature(self.signing_key, signature, message)
+
+
+@dataclass(frozen=True)
+class Identity:
+    index: int
+    signing: Ed25519PrivateKey
+    encryption: X25519PrivateKey
+
+    @classmethod
+    def generate(cls, index: int) -> Identity:
+        return cls(index, Ed25519PrivateKey.generate(), X25519PrivateKey.generate())
+
+    @property
+    def public(self) -> PublicIdentity:
+        return PublicIdentity(
+            self.index,
+            self.signing.public_key().public_bytes(*_RAW),
+            self.encryption.public_key().public_bytes(*_RAW),
+        )
+
+    def sign(self, message: bytes) -> bytes:
+        return self.signing.sign(message)
+
+    def private_bytes(self) -> bytes:
+        """64 bytes: the raw Ed25519 seed then the raw X25519 scalar (keep it encrypted)."""
+        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+        fmt = (Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return self.signing.private_bytes(*fmt) + self.encryption.private_bytes(*fmt)
+
+    @classmethod
+    def from_private_bytes(cls, index: int, raw: bytes) -> Identity:
+        if len(raw) != 64:
+            raise ValueError("identity keys are 64 bytes")
+        return cls(
+            index,
+            Ed25519PrivateKey.from_private_bytes(raw[:32]),
+            X25519PrivateKey.from_private_bytes(raw[32:]),
+        )
+
+
+def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError("signature does not verify") from exc
+
+
+def x25519_public(raw: bytes) -> X25519PublicKey:
+    return X25519PublicKey.from_public_bytes(raw)
