@@ -115,6 +115,16 @@ class ParameterSet:
         n = self.poly_degree
         return 4 * self.sigma_flood * math.sqrt(n / 2) * math.sqrt(t) / self.scale
 
+    def error_bound(self, threshold: int, z: float = 7.0) -> float:
+        """A z-sigma bound on any one decoded value of the weighted sum.
+
+        A decoded slot carries the flooding noise of t members, Gaussian with standard
+        deviation σ_flood·√t·√(N/2)/Δ, plus at most N·B_ct/Δ from the ciphertexts. With
+        z = 7 the chance that any of a million slots exceeds it is below 3·10^-6.
+        """
+        std = self.sigma_flood * math.sqrt(threshold) * math.sqrt(self.poly_degree / 2)
+        return (z * std + self.poly_degree * self.aggregate_noise_bound()) / self.scale
+
     def decryption_noise_bound(self) -> float:
         return self.aggregate_noise_bound() + self.committee_max * FLOOD_TAIL * self.sigma_flood
 

@@ -1,0 +1,30 @@
+"""What a client does with its update: weight it, encrypt it, wrap it in an envelope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from he_agg.encrypt import PublicContext, encrypt_vector
+from he_agg.envelope import Upload, encode_upload
+from he_agg.packing import Manifest, flatten, weighted_vector
+
+__all__ = ["prepare_upload"]
+
+
+def prepare_upload(
+    update: Mapping[str, Any],
+    num_samples: float,
+    public: PublicContext,
+    *,
+    federation: str,
+    round: int,
+    client: str,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[bytes, Manifest]:
+    """Envelope bytes for Enc([n_k, n_k·x_k]) under the collective key, and the manifest."""
+    vector, manifest = flatten(update)
+    weighted = weighted_vector(vector, num_samples, public.params)
+    words = encrypt_vector(weighted, public, progress=progress)
+    upload = Upload(federation, round, client, public.params.scale, words)
+    return encode_upload(upload, public.params), manifest

@@ -1,0 +1,144 @@
+"""Model updates ↔ flat real vectors, and the FedAvg weighting around encryption.
+
+A ``state_dict`` (torch tensors) or a mapping of numpy arrays flattens, in key order,
+into one float64 vector plus a manifest of names, shapes and dtypes. Integer and bool
+buffers are carried as reals and rounded back, so they come back exactly whenever the
+averaged value is within the CKKS bound of an integer.
+
+Weighting: a client uploads [n_k, n_k·x_k] (its sample count in reserved slot 0); after
+decryption the server-free average is Σ n_k x_k / Σ n_k.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from he_agg.encoding import F64Array
+from he_agg.errors import PackingError
+from he_agg.params import ParameterSet
+
+__all__ = ["Manifest", "TensorSpec", "flatten", "unflatten", "weighted_average", "weighted_vector"]
+
+_INTEGER_KINDS = "biu"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name, or "torch.<name>" for tensors
+    is_torch: bool
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_integer(self) -> bool:
+        name = self.dtype.removeprefix("torch.")
+        return name == "bool" or name.startswith(("int", "uint"))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    tensors: tuple[TensorSpec, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(spec.size for spec in self.tensors)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            [[s.name, list(s.shape), s.dtype, s.is_torch] for s in self.tensors], separators=(",", ":")
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        try:
+            rows = json.loads(text)
+            return cls(tuple(TensorSpec(str(n), tuple(int(d) for d in s), str(t), bool(b))
+                             for n, s, t, b in rows))
+        except (ValueError, TypeError) as exc:
+            raise PackingError(f"malformed manifest: {exc}") from exc
+
+
+def _as_array(value: Any) -> tuple[np.ndarray[Any, Any], str, bool]:
+    if hasattr(value, "detach"):  # a torch tensor; torch is imported only when used
+        tensor = value.detach().cpu()
+        dtype = str(tensor.dtype)
+        if tensor.is_floating_point():
+            tensor = tensor.double()
+        return tensor.numpy(), dtype, True
+    array = np.asarray(value)
+    if array.dtype.kind not in "fbiu":
+        raise PackingError(f"cannot pack dtype {array.dtype}")
+    return array, array.dtype.name, False
+
+
+def flatten(update: Mapping[str, Any]) -> tuple[F64Array, Manifest]:
+    """Concatenate every tensor (in key order) into one float64 vector."""
+    if not update:
+        raise PackingError("the update is empty")
+    parts, specs = [], []
+    for name, value in update.items():
+        array, dtype, is_torch = _as_array(value)
+        flat = array.astype(np.float64).reshape(-1)
+        if not np.isfinite(flat).all():
+            raise PackingError(f"tensor {name!r} holds NaN or infinity")
+        parts.append(flat)
+        specs.append(TensorSpec(name, tuple(array.shape), dtype, is_torch))
+    return np.concatenate(parts), Manifest(tuple(specs))
+
+
+def unflatten(vector: F64Array, manifest: Manifest) -> dict[str, Any]:
+    """Split a vector back into named tensors; integer dtypes are rounded."""
+    if vector.size < manifest.size:
+        raise PackingError(f"vector has {vector.size} values, manifest needs {manifest.size}")
+    out: dict[str, Any] = {}
+    position = 0
+    for spec in manifest.tensors:
+        chunk = vector[position : position + spec.size].reshape(spec.shape)
+        position += spec.size
+        if spec.is_integer:
+            chunk = np.rint(chunk)
+        if spec.is_torch:
+            import torch
+
+            out[spec.name] = torch.from_numpy(np.ascontiguousarray(chunk)).to(
+                getattr(torch, spec.dtype.removeprefix("torch."))
+            )
+        else:
+            out[spec.name] = chunk.astype(spec.dtype)
+    return out
+
+
+def weighted_vector(vector: F64Array, num_samples: float, params: ParameterSet) -> F64Array:
+    """[n_k, n_k·x_k], refusing anything that could push the sum past the value bound V."""
+    if not math.isfinite(num_samples) or num_samples <= 0:
+        raise PackingError("num_samples must be a positive number")
+    limit = params.client_value_bound
+    weighted = np.empty(vector.size + 1, dtype=np.float64)
+    weighted[0] = num_samples
+    np.multiply(vector, num_samples, out=weighted[1:])
+    peak = float(np.abs(weighted).max())
+    if peak > limit:
+        raise PackingError(
+            f"|n_k·x| reaches {peak:.4g}, above this parameter set's per-client bound "
+            f"V/K_max = {limit:.4g}; clip the update, weight by a smaller unit, or derive a "
+            f"parameter set with a larger value bound"
+        )
+    return weighted
+
+
+def weighted_average(decoded: F64Array, size: int) -> F64Array:
+    """Σ n_k x_k / Σ n_k from a decrypted aggregate laid out as [Σ n_k, Σ n_k x_k]."""
+    total_weight = float(decoded[0])
+    if total_weight <= 0.5:
+        raise PackingError(f"decrypted total weight {total_weight:.3g} is not positive")
+    return decoded[1 : 1 + size] / total_weight
