@@ -149,25 +149,28 @@ def is_prime(n: int) -> bool:
     return True
 
 
-def find_ntt_primes(poly_degree: int, bit_sizes: tuple[int, ...]) -> tuple[int, ...]:
-    """Primes ≡ 1 mod 2N of exactly the given bit sizes, largest first within a size.
-
-    This is the search SEAL's ``CoeffModulus::Create`` does, so the same sizes give the
-    same primes (checked in tests).
-    """
-    step = 2 * poly_degree
+def _primes_below(step: int, bits: int, count: int) -> list[int]:
+    """The ``count`` largest primes ≡ 1 mod step of exactly ``bits`` bits, descending."""
     found: list[int] = []
-    taken: dict[int, int] = {}
+    candidate = ((1 << bits) - 1) // step * step + 1
+    while len(found) < count:
+        if candidate <= 1 << (bits - 1):
+            raise ValueError(f"not enough {bits}-bit primes ≡ 1 mod {step}")
+        if is_prime(candidate):
+            found.append(candidate)
+        candidate -= step
+    return found
+
+
+def find_ntt_primes(poly_degree: int, bit_sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """Primes ≡ 1 mod 2N of the given bit sizes, chosen exactly as SEAL's
+    ``CoeffModulus::Create`` chooses them (checked in tests): for each size it finds the
+    largest primes, then hands them out from the smallest up, in the order sizes appear.
+    """
     for bits in bit_sizes:
         if not 2 <= bits <= MAX_PRIME_BITS:
             raise ValueError(f"prime size {bits} bits is outside 2..{MAX_PRIME_BITS}")
-        candidate = taken.get(bits, ((1 << bits) - 1) // step * step + 1)
-        while True:
-            if candidate < (1 << (bits - 1)):
-                raise ValueError(f"not enough {bits}-bit primes ≡ 1 mod {step}")
-            if candidate <= (1 << bits) - 1 and is_prime(candidate):
-                break
-            candidate -= step
-        found.append(candidate)
-        taken[bits] = candidate - step
-    return tuple(found)
+    pools = {
+        bits: _primes_below(2 * poly_degree, bits, bit_sizes.count(bits)) for bits in set(bit_sizes)
+    }
+    return tuple(pools[bits].pop() for bits in bit_sizes)
