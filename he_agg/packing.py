@@ -107,10 +107,11 @@ def unflatten(vector: F64Array, manifest: Manifest) -> dict[str, Any]:
         position += spec.size
         if spec.is_integer:
             chunk = np.rint(chunk)
+        chunk = np.array(chunk, dtype=np.float64).reshape(spec.shape)  # keeps 0-d tensors 0-d
         if spec.is_torch:
             import torch
 
-            out[spec.name] = torch.from_numpy(np.ascontiguousarray(chunk)).to(
+            out[spec.name] = torch.from_numpy(chunk).to(
                 getattr(torch, spec.dtype.removeprefix("torch."))
             )
         else:

@@ -1,0 +1,106 @@
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from he_agg.envelope import Upload, decode_upload, encode_upload, expected_size
+from he_agg.errors import (
+    EnvelopeError,
+    FingerprintError,
+    MagicError,
+    MismatchError,
+    SizeError,
+    VersionError,
+    WordRangeError,
+)
+from he_agg.params import DEFAULT, derive_parameters
+from tests.helpers import random_words
+
+P = DEFAULT
+
+
+def _upload(count: int = 2, seed: int = 0, client: str = "bank-1") -> Upload:
+    words = random_words(P.data_primes, (count, 2), P.poly_degree, seed)
+    return Upload("fed", 7, client, P.scale, words)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 3), st.integers(0, 1000), st.text(min_size=1, max_size=30))
+def test_round_trip(count: int, seed: int, client: str) -> None:
+    upload = _upload(count, seed, client)
+    blob = encode_upload(upload, P)
+    assert len(blob) == expected_size(P, count, "fed", client)
+    back = decode_upload(blob, P, federation="fed", round=7, client=client)
+    assert (back.federation, back.round, back.client, back.scale) == ("fed", 7, client, P.scale)
+    assert np.array_equal(back.words, upload.words)
+
+
+def test_size_is_two_log_q_bits_per_coefficient() -> None:
+    blob = encode_upload(_upload(1), P)
+    assert len(blob) - 100 < 2 * P.poly_degree * sum(P.prime_bits) / 8 <= len(blob)
+
+
+BLOB = encode_upload(_upload(2), P)
+
+
+def _set(blob: bytes, offset: int, fmt: str, value: object) -> bytes:
+    raw = bytearray(blob)
+    struct.pack_into(fmt, raw, offset, value)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "error"),
+    [
+        (lambda b: b[:30], SizeError),
+        (lambda b: b[:-1], SizeError),
+        (lambda b: b + b"\x00", SizeError),
+        (lambda b: b"XXXX" + b[4:], MagicError),
+        (lambda b: _set(b, 4, "<H", 2), VersionError),
+        (lambda b: _set(b, 8, "<B", b[8] ^ 1), FingerprintError),
+        (lambda b: _set(b, 48, "<I", 3), SizeError),  # count says 3, body holds 2
+        (lambda b: _set(b, 48, "<I", 0), MismatchError),
+        (lambda b: _set(b, 52, "<d", 2.0**40), MismatchError),
+        (lambda b: _set(b, 6, "<H", 99), SizeError),
+    ],
+    ids=["header-truncated", "body-truncated", "too-long", "magic", "version", "fingerprint",
+         "count-too-high", "count-zero", "scale", "header-length"],
+)
+def test_malformed_envelopes_are_rejected_with_the_right_error(corrupt: object, error: type) -> None:
+    with pytest.raises(error):
+        decode_upload(corrupt(BLOB), P)  # type: ignore[operator]
+
+
+def test_word_at_or_above_its_prime_is_rejected() -> None:
+    for j, q in enumerate(P.data_primes):
+        upload = _upload(1)
+        upload.words[0, 1, j, 5] = q
+        with pytest.raises(WordRangeError):
+            decode_upload(encode_upload(upload, P), P)
+
+
+@pytest.mark.parametrize(
+    ("expect", "value"), [("federation", "other"), ("round", 8), ("client", "bank-2")]
+)
+def test_mismatched_identity_is_rejected(expect: str, value: object) -> None:
+    with pytest.raises(MismatchError):
+        decode_upload(BLOB, P, **{expect: value})  # type: ignore[arg-type]
+
+
+def test_count_above_the_round_limit_is_rejected() -> None:
+    with pytest.raises(MismatchError):
+        decode_upload(BLOB, P, max_count=1)
+
+
+def test_other_parameter_set_is_rejected() -> None:
+    other = derive_parameters("other", k_max=50)
+    with pytest.raises(FingerprintError):
+        decode_upload(BLOB, other)
+
+
+def test_every_error_is_an_envelope_error() -> None:
+    for bad in (b"", b"HEAG", BLOB[:-5]):
+        with pytest.raises(EnvelopeError):
+            decode_upload(bad, P)
