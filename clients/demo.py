@@ -37,7 +37,7 @@ def _client_updates(clients: int, seed: int) -> list[tuple[dict[str, np.ndarray]
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(clients):
-        update = {
+        update: dict[str, np.ndarray] = {
             "layer.weight": rng.normal(0, 0.1, size=(64, 128)).astype(np.float32),
             "layer.bias": rng.normal(0, 0.1, size=(64,)).astype(np.float32),
             "steps": np.array(5, dtype=np.int64),
@@ -47,8 +47,12 @@ def _client_updates(clients: int, seed: int) -> list[tuple[dict[str, np.ndarray]
 
 
 def run_demo(
-    params: ParameterSet = DEFAULT, clients: int = 10, members: int = 5, threshold: int = 3,
-    seed: int = 0, console: Console | None = None,
+    params: ParameterSet = DEFAULT,
+    clients: int = 10,
+    members: int = 5,
+    threshold: int = 3,
+    seed: int = 0,
+    console: Console | None = None,
 ) -> DemoResult:
     console = console or Console()
     seconds: dict[str, float] = {}
@@ -63,7 +67,11 @@ def run_demo(
         task = bar.add_task("clients encrypt", total=clients)
         for index, (update, samples) in enumerate(updates):
             blob, manifest = prepare_upload(
-                update, samples, setup.public, federation="demo-federation", round=1,
+                update,
+                samples,
+                setup.public,
+                federation="demo-federation",
+                round=1,
                 client=f"bank-{index}",
             )
             blobs.append(blob)
@@ -81,8 +89,13 @@ def run_demo(
 
     def decrypt_with(decryption_set: tuple[int, ...]) -> np.ndarray:
         shares = [
-            decryption_share(setup.members[k - 1].threshold_share, aggregate[:, 1],
-                             decryption_set, params, digest)
+            decryption_share(
+                setup.members[k - 1].threshold_share,
+                aggregate[:, 1],
+                decryption_set,
+                params,
+                digest,
+            )
             for k in decryption_set
         ]
         plain = combine(aggregate[:, 0], shares, params)
@@ -101,11 +114,17 @@ def run_demo(
     for stage, value in seconds.items():
         table.add_row(stage, f"{value:.3f}")
     console.print(table)
-    console.print(f"parameter set {params.name}: N={params.poly_degree}, "
-                  f"log2 q={sum(params.prime_bits)}, σ_flood=2^{params.flood_bits}")
-    console.print(f"parameters per client: {manifest.size}, upload {len(blobs[0])} bytes "
-                  f"({len(blobs[0]) / manifest.size:.1f} B/param)")
-    console.print(f"max |HE FedAvg − numpy FedAvg| over all {len(subsets)} decryption sets of "
-                  f"{threshold} members: {max_error:.3e} (value range {np.ptp(truth):.3f})")
+    console.print(
+        f"parameter set {params.name}: N={params.poly_degree}, "
+        f"log2 q={sum(params.prime_bits)}, σ_flood=2^{params.flood_bits}"
+    )
+    console.print(
+        f"parameters per client: {manifest.size}, upload {len(blobs[0])} bytes "
+        f"({len(blobs[0]) / manifest.size:.1f} B/param)"
+    )
+    console.print(
+        f"max |HE FedAvg − numpy FedAvg| over all {len(subsets)} decryption sets of "
+        f"{threshold} members: {max_error:.3e} (value range {np.ptp(truth):.3f})"
+    )
     console.print(f"integer buffer 'steps' after averaging: {int(model['steps'])}")
     return DemoResult(max_error, float(np.ptp(truth)), manifest.size, len(blobs[0]), seconds)

@@ -63,7 +63,9 @@ def pack_residues(words: U64Array, primes: tuple[int, ...]) -> bytes:
     return b"".join(pack(words[..., j, :], q.bit_length()) for j, q in enumerate(primes))
 
 
-def unpack_residues(data: bytes, primes: tuple[int, ...], lead: tuple[int, ...], n: int) -> U64Array:
+def unpack_residues(
+    data: bytes | memoryview, primes: tuple[int, ...], lead: tuple[int, ...], n: int
+) -> U64Array:
     count = int(np.prod(lead, dtype=np.int64)) * n
     sizes = [packed_size(count, q.bit_length()) for q in primes]
     if len(data) != sum(sizes):

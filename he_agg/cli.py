@@ -6,8 +6,9 @@ import json
 
 import typer
 
-app = typer.Typer(help="he-agg: privacy-preserving aggregation for federated learning.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="he-agg: privacy-preserving aggregation for federated learning.", no_args_is_help=True
+)
 
 
 @app.command()
@@ -41,8 +42,12 @@ def params(
 
     try:
         chosen = derive_parameters(
-            "custom", k_max=k_max, committee_max=committee_max, tau=tau,
-            value_bits=value_bits, precision_bits=precision_bits,
+            "custom",
+            k_max=k_max,
+            committee_max=committee_max,
+            tau=tau,
+            value_bits=value_bits,
+            precision_bits=precision_bits,
         )
     except ParameterError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -1,14 +1,14 @@
 """The one exception hierarchy of he-agg.
 
     HeAggError
-    ├── ParameterError          a parameter set breaks a rule (security, flooding, precision, headroom)
+    ├── ParameterError          a parameter set breaks a rule (see params.py)
     ├── CodecError              bytes that cannot be read
     │   ├── SealFormatError     SEAL's own serialization is malformed or of another version
     │   └── EnvelopeError       our upload envelope fails validation
     │       ├── MagicError
     │       ├── VersionError
     │       ├── FingerprintError
-    │       ├── MismatchError    federation, round, client, count or scale differ from what was expected
+    │       ├── MismatchError    federation, round, client, count or scale is not as expected
     │       ├── SizeError        truncated, too long, or counts that do not add up
     │       └── WordRangeError   an RNS word is not below its prime
     ├── PackingError            an update does not fit the manifest or the parameter set's bounds

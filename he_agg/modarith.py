@@ -105,7 +105,7 @@ def rns_moduli(primes: tuple[int, ...]) -> U64Array:
 
 def add_rns(a: U64Array, b: U64Array, primes: tuple[int, ...]) -> U64Array:
     """(a + b) mod q_j for words (..., L, N) whose axis −2 runs over the primes."""
-    return add_mod(a, b, rns_moduli(primes))  # type: ignore[arg-type]
+    return add_mod(a, b, rns_moduli(primes))
 
 
 def sum_rns(terms: Sequence[U64Array], primes: tuple[int, ...]) -> U64Array:

@@ -22,7 +22,7 @@ from he_agg.modarith import (
     sub_mod,
 )
 
-__all__ = ["NttTables", "ntt_tables", "forward", "inverse", "minimal_primitive_root"]
+__all__ = ["NttTables", "forward", "inverse", "minimal_primitive_root", "ntt_tables"]
 
 
 def _bit_reverse(i: int, bits: int) -> int:

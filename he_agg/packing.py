@@ -55,15 +55,20 @@ class Manifest:
 
     def to_json(self) -> str:
         return json.dumps(
-            [[s.name, list(s.shape), s.dtype, s.is_torch] for s in self.tensors], separators=(",", ":")
+            [[s.name, list(s.shape), s.dtype, s.is_torch] for s in self.tensors],
+            separators=(",", ":"),
         )
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         try:
             rows = json.loads(text)
-            return cls(tuple(TensorSpec(str(n), tuple(int(d) for d in s), str(t), bool(b))
-                             for n, s, t, b in rows))
+            return cls(
+                tuple(
+                    TensorSpec(str(n), tuple(int(d) for d in s), str(t), bool(b))
+                    for n, s, t, b in rows
+                )
+            )
         except (ValueError, TypeError) as exc:
             raise PackingError(f"malformed manifest: {exc}") from exc
 

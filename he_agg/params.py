@@ -107,7 +107,9 @@ class ParameterSet:
         return self.k_max * self.fresh_noise_bound()
 
     def required_flood_sigma(self) -> float:
-        return math.sqrt(12 * self.tau) * 2 ** (self.stat_security / 2) * self.aggregate_noise_bound()
+        return (
+            math.sqrt(12 * self.tau) * 2 ** (self.stat_security / 2) * self.aggregate_noise_bound()
+        )
 
     def expected_max_error(self, threshold: int | None = None) -> float:
         """Decoded max error on the weighted sum, in value units (DESIGN §4)."""
@@ -274,7 +276,9 @@ def derive_parameters(
             value_bits=value_bits,
             precision_bits=precision_bits,
         )
-        b_fresh = (NOISE_BOUND * (1 + 2 * n * committee_max)) / special + (n * committee_max + 1) / 2
+        b_fresh = (NOISE_BOUND * (1 + 2 * n * committee_max)) / special + (
+            n * committee_max + 1
+        ) / 2
         b_ct = k_max * (b_fresh + 0.5)
         flood_bits = math.ceil(math.log2(math.sqrt(12 * tau) * 2 ** (stat_security / 2) * b_ct))
         error_bits = flood_bits + 2 + (math.log2(n) - 1) / 2 + math.log2(committee_max) / 2

@@ -50,8 +50,13 @@ class DecryptionShare:
 
     def to_bytes(self, params: ParameterSet) -> bytes:
         head = _MAGIC + params.fingerprint + self.aggregate_digest
-        head += struct.pack(f"<IIB{len(self.decryption_set)}I", self.member, self.words.shape[0],
-                            len(self.decryption_set), *self.decryption_set)
+        head += struct.pack(
+            f"<IIB{len(self.decryption_set)}I",
+            self.member,
+            self.words.shape[0],
+            len(self.decryption_set),
+            *self.decryption_set,
+        )
         return head + pack_residues(self.words, params.data_primes)
 
     @classmethod

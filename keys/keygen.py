@@ -83,7 +83,9 @@ def gen_secret_share(params: ParameterSet, member: int) -> SecretShare:
     return SecretShare(member, ternary(params.poly_degree))
 
 
-def gen_public_key_share(secret: SecretShare, crs: U64Array, params: ParameterSet) -> PublicKeyShare:
+def gen_public_key_share(
+    secret: SecretShare, crs: U64Array, params: ParameterSet
+) -> PublicKeyShare:
     """GenShare: p_i = −a·s_i + e_i, with e_i a clipped Gaussian (σ = 3.19)."""
     primes = key_primes(params)
     s_ntt = secret.ntt_form(primes)
@@ -108,7 +110,9 @@ def verify_reveal(
 ) -> None:
     """A revealed p_i must match the commitment posted before any share was seen."""
     if commit(share, params, federation, epoch) != commitment:
-        raise CommitmentError(f"member {share.member}'s public-key share does not match its commitment")
+        raise CommitmentError(
+            f"member {share.member}'s public-key share does not match its commitment"
+        )
 
 
 def aggregate_public_key_shares(shares: Sequence[PublicKeyShare], params: ParameterSet) -> U64Array:

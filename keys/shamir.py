@@ -131,7 +131,11 @@ def deal_shares(
 ) -> list[EncryptedShare]:
     """Share s_i t-of-n over every data prime and seal each point to its recipient."""
     indices = [r.index for r in recipients]
-    if not 1 <= threshold <= len(recipients) or len(set(indices)) != len(indices) or min(indices) < 1:
+    if (
+        not 1 <= threshold <= len(recipients)
+        or len(set(indices)) != len(indices)
+        or min(indices) < 1
+    ):
         raise ProtocolError("need distinct member indices ≥ 1 and 1 ≤ t ≤ n")
     if secret.member != sender.index:
         raise ProtocolError("the secret share does not belong to the sender")

@@ -20,7 +20,10 @@ def _seal_sum(words: list[np.ndarray]) -> np.ndarray:
     out = []
     for index in range(words[0].shape[0]):
         loaded = [
-            ctx.load(sealapi.Ciphertext, ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, w[index], P.scale)))
+            ctx.load(
+                sealapi.Ciphertext,
+                ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, w[index], P.scale)),
+            )
             for w in words
         ]
         total = sealapi.Ciphertext()

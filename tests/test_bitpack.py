@@ -7,7 +7,11 @@ from he_agg.bitpack import pack, packed_size, unpack
 
 
 @settings(max_examples=80)
-@given(st.integers(min_value=1, max_value=64), st.integers(min_value=1, max_value=4), st.integers(0, 2**32))
+@given(
+    st.integers(min_value=1, max_value=64),
+    st.integers(min_value=1, max_value=4),
+    st.integers(0, 2**32),
+)
 def test_pack_then_unpack_is_identity(width: int, groups: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     top = 2**width if width < 64 else 2**64

@@ -24,17 +24,24 @@ def _noise(setup: CommitteeSetup, words: np.ndarray) -> np.ndarray:
     decryptor = sealapi.Decryptor(ctx.context, summed_secret_key(setup))
     out = []
     for block in words:
-        loaded = ctx.load(sealapi.Ciphertext, ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, block, 1.0)))
+        loaded = ctx.load(
+            sealapi.Ciphertext,
+            ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, block, 1.0)),
+        )
         plain = sealapi.Plaintext()
         decryptor.decrypt(loaded, plain)
-        rows = plaintext_from_bytes(save_bytes(plain)).data.reshape(len(setup.params.data_primes), -1)
+        rows = plaintext_from_bytes(save_bytes(plain)).data.reshape(
+            len(setup.params.data_primes), -1
+        )
         q0 = setup.params.data_primes[0]
         coeffs = ntt.inverse(rows[0], q0).astype(np.int64)
         out.append(np.where(coeffs > q0 // 2, coeffs - q0, coeffs))
     return np.concatenate(out)
 
 
-def test_fresh_and_aggregated_noise_stay_within_the_worst_case_bound(committee: CommitteeSetup) -> None:
+def test_fresh_and_aggregated_noise_stay_within_the_worst_case_bound(
+    committee: CommitteeSetup,
+) -> None:
     params = committee.params
     zeros = np.zeros(2 * params.slots)
     fresh = [encrypt_vector(zeros, committee.public) for _ in range(6)]
@@ -82,12 +89,19 @@ def test_combine_needs_exactly_the_named_set(committee: CommitteeSetup) -> None:
     params = committee.params
     words = encrypt_vector(np.arange(10.0), committee.public)
     subset = (2, 3, 5)
-    shares = [decryption_share(committee.members[k - 1].threshold_share, words[:, 1], subset, params, DIGEST) for k in subset]
+    shares = [
+        decryption_share(
+            committee.members[k - 1].threshold_share, words[:, 1], subset, params, DIGEST
+        )
+        for k in subset
+    ]
     decoded = decode_aggregate(combine(words[:, 0], shares, params), committee.public.seal)
     assert np.abs(decoded[:10] - np.arange(10.0)).max() < params.error_bound(3)
     with pytest.raises(ProtocolError):
         combine(words[:, 0], shares[:2], params)
-    other = decryption_share(committee.members[0].threshold_share, words[:, 1], (1, 3, 5), params, DIGEST)
+    other = decryption_share(
+        committee.members[0].threshold_share, words[:, 1], (1, 3, 5), params, DIGEST
+    )
     with pytest.raises(ProtocolError):
         combine(words[:, 0], [*shares[:2], other], params)
 

@@ -81,7 +81,7 @@ def federated_round(e2e_params: ParameterSet) -> Round:
     setup = run_committee_setup(e2e_params, FEDERATION, MEMBERS, THRESHOLD)
     states, samples = _client_states()
     blobs = []
-    for index, (state, count) in enumerate(zip(states, samples)):
+    for index, (state, count) in enumerate(zip(states, samples, strict=True)):
         blob, manifest = prepare_upload(
             state, count, setup.public, federation=FEDERATION, round=ROUND, client=f"bank-{index}"
         )
@@ -97,7 +97,9 @@ def federated_round(e2e_params: ParameterSet) -> Round:
 def _decrypt(r: Round, subset: tuple[int, ...]) -> tuple[np.ndarray, list[DecryptionShare]]:
     params = r.setup.params
     shares = [
-        decryption_share(r.setup.members[k - 1].threshold_share, r.aggregate[:, 1], subset, params, r.digest)
+        decryption_share(
+            r.setup.members[k - 1].threshold_share, r.aggregate[:, 1], subset, params, r.digest
+        )
         for k in subset
     ]
     # shares cross the network as bytes
@@ -130,7 +132,9 @@ def test_two_members_alone_learn_nothing_like_the_truth(federated_round: Round) 
     params = r.setup.params
     subset = (1, 2)
     shares = [
-        decryption_share(r.setup.members[k - 1].threshold_share, r.aggregate[:, 1], subset, params, r.digest)
+        decryption_share(
+            r.setup.members[k - 1].threshold_share, r.aggregate[:, 1], subset, params, r.digest
+        )
         for k in subset
     ]
     decoded = decode_aggregate(combine(r.aggregate[:, 0], shares, params), r.setup.public.seal)
@@ -149,10 +153,15 @@ def test_summed_additive_shares_in_seal_decrypt_to_the_same_values(federated_rou
     decryptor = sealapi.Decryptor(ctx.context, summed_secret_key(r.setup))
     plains = []
     for block in r.aggregate:
-        ct = ctx.load(sealapi.Ciphertext, ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, block, ctx.params.scale)))
+        ct = ctx.load(
+            sealapi.Ciphertext,
+            ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, block, ctx.params.scale)),
+        )
         plain = sealapi.Plaintext()
         decryptor.decrypt(ct, plain)
-        plains.append(plaintext_from_bytes(save_bytes(plain)).data.reshape(len(ctx.params.data_primes), -1))
+        plains.append(
+            plaintext_from_bytes(save_bytes(plain)).data.reshape(len(ctx.params.data_primes), -1)
+        )
     seal_average = weighted_average(decode_aggregate(np.stack(plains), ctx), r.manifest.size)
     threshold_average, _ = _decrypt(r, (1, 3, 5))
     bound = _average_bound(r)
@@ -164,8 +173,14 @@ def test_flooding_below_the_rule_is_refused(federated_round: Round) -> None:
     r = federated_round
     params = r.setup.params
     with pytest.raises(DecryptionRefused):
-        decryption_share(r.setup.members[0].threshold_share, r.aggregate[:, 1], (1, 2, 3), params,
-                         r.digest, flood_bits=params.flood_bits - 1)
+        decryption_share(
+            r.setup.members[0].threshold_share,
+            r.aggregate[:, 1],
+            (1, 2, 3),
+            params,
+            r.digest,
+            flood_bits=params.flood_bits - 1,
+        )
 
 
 def test_nothing_the_aggregator_holds_contains_secret_material(federated_round: Round) -> None:

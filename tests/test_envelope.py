@@ -65,10 +65,22 @@ def _set(blob: bytes, offset: int, fmt: str, value: object) -> bytes:
         (lambda b: _set(b, 52, "<d", 2.0**40), MismatchError),
         (lambda b: _set(b, 6, "<H", 99), SizeError),
     ],
-    ids=["header-truncated", "body-truncated", "too-long", "magic", "version", "fingerprint",
-         "count-too-high", "count-zero", "scale", "header-length"],
+    ids=[
+        "header-truncated",
+        "body-truncated",
+        "too-long",
+        "magic",
+        "version",
+        "fingerprint",
+        "count-too-high",
+        "count-zero",
+        "scale",
+        "header-length",
+    ],
 )
-def test_malformed_envelopes_are_rejected_with_the_right_error(corrupt: object, error: type) -> None:
+def test_malformed_envelopes_are_rejected_with_the_right_error(
+    corrupt: object, error: type
+) -> None:
     with pytest.raises(error):
         decode_upload(corrupt(BLOB), P)  # type: ignore[operator]
 

@@ -36,7 +36,9 @@ def test_share_from_another_parameter_set_is_refused() -> None:
         keygen.PublicKeyShare.from_bytes(bytes(blob), P)
 
 
-def test_collective_key_is_a_seal_public_key_for_the_summed_secret(committee: CommitteeSetup) -> None:
+def test_collective_key_is_a_seal_public_key_for_the_summed_secret(
+    committee: CommitteeSetup,
+) -> None:
     ctx = committee.public.seal
     # SEAL accepts the key we assembled …
     ctx.load(sealapi.PublicKey, ciphertext_to_bytes(committee.public.public_key))
@@ -44,7 +46,10 @@ def test_collective_key_is_a_seal_public_key_for_the_summed_secret(committee: Co
     values = np.linspace(-1, 1, P.slots)
     words = encrypt_vector(values, committee.public)
     decryptor = sealapi.Decryptor(ctx.context, summed_secret_key(committee))
-    loaded = ctx.load(sealapi.Ciphertext, ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, words[0], P.scale)))
+    loaded = ctx.load(
+        sealapi.Ciphertext,
+        ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, words[0], P.scale)),
+    )
     plain = sealapi.Plaintext()
     decryptor.decrypt(loaded, plain)
     encoder = sealapi.CKKSEncoder(ctx.context)

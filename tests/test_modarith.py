@@ -36,9 +36,11 @@ def test_modular_ops_match_python_integers(q: int, data: st.DataObject) -> None:
     b_list = data.draw(st.lists(values, min_size=len(a_list), max_size=len(a_list)))
     a = np.array(a_list, dtype=np.uint64)
     b = np.array(b_list, dtype=np.uint64)
-    assert mul_mod_shoup(a, shoup(b, q), q).tolist() == [x * y % q for x, y in zip(a_list, b_list)]
-    assert add_mod(a, b, q).tolist() == [(x + y) % q for x, y in zip(a_list, b_list)]
-    assert sub_mod(a, b, q).tolist() == [(x - y) % q for x, y in zip(a_list, b_list)]
+    assert mul_mod_shoup(a, shoup(b, q), q).tolist() == [
+        x * y % q for x, y in zip(a_list, b_list, strict=True)
+    ]
+    assert add_mod(a, b, q).tolist() == [(x + y) % q for x, y in zip(a_list, b_list, strict=True)]
+    assert sub_mod(a, b, q).tolist() == [(x - y) % q for x, y in zip(a_list, b_list, strict=True)]
     assert neg_mod(a, q).tolist() == [(-x) % q for x in a_list]
 
 
@@ -56,14 +58,38 @@ def test_sum_rns_reduces_per_prime() -> None:
 
 
 def test_is_prime_agrees_with_known_values() -> None:
-    assert [n for n in range(50) if is_prime(n)] == [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47]
+    assert [n for n in range(50) if is_prime(n)] == [
+        2,
+        3,
+        5,
+        7,
+        11,
+        13,
+        17,
+        19,
+        23,
+        29,
+        31,
+        37,
+        41,
+        43,
+        47,
+    ]
     assert is_prime(2**61 - 1) and not is_prime(2**61 + 1)
     assert not is_prime(3215031751)  # strong pseudoprime to bases 2, 3, 5, 7
 
 
 @pytest.mark.parametrize(
     ("n", "bits"),
-    [(4096, (47, 46, 16)), (8192, (60, 40, 40)), (8192, (48, 48, 60)), (2048, (27, 27)), (16384, (50, 50, 50, 60))],
+    [
+        (4096, (47, 46, 16)),
+        (8192, (60, 40, 40)),
+        (8192, (48, 48, 60)),
+        (2048, (27, 27)),
+        (16384, (50, 50, 50, 60)),
+    ],
 )
 def test_prime_search_matches_seal(n: int, bits: tuple[int, ...]) -> None:
-    assert find_ntt_primes(n, bits) == tuple(m.value() for m in sealapi.CoeffModulus.Create(n, list(bits)))
+    assert find_ntt_primes(n, bits) == tuple(
+        m.value() for m in sealapi.CoeffModulus.Create(n, list(bits))
+    )

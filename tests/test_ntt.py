@@ -56,7 +56,9 @@ def test_forward_and_inverse_are_bit_exact_with_seal_for_every_prime(
     seal_coeffs = _seal_from_ntt(context, values)
     ours_inverse = np.stack([ntt.inverse(values[:, j], q) for j, q in enumerate(primes)], axis=1)
     assert np.array_equal(ours_inverse, seal_coeffs)
-    ours_forward = np.stack([ntt.forward(seal_coeffs[:, j], q) for j, q in enumerate(primes)], axis=1)
+    ours_forward = np.stack(
+        [ntt.forward(seal_coeffs[:, j], q) for j, q in enumerate(primes)], axis=1
+    )
     assert np.array_equal(ours_forward, values)
 
 
@@ -75,7 +77,9 @@ def test_ntt_turns_negacyclic_convolution_into_pointwise_product() -> None:
         for j in range(n):
             k, sign = (i + j) % n, (-1 if i + j >= n else 1)
             expected[k] = (expected[k] + sign * int(a[i]) * int(b[j])) % q
-    product = [int(x) * int(y) % q for x, y in zip(ntt.forward(a, q), ntt.forward(b, q))]
+    product = [
+        int(x) * int(y) % q for x, y in zip(ntt.forward(a, q), ntt.forward(b, q), strict=True)
+    ]
     assert ntt.inverse(np.array(product, dtype=np.uint64), q).tolist() == expected
 
 

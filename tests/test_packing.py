@@ -9,7 +9,9 @@ from he_agg.params import DEFAULT
 
 def _model_state() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(6, 2))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(6, 2)
+    )
     model(torch.randn(2, 1, 8, 8))  # one training-mode pass moves the BatchNorm buffers
     return model.state_dict()
 

@@ -90,4 +90,7 @@ def test_rule_numbers_for_the_default() -> None:
     # B_ct ≈ K·N·n/2 for SEAL's mod-switched public-key encryption.
     expected = 1000 * (4096 * 8 / 2)
     assert math.isclose(DEFAULT.aggregate_noise_bound(), expected, rel_tol=0.01)
-    assert DEFAULT.expected_max_error() <= 2.0 ** (DEFAULT.value_bits - DEFAULT.precision_bits) * 1.000001
+    assert (
+        DEFAULT.expected_max_error()
+        <= 2.0 ** (DEFAULT.value_bits - DEFAULT.precision_bits) * 1.000001
+    )

@@ -48,5 +48,5 @@ def test_crs_is_deterministic_per_federation_and_below_each_prime() -> None:
     assert not np.array_equal(a, common_reference_polynomial(DEFAULT, "fed-b"))
     primes = (*DEFAULT.data_primes, DEFAULT.special_prime)
     assert a.shape == (3, DEFAULT.poly_degree)
-    for row, q in zip(a, primes):
+    for row, q in zip(a, primes, strict=True):
         assert row.max() < q and row.max() > q * 0.99

@@ -26,7 +26,9 @@ def seal_keys() -> tuple[object, object]:
     return public, generator.secret_key()
 
 
-def test_reads_seal_public_key_and_writes_it_back_loadable(seal_keys: tuple[object, object]) -> None:
+def test_reads_seal_public_key_and_writes_it_back_loadable(
+    seal_keys: tuple[object, object],
+) -> None:
     ctx = seal_context(DEFAULT)
     public, _ = seal_keys
     parsed = ciphertext_from_bytes(save_bytes(public))  # SEAL wrote it zstd-compressed
@@ -86,4 +88,7 @@ def test_seal_itself_refuses_a_word_above_its_prime() -> None:
     words = random_words(DEFAULT.data_primes, (2,), DEFAULT.poly_degree)
     words[0, 0, 0] = DEFAULT.data_primes[0]
     with pytest.raises(SealFormatError):
-        ctx.load(sealapi.Ciphertext, ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, words, 1.0)))
+        ctx.load(
+            sealapi.Ciphertext,
+            ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, words, 1.0)),
+        )

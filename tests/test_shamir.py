@@ -30,7 +30,9 @@ def test_message_round_trip(dealt: list[EncryptedShare]) -> None:
         assert EncryptedShare.from_bytes(message.to_bytes()) == message
 
 
-def test_only_the_recipient_opens_its_share(parties: list[Identity], dealt: list[EncryptedShare]) -> None:
+def test_only_the_recipient_opens_its_share(
+    parties: list[Identity], dealt: list[EncryptedShare]
+) -> None:
     open_share(dealt[1], parties[1], parties[0].public, P, "f", 3)
     with pytest.raises(ProtocolError):
         open_share(dealt[1], parties[2], parties[0].public, P, "f", 3)
@@ -39,7 +41,9 @@ def test_only_the_recipient_opens_its_share(parties: list[Identity], dealt: list
         open_share(dealt[1], impostor, parties[0].public, P, "f", 3)
 
 
-def test_tampering_and_forged_signatures_are_refused(parties: list[Identity], dealt: list[EncryptedShare]) -> None:
+def test_tampering_and_forged_signatures_are_refused(
+    parties: list[Identity], dealt: list[EncryptedShare]
+) -> None:
     message = dealt[1]
     flipped = bytes([message.ciphertext[0] ^ 1]) + message.ciphertext[1:]
     with pytest.raises(SignatureError):
@@ -64,14 +68,21 @@ def test_threshold_shares_reconstruct_the_summed_secret(committee: CommitteeSetu
             total = np.zeros(P.poly_degree, dtype=object)
             for k in subset:
                 weight = lagrange_coefficient(k, subset, q)
-                total = (total + committee.members[k - 1].threshold_share.words[j].astype(object) * weight) % q
+                total = (
+                    total
+                    + committee.members[k - 1].threshold_share.words[j].astype(object) * weight
+                ) % q
             assert np.array_equal(total.astype(np.uint64), target[j])
     # two shares are not enough: their Lagrange combination is something else entirely
     j, q, subset = 0, primes[0], (1, 2)
-    total = sum(
-        committee.members[k - 1].threshold_share.words[j].astype(object) * lagrange_coefficient(k, subset, q)
-        for k in subset
-    ) % q
+    total = (
+        sum(
+            committee.members[k - 1].threshold_share.words[j].astype(object)
+            * lagrange_coefficient(k, subset, q)
+            for k in subset
+        )
+        % q
+    )
     assert not np.array_equal(total.astype(np.uint64), target[0])
 
 
