@@ -4,6 +4,10 @@ numpy has no 128-bit integer, so products go through Shoup's method: for a fixed
 multiplicand w we precompute w' = floor(w·2^64 / q); then a·w mod q is
 a·w − mulhi(a, w')·q (mod 2^64), followed by one conditional subtraction.
 The high half of a 64×64 product is built from 32-bit limbs, which is exact and portable.
+
+For primes below 2^50 a cheaper estimate does: a < 2^50 is exact in a double, and
+a·(w/q) in floating point is within 1/4 of the true quotient, so a·w − ⌊estimate⌋·q
+(mod 2^64) lies in [−q, 2q) and one correction each way makes it exact.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
 
 U64Array = npt.NDArray[np.uint64]
 MAX_PRIME_BITS = 60
+FLOAT_PATH_BITS = 50
 _LOW32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
@@ -57,22 +62,33 @@ class ShoupConstant:
     value: U64Array
     quotient_lo: U64Array
     quotient_hi: U64Array
+    ratio: npt.NDArray[np.float64]  # w / q, for the floating-point path
 
 
 def shoup(w: npt.ArrayLike, q: int) -> ShoupConstant:
-    """Precompute floor(w·2^64/q) for every entry of w (entries must be < q)."""
+    """Precompute floor(w·2^64/q) (and w/q) for every entry of w (entries must be < q)."""
     values = np.asarray(w, dtype=np.uint64)
+    if q.bit_length() <= FLOAT_PATH_BITS:
+        empty = np.zeros((1,) * values.ndim, dtype=np.uint64)
+        return ShoupConstant(values, empty, empty, values.astype(np.float64) / float(q))
     flat = values.reshape(-1).tolist()
     quotients = np.fromiter(((int(x) << 64) // q for x in flat), dtype=np.uint64, count=len(flat))
     quotients = quotients.reshape(values.shape)
-    return ShoupConstant(values, quotients & _LOW32, quotients >> _S32)
+    return ShoupConstant(values, quotients & _LOW32, quotients >> _S32, np.zeros(1))
 
 
 def mul_mod_shoup(a: U64Array, w: ShoupConstant, q: int) -> U64Array:
     """a·w mod q for a in [0, q), exact for q < 2^63."""
     qq = np.uint64(q)
+    if q.bit_length() <= FLOAT_PATH_BITS:
+        estimate = (a.astype(np.float64) * w.ratio).astype(np.uint64)
+        r: U64Array = a * w.value - estimate * qq  # in [−q, 2q) as a signed value
+        signed = r.view(np.int64)
+        r += qq * (signed < 0)
+        r -= qq * (r >= qq)
+        return r
     estimate = mulhi(a, w.quotient_lo, w.quotient_hi)
-    r: U64Array = a * w.value - estimate * qq  # wraps mod 2^64; true value lies in [0, 2q)
+    r = a * w.value - estimate * qq  # wraps mod 2^64; true value lies in [0, 2q)
     r -= qq * (r >= qq)
     return r
 

@@ -8,6 +8,7 @@ no explicit reordering, so coefficient i of the output is the evaluation at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -83,6 +84,28 @@ def ntt_tables(q: int, n: int) -> NttTables:
     )
 
 
+_CHUNK_WORDS = 1 << 16  # 512 KiB of words per pass keeps a butterfly sweep in cache
+
+
+def _chunked(transform: Callable[[U64Array, int], U64Array]) -> Callable[[U64Array, int], U64Array]:
+    """Run a transform over batches of polynomials small enough to stay in cache."""
+
+    def run(values: U64Array, q: int) -> U64Array:
+        n = values.shape[-1]
+        rows = values.reshape(-1, n)
+        step = max(1, _CHUNK_WORDS // n)
+        if rows.shape[0] <= step:
+            return transform(values, q)
+        out = np.empty(rows.shape, dtype=np.uint64)
+        for start in range(0, rows.shape[0], step):
+            out[start : start + step] = transform(rows[start : start + step], q)
+        return out.reshape(values.shape)
+
+    run.__doc__ = transform.__doc__
+    return run
+
+
+@_chunked
 def forward(coeffs: U64Array, q: int) -> U64Array:
     """NTT of polynomials along the last axis (entries must be in [0, q))."""
     n = coeffs.shape[-1]
@@ -101,6 +124,7 @@ def forward(coeffs: U64Array, q: int) -> U64Array:
     return a
 
 
+@_chunked
 def inverse(values: U64Array, q: int) -> U64Array:
     """Inverse NTT along the last axis."""
     n = values.shape[-1]

@@ -74,8 +74,7 @@ def flooding_noise(shape: tuple[int, ...], sigma_bits: int, tail: int) -> I64Arr
         bad = np.abs(gauss) > tail - 1
     values = np.rint(gauss * sigma).astype(np.int64)
     if low_bits:
-        fill = np.frombuffer(os.urandom(8 * values.size), dtype=np.uint64).reshape(shape)
-        values += (fill >> np.uint64(64 - low_bits)).astype(np.int64) - (1 << (low_bits - 1))
+        values += rng.integers(-(1 << (low_bits - 1)), 1 << (low_bits - 1), size=shape)
     assert float(np.abs(values).max(initial=0)) < limit
     return values
 

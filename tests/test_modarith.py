@@ -44,11 +44,13 @@ def test_modular_ops_match_python_integers(q: int, data: st.DataObject) -> None:
     assert neg_mod(a, q).tolist() == [(-x) % q for x in a_list]
 
 
-def test_extreme_operands_for_a_61_bit_prime() -> None:
-    q = 2**61 - 1
-    a = np.array([0, 1, q - 1, q - 2, 2**60], dtype=np.uint64)
-    w = q - 1
-    assert mul_mod_shoup(a, shoup(np.array(w), q), q).tolist() == [int(x) * w % q for x in a]
+@pytest.mark.parametrize("q", [2**61 - 1, 1125899906826241, 140737488273409, 40961])
+def test_extreme_operands_on_both_paths(q: int) -> None:
+    # 2^50 − 2^14·k + 1 is the largest prime the floating-point path takes.
+    a = np.array([0, 1, q - 1, q - 2, q // 2, q // 2 + 1], dtype=np.uint64)
+    for w in (1, 2, q - 1, q - 2, q // 2):
+        got = mul_mod_shoup(a, shoup(np.array(w), q), q).tolist()
+        assert got == [int(x) * w % q for x in a]
 
 
 def test_sum_rns_reduces_per_prime() -> None:
