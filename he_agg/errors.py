@@ -16,7 +16,8 @@
     │   ├── CommitmentError     a revealed share does not match its commitment
     │   ├── SignatureError      an Ed25519 signature does not verify
     │   └── DecryptionRefused   a member will not produce a decryption share
-    └── KeyStoreError           a key file cannot be opened (wrong passphrase, tampered, wrong mode)
+    ├── KeyStoreError           a key file cannot be opened (wrong passphrase, tampered, mode)
+    └── ServiceError            an HTTP error status, with ``status`` and ``detail``
 
 Errors from libraries below (cryptography, SEAL) are converted where they enter with
 ``raise Mapped(...) from exc``.
@@ -38,6 +39,7 @@ __all__ = [
     "ParameterError",
     "ProtocolError",
     "SealFormatError",
+    "ServiceError",
     "SignatureError",
     "SizeError",
     "VersionError",
@@ -115,3 +117,12 @@ class DecryptionRefused(ProtocolError):
 
 class KeyStoreError(HeAggError):
     pass
+
+
+class ServiceError(HeAggError):
+    """An HTTP error from the aggregator, with its status code and the server's explanation."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail

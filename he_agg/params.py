@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from he_agg.errors import ParameterError
 from he_agg.modarith import MAX_PRIME_BITS, find_ntt_primes, is_prime
@@ -206,6 +206,27 @@ class ParameterSet:
     @property
     def fingerprint(self) -> bytes:
         return self._fingerprint
+
+    def to_dict(self) -> dict[str, object]:
+        """The constructor's fields, JSON-ready; ``from_dict`` rebuilds (and re-validates) it."""
+        out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        out["data_primes"] = list(self.data_primes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: object) -> ParameterSet:
+        names = {f.name: f for f in fields(cls) if f.init}
+        if not isinstance(data, dict) or set(data) - set(names) or "poly_degree" not in data:
+            raise ParameterError("format", f"expected an object with the fields {sorted(names)}")
+        try:
+            values = dict(data)
+            values["data_primes"] = tuple(int(q) for q in values["data_primes"])
+            for name in names:
+                if name in values and name not in ("name", "data_primes"):
+                    values[name] = int(values[name])
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ParameterError("format", f"malformed parameter set: {exc}") from exc
 
     def describe(self) -> dict[str, object]:
         return {

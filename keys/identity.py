@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from he_agg.errors import SignatureError
+from he_agg.request_signing import verify_signature
 
-__all__ = ["Identity", "PublicIdentity", "verify_signature"]
+__all__ = ["Identity", "PublicIdentity", "verify_signature", "x25519_public"]
 
 _RAW = (Encoding.Raw, PublicFormat.Raw)
 
@@ -65,13 +64,6 @@ class Identity:
             Ed25519PrivateKey.from_private_bytes(raw[:32]),
             X25519PrivateKey.from_private_bytes(raw[32:]),
         )
-
-
-def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> None:
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError) as exc:
-        raise SignatureError("signature does not verify") from exc
 
 
 def x25519_public(raw: bytes) -> X25519PublicKey:

@@ -1,0 +1,111 @@
+"""The aggregator's FastAPI application: routers, error mapping, the background clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from he_agg.errors import HeAggError, ServiceError, SignatureError
+from he_agg.server import metrics
+from he_agg.server.config import Settings
+from he_agg.server.deps import AppState
+from he_agg.server.federations import Federations
+from he_agg.server.logs import configure_logging
+from he_agg.server.rounds import Rounds
+from he_agg.server.routes import decryption, federations, health, keygen, model, rounds, uploads
+from he_agg.server.storage import BlobStore, Database
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("he_agg.server")
+
+
+def _state(settings: Settings) -> AppState:
+    db = Database(settings.data_dir / "he-agg.sqlite3")
+    blobs = BlobStore(settings.data_dir / "blobs")
+    blobs.clean_scratch()
+    registry = Federations(db, blobs)
+    return AppState(settings, db, blobs, registry, Rounds(db, blobs, registry))
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    metrics.REJECTED.labels(status=str(status)).inc()
+    return JSONResponse(status_code=status, content={"detail": detail})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    state = _state(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def clock() -> None:
+            while True:
+                await asyncio.sleep(settings.tick_seconds)
+                try:
+                    await run_in_threadpool(state.rounds.tick, time.time())
+                    await run_in_threadpool(
+                        state.db.all,
+                        "DELETE FROM nonces WHERE seen < ?",
+                        time.time() - 2 * settings.max_skew_seconds,
+                    )
+                except Exception:  # the clock must survive any one bad round
+                    log.exception("clock tick failed")
+
+        task = asyncio.create_task(clock())
+        log.info("aggregator started", extra={"data_dir": str(settings.data_dir)})
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        state.db.close()
+
+    app = FastAPI(title="he-agg aggregator", version="0.1.0", lifespan=lifespan)
+    app.state.he_agg = state
+    for module in (health, federations, keygen, rounds, uploads, decryption, model):
+        app.include_router(module.router)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status, exc.detail)
+
+    @app.exception_handler(SignatureError)
+    async def signature_error(request: Request, exc: SignatureError) -> JSONResponse:
+        return _error(401, str(exc))
+
+    @app.exception_handler(HeAggError)
+    async def he_agg_error(request: Request, exc: HeAggError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(
+            422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        )
+
+    @app.exception_handler(ValidationError)
+    async def body_invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        return _error(
+            422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", extra={"path": request.url.path})
+        return _error(500, "internal error; the server log has the details")
+
+    return app

@@ -1,0 +1,110 @@
+"""FastAPI dependencies: the app state, the signed caller, the federation and its parties."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from he_agg.errors import ServiceError
+from he_agg.server.auth import Caller, body_digest, complete, read_headers, request_target
+from he_agg.server.config import Settings
+from he_agg.server.federations import Federation, Federations, Party
+from he_agg.server.rounds import Rounds
+from he_agg.server.storage import BlobStore, Database
+
+__all__ = [
+    "AppState",
+    "CallerDep",
+    "FederationDep",
+    "StateDep",
+    "member_caller",
+    "require_admin",
+    "require_party",
+]
+
+MAX_SMALL_BODY = 512 * 1024 * 1024
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    federations: Federations
+    rounds: Rounds
+
+    @property
+    def admin_keys(self) -> frozenset[str]:
+        return frozenset(key.lower() for key in self.settings.admin_keys)
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.he_agg
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+@dataclass(frozen=True)
+class SignedBody:
+    caller: Caller
+    body: bytes
+
+
+async def signed_caller(request: Request, state: StateDep) -> SignedBody:
+    """Authenticate a request whose body is small enough to hold in memory."""
+    pending = read_headers(request, state.settings.max_skew_seconds)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_SMALL_BODY:
+        raise HTTPException(413, "request body too large")
+    body = await request.body()
+    caller = complete(
+        pending,
+        request.method,
+        request_target(request),
+        body_digest(body),
+        state.db,
+        state.admin_keys,
+    )
+    return SignedBody(caller, body)
+
+
+CallerDep = Annotated[SignedBody, Depends(signed_caller)]
+
+
+def get_federation(federation_id: str, state: StateDep) -> Federation:
+    return state.federations.get(federation_id)
+
+
+FederationDep = Annotated[Federation, Depends(get_federation)]
+
+
+def require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise ServiceError(403, "this route is for the federation's administrator")
+
+
+def require_party(
+    state: AppState, federation: Federation, caller: Caller, *roles: str
+) -> Party | None:
+    """The caller's enrolment in this federation; admins pass with None."""
+    if caller.is_admin and "admin" in roles:
+        return None
+    party = state.federations.party(federation.id, caller.key)
+    if party is None or party.role not in roles:
+        raise ServiceError(403, f"this route is for {' or '.join(roles)}s of {federation.id!r}")
+    return party
+
+
+def member_caller(
+    state: AppState, federation: Federation, caller: Caller, member: int | None = None
+) -> int:
+    """The caller's member index; with ``member`` given, the caller must be that member."""
+    party = require_party(state, federation, caller, "member")
+    assert party is not None and party.index is not None
+    if member is not None and party.index != member:
+        raise ServiceError(403, f"member {party.index} cannot act as member {member}")
+    return party.index

@@ -1,0 +1,1 @@
+"""One router per resource; ``he_agg.server.app`` only includes them."""

@@ -1,0 +1,47 @@
+"""The aggregate, the decryption request (set and uploads) and members' decryption shares."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from he_agg.server.deps import CallerDep, FederationDep, StateDep, member_caller
+from he_agg.server.schemas import DecryptionRequest
+
+router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tags=["decryption"])
+OCTETS = {
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+}
+
+
+@router.get("/aggregate", response_class=Response)
+def get_aggregate(
+    number: int, federation: FederationDep, signed: CallerDep, state: StateDep
+) -> Response:
+    member_caller(state, federation, signed.caller)
+    return Response(
+        state.rounds.aggregate(federation, number), media_type="application/octet-stream"
+    )
+
+
+@router.get("/decryption", response_model=DecryptionRequest)
+def get_decryption_request(
+    number: int, federation: FederationDep, signed: CallerDep, state: StateDep
+) -> DecryptionRequest:
+    member_caller(state, federation, signed.caller)
+    return state.rounds.decryption_request(federation, number)
+
+
+@router.put(
+    "/decryption/{attempt}/shares/{member}", status_code=204, openapi_extra={"requestBody": OCTETS}
+)
+def put_decryption_share(
+    number: int,
+    attempt: int,
+    member: int,
+    federation: FederationDep,
+    signed: CallerDep,
+    state: StateDep,
+) -> Response:
+    member_caller(state, federation, signed.caller, member)
+    state.rounds.accept_share(federation, number, attempt, member, signed.body)
+    return Response(status_code=204)

@@ -1,0 +1,84 @@
+"""Key generation: commitments, public-key shares, relay of encrypted Shamir shares."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from he_agg.errors import ServiceError
+from he_agg.server.deps import CallerDep, FederationDep, StateDep, member_caller, require_party
+from he_agg.server.schemas import CommitmentIn, KeygenStatus
+
+router = APIRouter(prefix="/v1/federations/{federation_id}/keygen", tags=["keygen"])
+OCTETS = {
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+}
+
+
+@router.get("", response_model=KeygenStatus)
+def keygen_status(federation: FederationDep, signed: CallerDep, state: StateDep) -> KeygenStatus:
+    require_party(state, federation, signed.caller, "member", "client", "admin")
+    return state.federations.status(federation)
+
+
+@router.put(
+    "/commitments/{member}",
+    status_code=204,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/CommitmentIn"}}
+            }
+        }
+    },
+)
+def put_commitment(
+    member: int, federation: FederationDep, signed: CallerDep, state: StateDep
+) -> Response:
+    member_caller(state, federation, signed.caller, member)
+    body = CommitmentIn.model_validate_json(signed.body)
+    state.federations.add_commitment(federation, member, body.commitment)
+    return Response(status_code=204)
+
+
+@router.put("/public-key-shares/{member}", status_code=204, openapi_extra={"requestBody": OCTETS})
+def put_public_key_share(
+    member: int, federation: FederationDep, signed: CallerDep, state: StateDep
+) -> Response:
+    member_caller(state, federation, signed.caller, member)
+    state.federations.add_public_key_share(federation, member, signed.body)
+    return Response(status_code=204)
+
+
+@router.get("/public-key-shares/{member}", response_class=Response)
+def get_public_key_share(
+    member: int, federation: FederationDep, signed: CallerDep, state: StateDep
+) -> Response:
+    member_caller(state, federation, signed.caller)
+    return Response(
+        state.federations.public_key_share(federation, member),
+        media_type="application/octet-stream",
+    )
+
+
+@router.put(
+    "/shamir-shares/{sender}/{recipient}", status_code=204, openapi_extra={"requestBody": OCTETS}
+)
+def put_shamir_share(
+    sender: int, recipient: int, federation: FederationDep, signed: CallerDep, state: StateDep
+) -> Response:
+    member_caller(state, federation, signed.caller, sender)
+    state.federations.add_shamir_share(federation, sender, recipient, signed.body)
+    return Response(status_code=204)
+
+
+@router.get("/shamir-shares/{sender}/{recipient}", response_class=Response)
+def get_shamir_share(
+    sender: int, recipient: int, federation: FederationDep, signed: CallerDep, state: StateDep
+) -> Response:
+    me = member_caller(state, federation, signed.caller)
+    if me != recipient:
+        raise ServiceError(403, "only the recipient may fetch its encrypted share")
+    return Response(
+        state.federations.shamir_share(federation, sender, recipient),
+        media_type="application/octet-stream",
+    )

@@ -1,0 +1,21 @@
+"""The published model of a round: float64 values, with the manifest in a header."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from he_agg.request_signing import HEADER_MANIFEST
+from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_party
+
+router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tags=["model"])
+
+
+@router.get("/model", response_class=Response)
+def get_model(
+    number: int, federation: FederationDep, signed: CallerDep, state: StateDep
+) -> Response:
+    require_party(state, federation, signed.caller, "client", "member", "admin")
+    manifest, values = state.rounds.model(federation, number)
+    return Response(
+        values, media_type="application/octet-stream", headers={HEADER_MANIFEST: manifest}
+    )

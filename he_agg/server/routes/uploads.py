@@ -1,0 +1,91 @@
+"""Uploads: a client's encrypted update, streamed to disk and refused before it is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from he_agg.errors import ServiceError
+from he_agg.server.auth import complete, read_headers, request_target
+from he_agg.server.deps import CallerDep, FederationDep, StateDep, member_caller
+from he_agg.server.schemas import UploadReceipt
+
+router = APIRouter(
+    prefix="/v1/federations/{federation_id}/rounds/{number}/updates", tags=["uploads"]
+)
+OCTETS = {
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+}
+
+
+@router.put(
+    "/{client}",
+    status_code=201,
+    response_model=UploadReceipt,
+    openapi_extra={"requestBody": OCTETS},
+)
+async def put_update(
+    number: int, client: str, federation: FederationDep, request: Request, state: StateDep
+) -> JSONResponse:
+    """Idempotent: the same body again gets the first answer; a different body gets 409."""
+    pending = read_headers(request, state.settings.max_skew_seconds)
+    party = state.federations.party(federation.id, pending.key)
+    if party is None or party.role != "client" or party.name != client:
+        raise ServiceError(403, f"only enrolled client {client!r} may upload here")
+    if state.rounds.existing_upload(federation.id, number, client) is None:
+        state.rounds.require_open(federation.id, number)
+    limit = state.rounds.max_upload_bytes(federation, client)
+    too_large = f"update is larger than this federation's {limit} bytes"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, too_large)
+    fd, temporary = state.blobs.temporary()
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceError(
+                        413, f"update is larger than this federation's {limit} bytes"
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        caller = complete(
+            pending,
+            request.method,
+            request_target(request),
+            digest.hexdigest(),
+            state.db,
+            state.admin_keys,
+        )
+        receipt = await run_in_threadpool(
+            state.rounds.accept_upload,
+            federation,
+            number,
+            client,
+            caller,
+            temporary,
+            digest.hexdigest(),
+            size,
+        )
+    finally:
+        temporary.unlink(missing_ok=True)
+    return JSONResponse(status_code=201, content=receipt.model_dump())
+
+
+@router.get("/{client}", response_class=Response)
+def get_update(
+    number: int, client: str, federation: FederationDep, signed: CallerDep, state: StateDep
+) -> Response:
+    """Members fetch every listed upload to re-check signatures and recompute the sum."""
+    member_caller(state, federation, signed.caller)
+    return Response(
+        state.rounds.upload_blob(federation, number, client), media_type="application/octet-stream"
+    )

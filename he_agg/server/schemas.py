@@ -1,0 +1,127 @@
+"""Request and response bodies, kept apart from storage rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+__all__ = [
+    "CommitmentIn",
+    "DecryptionRequest",
+    "FederationCreate",
+    "FederationOut",
+    "KeygenStatus",
+    "MemberIn",
+    "PartyIn",
+    "RoundOpen",
+    "RoundOut",
+    "UploadReceipt",
+    "UploadRecord",
+]
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+HEX32 = r"^[0-9a-f]{64}$"
+
+
+class PartyIn(BaseModel):
+    name: str = Field(pattern=NAME)
+    signing_key: str = Field(pattern=HEX32, description="Ed25519 public key, hex")
+
+
+class MemberIn(PartyIn):
+    index: int = Field(ge=1, le=255)
+    encryption_key: str = Field(pattern=HEX32, description="X25519 public key, hex")
+
+
+class FederationCreate(BaseModel):
+    id: str = Field(pattern=NAME)
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="a ParameterSet's fields; omitted: the default set"
+    )
+    mode: str = Field(default="ckks", pattern="^(ckks|plaintext)$")
+    threshold: int = Field(ge=1, le=255)
+    k_min: int = Field(ge=1)
+    clients: list[PartyIn] = Field(min_length=1, max_length=100_000)
+    members: list[MemberIn] = Field(default_factory=list, max_length=255)
+    max_parameters: int = Field(default=10_000_000, ge=1, le=200_000_000)
+    share_timeout_seconds: float = Field(default=60.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FederationCreate:
+        names = [p.name for p in self.clients] + [m.name for m in self.members]
+        keys = [p.signing_key for p in self.clients] + [m.signing_key for m in self.members]
+        if len(set(names)) != len(names) or len(set(keys)) != len(keys):
+            raise ValueError("party names and signing keys must be unique")
+        if len({m.index for m in self.members}) != len(self.members):
+            raise ValueError("member indices must be unique")
+        if self.mode == "ckks" and not self.threshold <= len(self.members):
+            raise ValueError("threshold must be at most the number of members")
+        if self.k_min > len(self.clients):
+            raise ValueError("k_min cannot exceed the number of enrolled clients")
+        return self
+
+
+class FederationOut(BaseModel):
+    id: str
+    config: dict[str, Any]
+    epoch: int
+    keygen_phase: str
+    public_key_ready: bool
+    decryptions_used: int
+
+
+class KeygenStatus(BaseModel):
+    epoch: int
+    phase: str
+    commitments: dict[int, str]
+    public_key_shares: list[int]
+    shamir_shares: list[tuple[int, int]]
+
+
+class CommitmentIn(BaseModel):
+    commitment: str = Field(pattern=HEX32)
+
+
+class RoundOpen(BaseModel):
+    deadline_seconds: float = Field(gt=0, le=7 * 86_400)
+
+
+class RoundOut(BaseModel):
+    federation: str
+    number: int
+    state: str
+    deadline: float
+    uploads: list[str]
+    reason: str | None
+    attempt: int
+    decryption_set: list[int]
+    model_ready: bool
+
+
+class UploadReceipt(BaseModel):
+    federation: str
+    round: int
+    client: str
+    sha256: str
+    size: int
+
+
+class UploadRecord(BaseModel):
+    client: str
+    sha256: str
+    size: int
+    signature: str
+    timestamp: int
+    nonce: str
+    target: str
+    manifest: str
+
+
+class DecryptionRequest(BaseModel):
+    round: int
+    state: str
+    attempt: int
+    decryption_set: list[int]
+    aggregate_sha256: str
+    uploads: list[UploadRecord]
