@@ -1,14 +1,263 @@
-"""The ``he-agg`` command line."""
+"""The ``he-agg`` command line: serve, keys, federation, round, client, committee, demo."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+from typing import Any
 
 import typer
 
 app = typer.Typer(
     help="he-agg: privacy-preserving aggregation for federated learning.", no_args_is_help=True
 )
+keys_app = typer.Typer(help="Party keys (Ed25519 to sign, X25519 to receive shares).")
+federation_app = typer.Typer(help="Administer federations.")
+round_app = typer.Typer(help="Open, inspect and close rounds.")
+client_app = typer.Typer(help="A client's commands.")
+committee_app = typer.Typer(help="A committee member's commands.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(federation_app, name="federation")
+app.add_typer(round_app, name="round")
+app.add_typer(client_app, name="client")
+app.add_typer(committee_app, name="committee")
+
+SERVER = typer.Option("http://127.0.0.1:8750", "--server", help="aggregator base URL")
+PASSPHRASE_ENV = "HE_AGG_PASSPHRASE"
+
+
+def _passphrase(confirm: bool = False) -> str:
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return value
+    return str(
+        typer.prompt("passphrase for the key file", hide_input=True, confirmation_prompt=confirm)
+    )
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _identity(path: Path) -> Any:
+    from he_agg.errors import HeAggError
+    from keys.identity import load_identity
+
+    try:
+        return load_identity(path, _passphrase())
+    except HeAggError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="bind address (default 127.0.0.1)"),
+    port: int | None = typer.Option(None, help="port (default 8750)"),
+    data_dir: Path | None = typer.Option(None, help="SQLite and blob folder (./he-agg-data)"),
+    admin: list[Path] = typer.Option([], "--admin", help="an admin's .pub.json (repeatable)"),
+) -> None:
+    """Run the aggregator under uvicorn. Settings also come from HE_AGG_* or HE_AGG_CONFIG."""
+    import uvicorn
+
+    from he_agg.server import Settings, create_app
+
+    overrides: dict[str, Any] = {}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    settings = Settings(**overrides)
+    if admin:
+        keys = [json.loads(p.read_text())["signing_key"] for p in admin]
+        settings.admin_keys = [*settings.admin_keys, *keys]
+    if not settings.admin_keys:
+        _fail("no admin key: pass --admin admin.pub.json or set HE_AGG_ADMIN_KEYS")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    name: str = typer.Argument(..., help="party name, e.g. bank-1 or member-2"),
+    out: Path = typer.Option(Path("."), help="folder for NAME.key and NAME.pub.json"),
+    index: int = typer.Option(0, help="committee index (1..255) for members; 0 otherwise"),
+) -> None:
+    """Generate a party's keys: NAME.key (encrypted, 0600) and NAME.pub.json (public)."""
+    from keys.identity import Identity, save_identity
+
+    out.mkdir(parents=True, exist_ok=True)
+    key_path, pub_path = out / f"{name}.key", out / f"{name}.pub.json"
+    if key_path.exists():
+        _fail(f"{key_path} exists; refusing to overwrite a key")
+    identity = Identity.generate(index)
+    save_identity(key_path, identity, _passphrase(confirm=True))
+    public = identity.public
+    record: dict[str, Any] = {
+        "name": name,
+        "signing_key": public.signing_key.hex(),
+        "encryption_key": public.encryption_key.hex(),
+    }
+    if index:
+        record["index"] = index
+    pub_path.write_text(json.dumps(record, indent=2) + "\n")
+    typer.echo(f"wrote {key_path} and {pub_path}")
+
+
+def _admin(server: str, key: Path) -> Any:
+    from clients.admin import Admin
+
+    return Admin(server, _identity(key).signing)
+
+
+def _call(action: Any) -> Any:
+    from he_agg.errors import ServiceError
+
+    try:
+        return action()
+    except ServiceError as exc:
+        _fail(f"the server refused: {exc}")
+    except OSError as exc:
+        _fail(f"cannot reach the server: {exc}")
+
+
+@federation_app.command("create")
+def federation_create(
+    federation_id: str = typer.Argument(...),
+    clients: list[Path] = typer.Option(..., "--client", help="a client's .pub.json (repeatable)"),
+    members: list[Path] = typer.Option([], "--member", help="a member's .pub.json (repeatable)"),
+    threshold: int = typer.Option(2, help="t: members needed to decrypt"),
+    k_min: int = typer.Option(2, help="fewest clients for a round to be decrypted"),
+    plaintext: bool = typer.Option(False, help="a plaintext baseline federation (no HE)"),
+    share_timeout: float = typer.Option(60.0, help="seconds before a silent member is replaced"),
+    admin_key: Path = typer.Option(..., help="the admin's .key file"),
+    server: str = SERVER,
+) -> None:
+    """Create a federation from the parties' public key files."""
+    spec = {
+        "id": federation_id,
+        "mode": "plaintext" if plaintext else "ckks",
+        "threshold": threshold,
+        "k_min": k_min,
+        "share_timeout_seconds": share_timeout,
+        "clients": [
+            {k: v for k, v in json.loads(p.read_text()).items() if k in ("name", "signing_key")}
+            for p in clients
+        ],
+        "members": [json.loads(p.read_text()) for p in members],
+    }
+    result = _call(lambda: _admin(server, admin_key).create_federation(spec))
+    typer.echo(json.dumps({k: result[k] for k in ("id", "keygen_phase", "epoch")}))
+
+
+@round_app.command("open")
+def round_open(
+    federation_id: str = typer.Argument(...),
+    deadline: float = typer.Option(600.0, help="seconds until the round closes on its own"),
+    admin_key: Path = typer.Option(..., help="the admin's .key file"),
+    server: str = SERVER,
+) -> None:
+    """Open the next round; prints its number."""
+    result = _call(lambda: _admin(server, admin_key).open_round(federation_id, deadline))
+    typer.echo(result["number"])
+
+
+@round_app.command("status")
+def round_status(
+    federation_id: str = typer.Argument(...),
+    number: int = typer.Argument(...),
+    admin_key: Path = typer.Option(..., help="the admin's .key file"),
+    server: str = SERVER,
+) -> None:
+    result = _call(lambda: _admin(server, admin_key).round(federation_id, number))
+    typer.echo(json.dumps(result, indent=2))
+
+
+@round_app.command("close")
+def round_close(
+    federation_id: str = typer.Argument(...),
+    number: int = typer.Argument(...),
+    admin_key: Path = typer.Option(..., help="the admin's .key file"),
+    server: str = SERVER,
+) -> None:
+    result = _call(lambda: _admin(server, admin_key).close_round(federation_id, number))
+    typer.echo(json.dumps(result, indent=2))
+
+
+def _load_update(path: Path) -> dict[str, Any]:
+    if path.suffix == ".npz":
+        import numpy as np
+
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    import torch
+
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(loaded, dict):
+        _fail(f"{path} does not hold a state_dict")
+    return dict(loaded)
+
+
+@client_app.command("submit")
+def client_submit(
+    federation_id: str = typer.Argument(...),
+    update: Path = typer.Option(..., help="a torch state_dict (.pt) or numpy arrays (.npz)"),
+    samples: float = typer.Option(..., help="this client's sample count (its FedAvg weight)"),
+    round_number: int = typer.Option(0, "--round", help="round number; 0: the open round"),
+    key: Path = typer.Option(..., help="this client's .key file"),
+    name: str = typer.Option(..., help="this client's enrolled name"),
+    server: str = SERVER,
+    wait: bool = typer.Option(False, help="wait for the published model and save it"),
+    out: Path = typer.Option(Path("model.pt"), help="where --wait saves the model"),
+) -> None:
+    """Encrypt an update under the collective key and upload it."""
+    from clients.participant import Participant
+
+    if not update.exists():
+        _fail(f"{update} does not exist")
+    state = _load_update(update)
+    participant = Participant(server, federation_id, name, _identity(key).signing)
+    if round_number == 0:
+        open_rounds = _call(participant.open_rounds)
+        if not open_rounds:
+            _fail("no round is open")
+        round_number = open_rounds[-1]
+    receipt = _call(lambda: participant.submit(state, samples, round=round_number))
+    typer.echo(json.dumps(receipt))
+    if wait:
+        import torch
+
+        model = _call(lambda: participant.wait_for_model(round_number))
+        torch.save(model, out)
+        typer.echo(f"saved the round-{round_number} model to {out}")
+
+
+@committee_app.command("run")
+def committee_run(
+    federation_id: str = typer.Argument(...),
+    key: Path = typer.Option(..., help="this member's .key file"),
+    state_dir: Path = typer.Option(..., help="folder for this member's encrypted state"),
+    server: str = SERVER,
+    poll: float = typer.Option(1.0, help="seconds between polls"),
+) -> None:
+    """Join the DKG, then verify and decrypt round aggregates until stopped."""
+    from he_agg.server.logs import configure_logging
+    from he_agg.transport import SignedClient
+    from keys.agent import MemberAgent
+
+    configure_logging()
+    identity = _identity(key)
+    if not identity.index:
+        _fail("this key has no committee index; generate it with --index")
+    agent = MemberAgent(
+        SignedClient(server, identity.signing), federation_id, identity, state_dir, _passphrase()
+    )
+    try:
+        agent.run(poll=poll)
+    except KeyboardInterrupt:
+        typer.echo("stopped")
 
 
 @app.command()
@@ -50,8 +299,8 @@ def params(
             precision_bits=precision_bits,
         )
     except ParameterError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        _fail(str(exc))
+        return
     typer.echo(json.dumps(chosen.describe(), indent=2))
 
 

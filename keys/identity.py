@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from he_agg.errors import KeyStoreError
 from he_agg.request_signing import verify_signature
 
-__all__ = ["Identity", "PublicIdentity", "verify_signature", "x25519_public"]
+__all__ = [
+    "Identity",
+    "PublicIdentity",
+    "load_identity",
+    "save_identity",
+    "verify_signature",
+    "x25519_public",
+]
 
 _RAW = (Encoding.Raw, PublicFormat.Raw)
+_IDENTITY_MAGIC = b"HEID"
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,27 @@ class Identity:
             Ed25519PrivateKey.from_private_bytes(raw[:32]),
             X25519PrivateKey.from_private_bytes(raw[32:]),
         )
+
+
+def save_identity(path: Path, identity: Identity, passphrase: str) -> None:
+    """A party's private keys at rest: encrypted under the passphrase, mode 0600."""
+    from keys.keystore import save_secret
+
+    save_secret(
+        path,
+        _IDENTITY_MAGIC + struct.pack("<H", identity.index) + identity.private_bytes(),
+        passphrase,
+    )
+
+
+def load_identity(path: Path, passphrase: str) -> Identity:
+    from keys.keystore import load_secret
+
+    raw = load_secret(path, passphrase)
+    if not raw.startswith(_IDENTITY_MAGIC) or len(raw) != 4 + 2 + 64:
+        raise KeyStoreError(f"{path} does not hold a party's keys")
+    (index,) = struct.unpack_from("<H", raw, 4)
+    return Identity.from_private_bytes(index, raw[6:])
 
 
 def x25519_public(raw: bytes) -> X25519PublicKey:
