@@ -306,30 +306,37 @@ class Rounds:
             manifest = Manifest.from_json(manifest_text)
         except PackingError as exc:
             raise ServiceError(422, f"the update needs a valid manifest header: {exc}") from exc
+        problem, count = "", 0
         with open(temporary, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size == 0:
+            if os.fstat(handle.fileno()).st_size == 0:
                 raise ServiceError(422, "empty body")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as body:
                 try:
-                    if federation.mode == "plaintext":
-                        count = decode_plain_upload(memoryview(body)).size
-                        expected = manifest.size + 1
-                    else:
-                        params = federation.params
-                        count = decode_upload(
-                            memoryview(body),
-                            params,
-                            federation=federation.id,
-                            round=number,
-                            client=client,
-                        ).count
-                        expected = -(-(manifest.size + 1) // params.slots)
+                    count = self._count_values(federation, number, client, body)
                 except HeAggError as exc:
-                    raise ServiceError(422, f"invalid envelope: {exc}") from exc
+                    problem = str(exc)  # raised below, once no array views the mapping
+        if problem:
+            raise ServiceError(422, f"invalid envelope: {problem}")
+        params = federation.params
+        plaintext = federation.mode == "plaintext"
+        expected = manifest.size + 1 if plaintext else -(-(manifest.size + 1) // params.slots)
         if count != expected:
             raise ServiceError(422, "the envelope's size does not match its manifest")
         return manifest.to_json()
+
+    @staticmethod
+    def _count_values(federation: Federation, number: int, client: str, body: mmap.mmap) -> int:
+        """Validate an envelope in place; values (plaintext) or ciphertexts (CKKS) it holds."""
+        if federation.mode == "plaintext":
+            return int(decode_plain_upload(memoryview(body)).size)
+        upload = decode_upload(
+            memoryview(body),
+            federation.params,
+            federation=federation.id,
+            round=number,
+            client=client,
+        )
+        return upload.count
 
     # ---- decryption ------------------------------------------------------------
     def decryption_request(self, federation: Federation, number: int) -> DecryptionRequest:

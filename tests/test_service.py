@@ -1,0 +1,383 @@
+"""The aggregator over real HTTP: uvicorn on loopback, three member agents, five clients.
+
+Tests run in order and share one federation: keygen, a full round, a round with a
+dropped client and an offline member, refusals, bad requests, then kill -9 mid-round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from clients.admin import Admin
+from clients.participant import Participant
+from he_agg.errors import DecryptionRefused, ServiceError
+from he_agg.packing import flatten
+from he_agg.params import ParameterSet, derive_parameters
+from he_agg.transport import SignedClient
+from keys.agent import MemberAgent, wait
+from keys.identity import Identity
+from tests.server_helpers import ServerProcess
+
+FED = "consortium"
+CLIENTS = [f"bank-{i}" for i in range(1, 6)]
+
+
+@dataclass
+class Federation:
+    server: ServerProcess
+    params: ParameterSet
+    admin: Identity
+    clients: dict[str, Identity]
+    members: list[Identity]
+    agents: list[MemberAgent] = field(default_factory=list)
+    stops: list[threading.Event] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    tmp: Path = Path()
+
+    def participant(self, name: str) -> Participant:
+        return Participant(
+            self.server.url, FED, name, self.clients[name].signing, show_progress=False
+        )
+
+    def admin_api(self) -> Admin:
+        return Admin(self.server.url, self.admin.signing)
+
+    def start_agent(self, position: int) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self.agents[position].run, kwargs={"stop": stop, "poll": 0.1}, daemon=True
+        )
+        thread.start()
+        self.stops[position], self.threads[position] = stop, thread
+
+    def stop_agent(self, position: int) -> None:
+        self.stops[position].set()
+        self.threads[position].join(timeout=10)
+
+
+def _update(seed: int) -> tuple[dict[str, np.ndarray], int]:
+    rng = np.random.default_rng(seed)
+    update = {
+        "layer.weight": rng.uniform(-1, 1, (20, 30)).astype(np.float32),
+        "layer.bias": rng.uniform(-1, 1, 30).astype(np.float32),
+        "steps": np.array(4, dtype=np.int64),
+    }
+    return update, int(rng.integers(10, 50))
+
+
+def _fedavg(updates: list[tuple[dict[str, np.ndarray], int]]) -> np.ndarray:
+    vectors = np.stack([flatten(u)[0] for u, _ in updates])
+    return np.average(vectors, axis=0, weights=[n for _, n in updates])
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    tmp = tmp_path_factory.mktemp("service")
+    admin = Identity.generate(0)
+    clients = {name: Identity.generate(0) for name in CLIENTS}
+    members = [Identity.generate(i) for i in (1, 2, 3)]
+    params = derive_parameters("service-test", k_max=8, committee_max=3, value_bits=12)
+    server = ServerProcess(tmp / "server", [admin.public.signing_key.hex()])
+    server.start()
+    federation = Federation(server, params, admin, clients, members, tmp=tmp)
+    spec = {
+        "id": FED,
+        "parameters": params.to_dict(),
+        "threshold": 2,
+        "k_min": 3,
+        "max_parameters": 5000,
+        "share_timeout_seconds": 3,
+        "clients": [
+            {"name": n, "signing_key": i.public.signing_key.hex()} for n, i in clients.items()
+        ],
+        "members": [
+            {
+                "name": f"member-{m.index}",
+                "index": m.index,
+                "signing_key": m.public.signing_key.hex(),
+                "encryption_key": m.public.encryption_key.hex(),
+            }
+            for m in members
+        ],
+    }
+    federation.admin_api().create_federation(spec)
+    for member in members:
+        agent = MemberAgent(
+            SignedClient(server.url, member.signing),
+            FED,
+            member,
+            tmp / f"member-{member.index}",
+            "member passphrase",
+        )
+        federation.agents.append(agent)
+        federation.stops.append(threading.Event())
+        federation.threads.append(threading.Thread(target=lambda: None))
+        federation.start_agent(len(federation.agents) - 1)
+    yield federation
+    for stop in federation.stops:
+        stop.set()
+    server.stop()
+
+
+def _run_round(fed: Federation, names: list[str], seeds: list[int]) -> tuple[int, list]:
+    number = fed.admin_api().open_round(FED, deadline_seconds=120)["number"]
+    updates = [_update(seed) for seed in seeds]
+    for name, (update, samples) in zip(names, updates, strict=True):
+        receipt = fed.participant(name).submit(update, samples, round=number)
+        assert receipt["client"] == name and receipt["round"] == number
+    return number, updates
+
+
+def _bound(fed: Federation, updates: list) -> float:
+    total = sum(n for _, n in updates)
+    return fed.params.error_bound(2) * 2 / total
+
+
+def test_keygen_runs_to_a_collective_key(fed: Federation) -> None:
+    assert wait(lambda: all((a.state_dir / "member.key").exists() for a in fed.agents), 60)
+    info = fed.admin_api().federation(FED)
+    assert info["keygen_phase"] == "ready" and info["public_key_ready"]
+    public = fed.participant(CLIENTS[0]).fetch_public_context()
+    assert public.params == fed.params
+
+
+def test_round_matches_numpy_fedavg(fed: Federation) -> None:
+    number, updates = _run_round(fed, CLIENTS, seeds=[1, 2, 3, 4, 5])
+    model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=60)
+    average = flatten(model)[0]
+    assert np.abs(average - _fedavg(updates)).max() <= _bound(fed, updates)
+    assert int(model["steps"]) == 4 and model["steps"].dtype == np.int64
+    status = fed.admin_api().round(FED, number)
+    assert status["state"] == "published" and status["attempt"] == 1
+
+
+def test_dropped_client_and_offline_member(fed: Federation) -> None:
+    fed.stop_agent(1)  # member 2 is in the first set {1, 2}; it goes silent
+    number, updates = _run_round(fed, CLIENTS[:4], seeds=[11, 12, 13, 14])
+    closed = fed.admin_api().close_round(FED, number)  # bank-5 never uploads
+    assert closed["state"] == "decrypting" and closed["decryption_set"] == [1, 2]
+    model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=60)
+    assert np.abs(flatten(model)[0] - _fedavg(updates)).max() <= _bound(fed, updates)
+    status = fed.admin_api().round(FED, number)
+    assert status["attempt"] == 2 and status["decryption_set"] == [1, 3]
+    assert fed.admin_api().federation(FED)["decryptions_used"] == 3  # 1 + 2 attempts
+    fed.start_agent(1)
+
+
+def test_too_few_uploads_abort_the_round(fed: Federation) -> None:
+    number, _ = _run_round(fed, CLIENTS[:2], seeds=[21, 22])
+    status = fed.admin_api().close_round(FED, number)
+    assert status["state"] == "aborted" and "K_min" in status["reason"]
+    with pytest.raises(ServiceError) as caught:
+        fed.participant(CLIENTS[0]).wait_for_model(number, timeout=5)
+    assert caught.value.status == 409
+
+
+def _fresh_agent(fed: Federation) -> MemberAgent:
+    """Member 1's keys in a new state folder: no ledger, so only the checks decide."""
+    source = fed.agents[0].state_dir
+    target = fed.tmp / "member-1-copy"
+    target.mkdir(exist_ok=True)
+    for name in ("member.key", "federation.json"):
+        shutil.copy2(source / name, target / name)
+    member = fed.members[0]
+    return MemberAgent(
+        SignedClient(fed.server.url, member.signing), FED, member, target, "member passphrase"
+    )
+
+
+def test_member_refuses_what_it_must(fed: Federation, caplog: pytest.LogCaptureFixture) -> None:
+    agent = _fresh_agent(fed)
+    config = agent.config()
+    request = agent._get("/rounds/1/decryption")
+    request.update(state="decrypting", attempt=9, decryption_set=[1, 2])
+    agent.verify(config, request)  # the honest request passes every check
+
+    one_upload = agent._upload_blob(1, CLIENTS[0])
+    as_aggregate = dict(request, aggregate_sha256=hashlib.sha256(one_upload).hexdigest())
+    with pytest.raises(DecryptionRefused, match="not the sum"):
+        agent.verify(config, as_aggregate)
+
+    too_few = dict(request, uploads=request["uploads"][:2])
+    with pytest.raises(DecryptionRefused, match="K_min"):
+        agent.verify(config, too_few)
+
+    forged = json.loads(json.dumps(request))
+    forged["uploads"][0]["signature"] = "00" * 64
+    with pytest.raises(DecryptionRefused, match="not signed"):
+        agent.verify(config, forged)
+
+    # the live member has seen round 1 published: a second decryption is refused and logged
+    live = fed.agents[0]
+    assert wait(lambda: 1 in live.ledger()["completed"], 10)
+    with caplog.at_level(logging.WARNING, logger="he_agg.member"):
+        assert live.handle(live.config(), request) is False
+    assert any("already decrypted" in getattr(r, "reason", "") for r in caplog.records)
+
+
+def _raw(fed: Federation, identity: Identity) -> SignedClient:
+    return SignedClient(fed.server.url, identity.signing, retries=0)
+
+
+def test_authentication_and_roles(fed: Federation) -> None:
+    url = fed.server.url
+    assert httpx.get(f"{url}/v1/federations/{FED}").status_code == 401
+    client = _raw(fed, fed.clients[CLIENTS[0]])
+    path = f"/v1/federations/{FED}"
+    headers = client.headers("GET", path, b"")
+    assert httpx.get(url + path, headers=headers).status_code == 200
+    assert httpx.get(url + path, headers=headers).status_code == 401  # replay
+    tampered = dict(headers, **{"x-he-agg-signature": "ab" * 64})
+    assert httpx.get(url + path, headers=tampered).status_code == 401
+    stale = client.headers("GET", path, b"")
+    stale["x-he-agg-timestamp"] = str(int(time.time()) - 600)
+    assert httpx.get(url + path, headers=stale).status_code == 401
+    with pytest.raises(ServiceError) as caught:
+        client.request("POST", f"/v1/federations/{FED}/rounds", json_body={"deadline_seconds": 5})
+    assert caught.value.status == 403
+    stranger = _raw(fed, Identity.generate(0))
+    with pytest.raises(ServiceError) as caught:
+        stranger.request("GET", path)
+    assert caught.value.status == 403
+    response = httpx.get(
+        url + "/v1/federations/nope", headers=client.headers("GET", "/v1/federations/nope", b"")
+    )
+    assert response.status_code == 404 and "Traceback" not in response.text
+
+
+def _row_count(fed: Federation) -> int:
+    with sqlite3.connect(fed.server.data_dir / "he-agg.sqlite3") as db:
+        return int(db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0])
+
+
+def test_bad_uploads_are_refused_and_store_nothing(fed: Federation) -> None:
+    number = fed.admin_api().open_round(FED, deadline_seconds=120)["number"]
+    name = CLIENTS[0]
+    client = _raw(fed, fed.clients[name])
+    path = f"/v1/federations/{FED}/rounds/{number}/updates/{name}"
+    manifest = flatten(_update(0)[0])[1].to_json()
+    before = _row_count(fed)
+    with pytest.raises(ServiceError) as caught:
+        client.request("PUT", path, content=b"HEAG" + b"\x00" * 500, manifest=manifest)
+    assert caught.value.status == 422
+    huge = b"\x00" * 2_000_000  # max_parameters=5000 allows about 150 kB
+    with pytest.raises(ServiceError) as caught:
+        client.request("PUT", path, content=huge, manifest=manifest)
+    assert caught.value.status == 413
+    # without a Content-Length the limit is enforced while the stream arrives
+    signed = client.headers("PUT", path, huge, manifest)
+    chunks = (huge[i : i + 65536] for i in range(0, len(huge), 65536))
+    response = httpx.put(fed.server.url + path, content=chunks, headers=signed)
+    assert response.status_code == 413
+    stranger_path = f"/v1/federations/{FED}/rounds/{number}/updates/{CLIENTS[1]}"
+    with pytest.raises(ServiceError) as caught:
+        client.request("PUT", stranger_path, content=b"x", manifest=manifest)
+    assert caught.value.status == 403
+    assert _row_count(fed) == before
+    assert fed.admin_api().round(FED, number)["uploads"] == []
+    assert not list((fed.server.data_dir / "blobs" / "incoming").iterdir())
+
+    participant = fed.participant(name)
+    update, samples = _update(30)
+    first = participant.submit(update, samples, round=number)
+    # submitting again re-encrypts with fresh randomness: a different body, so 409
+    with pytest.raises(ServiceError) as caught:
+        fed.participant(name).submit(update, samples, round=number)
+    assert caught.value.status == 409
+    assert first["sha256"] and _row_count(fed) == before + 1
+    fed.admin_api().close_round(FED, number)
+    with pytest.raises(ServiceError) as caught:
+        fed.participant(CLIENTS[1]).submit(update, samples, round=number)
+    assert caught.value.status == 409
+
+
+def test_identical_retry_gets_the_first_answer(fed: Federation) -> None:
+    number = fed.admin_api().open_round(FED, deadline_seconds=120)["number"]
+    name = CLIENTS[0]
+    participant = fed.participant(name)
+    public = participant.fetch_public_context()
+    from clients.upload import prepare_upload
+
+    body, manifest = prepare_upload(
+        _update(40)[0], 20, public, federation=FED, round=number, client=name
+    )
+    client = _raw(fed, fed.clients[name])
+    path = f"/v1/federations/{FED}/rounds/{number}/updates/{name}"
+    first = client.request("PUT", path, content=body, manifest=manifest.to_json())
+    again = client.request("PUT", path, content=body, manifest=manifest.to_json())
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    fed.admin_api().close_round(FED, number)
+
+
+def test_kill_9_mid_round_loses_no_acknowledged_upload(fed: Federation) -> None:
+    number = fed.admin_api().open_round(FED, deadline_seconds=300)["number"]
+    updates = [_update(50 + i) for i in range(5)]
+    receipts = {}
+    for name, (update, samples) in zip(CLIENTS[:3], updates[:3], strict=True):
+        receipts[name] = fed.participant(name).submit(update, samples, round=number)
+    fed.server.kill()
+    fed.server.start()
+    assert fed.admin_api().round(FED, number)["uploads"] == sorted(CLIENTS[:3])
+    for name, (update, samples) in zip(CLIENTS[3:], updates[3:], strict=True):
+        fed.participant(name).submit(update, samples, round=number)
+    model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=90)
+    assert np.abs(flatten(model)[0] - _fedavg(updates)).max() <= _bound(fed, updates)
+
+
+def test_metrics_are_served_to_admins(fed: Federation) -> None:
+    admin = _raw(fed, fed.admin)
+    text = admin.request("GET", "/metrics").text
+    assert "he_agg_uploads_total" in text and "he_agg_round_transitions_total" in text
+    assert httpx.get(fed.server.url + "/metrics").status_code == 401
+    assert httpx.get(fed.server.url + "/health").json() == {"status": "ok"}
+
+
+def test_fuzzed_requests_never_get_a_server_error(fed: Federation) -> None:
+    """Schemathesis draws requests from the OpenAPI schema; we sign them as the admin."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(fed.server.url + "/openapi.json")
+    signer = _raw(fed, fed.admin)
+    failures: list[str] = []
+    statuses: list[int] = []
+
+    def send(case: schemathesis.Case) -> None:
+        kwargs = case.as_transport_kwargs(base_url=fed.server.url)
+        url = httpx.URL(kwargs["url"], params=kwargs.get("params") or {})
+        if "json" in kwargs:
+            body = json.dumps(kwargs["json"]).encode()
+        else:
+            raw = kwargs.get("data") or b""
+            body = raw.encode() if isinstance(raw, str) else bytes(raw)
+        target = url.raw_path.decode()
+        headers = {k: v for k, v in kwargs["headers"].items() if isinstance(v, str)}
+        headers.update(signer.headers(kwargs["method"], target, body))
+        response = httpx.request(kwargs["method"], url, content=body, headers=headers)
+        statuses.append(response.status_code)
+        if response.status_code >= 500 or "Traceback" in response.text:
+            failures.append(f"{kwargs['method']} {target} → {response.status_code}")
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        test = settings(
+            max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )(given(operation.as_strategy())(send))
+        test()
+    assert failures == []
+    # signed as the admin, the fuzzer gets past authentication into the routes themselves
+    assert {200, 404, 422} <= set(statuses), sorted(set(statuses))
