@@ -26,10 +26,10 @@ from clients.participant import Participant
 from he_agg.errors import DecryptionRefused, ServiceError
 from he_agg.packing import flatten
 from he_agg.params import ParameterSet, derive_parameters
+from he_agg.server.process import ServerProcess
 from he_agg.transport import SignedClient
 from keys.agent import MemberAgent, wait
 from keys.identity import Identity
-from tests.server_helpers import ServerProcess
 
 FED = "consortium"
 CLIENTS = [f"bank-{i}" for i in range(1, 6)]
@@ -344,6 +344,14 @@ def test_metrics_are_served_to_admins(fed: Federation) -> None:
     assert "he_agg_uploads_total" in text and "he_agg_round_transitions_total" in text
     assert httpx.get(fed.server.url + "/metrics").status_code == 401
     assert httpx.get(fed.server.url + "/health").json() == {"status": "ok"}
+
+
+def test_server_logs_are_structured_and_hold_no_ciphertext(fed: Federation) -> None:
+    lines = [line for line in fed.server.log.read_text().splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in lines]
+    assert {"upload stored", "model published", "round opened"} <= {e["event"] for e in events}
+    assert all(len(line) < 1000 for line in lines)
+    assert "HEAG" not in fed.server.log.read_text()
 
 
 def test_fuzzed_requests_never_get_a_server_error(fed: Federation) -> None:

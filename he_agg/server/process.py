@@ -1,4 +1,4 @@
-"""A real aggregator under uvicorn on loopback, started and killed by the tests."""
+"""Run the aggregator as a separate uvicorn process on loopback (tests, benchmarks, pilot)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+__all__ = ["ServerProcess", "free_port"]
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -21,6 +23,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
+    """``start`` waits for /health; ``kill`` is kill -9; ``stop`` asks politely first."""
+
     def __init__(self, data_dir: Path, admin_keys: list[str], port: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()

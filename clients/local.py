@@ -1,0 +1,182 @@
+"""A whole federation on this machine: the aggregator, committee members and admin keys,
+each party in its own process, talking over loopback HTTP. Used by the pilot and the
+benchmarks; the CLI does the same by hand (README)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clients.admin import Admin
+from clients.participant import Participant
+from he_agg.params import ParameterSet
+from he_agg.server.process import ServerProcess
+from keys.identity import Identity, save_identity
+
+__all__ = ["LocalFederation"]
+
+_PASSPHRASE = "local-federation"
+
+
+@dataclass
+class LocalFederation:
+    """Start with ``start()``; ``stop()`` ends every process it started."""
+
+    root: Path
+    federation: str
+    clients: list[str]
+    params: ParameterSet | None = None
+    members: int = 3
+    threshold: int = 2
+    k_min: int = 2
+    mode: str = "ckks"
+    share_timeout: float = 30.0
+    max_parameters: int = 10_000_000
+    server: ServerProcess = field(init=False)
+    admin: Identity = field(init=False)
+    identities: dict[str, Identity] = field(default_factory=dict)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.admin = Identity.generate(0)
+        self.identities = {name: Identity.generate(0) for name in self.clients}
+        committee = [Identity.generate(i) for i in range(1, self.members + 1)]
+        self.server = ServerProcess(self.root / "server", [self.admin.public.signing_key.hex()])
+        self.server.start()
+        spec: dict[str, Any] = {
+            "id": self.federation,
+            "mode": self.mode,
+            "threshold": self.threshold if self.mode == "ckks" else 1,
+            "k_min": self.k_min,
+            "max_parameters": self.max_parameters,
+            "share_timeout_seconds": self.share_timeout,
+            "clients": [
+                {"name": n, "signing_key": i.public.signing_key.hex()}
+                for n, i in self.identities.items()
+            ],
+            "members": []
+            if self.mode != "ckks"
+            else [
+                {
+                    "name": f"member-{m.index}",
+                    "index": m.index,
+                    "signing_key": m.public.signing_key.hex(),
+                    "encryption_key": m.public.encryption_key.hex(),
+                }
+                for m in committee
+            ],
+        }
+        if self.params is not None:
+            spec["parameters"] = self.params.to_dict()
+        self.admin_api().create_federation(spec)
+        if self.mode == "ckks":
+            for member in committee:
+                self._start_member(member)
+            self._wait_for_keys(timeout)
+
+    def _start_member(self, member: Identity) -> None:
+        folder = self.root / f"member-{member.index}"
+        folder.mkdir(exist_ok=True)
+        key = folder / "member.identity"
+        save_identity(key, member, _PASSPHRASE)
+        env = {**os.environ, "HE_AGG_PASSPHRASE": _PASSPHRASE}
+        log = open(folder / "agent.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "he_agg.cli",
+                    "committee",
+                    "run",
+                    self.federation,
+                    "--key",
+                    str(key),
+                    "--state-dir",
+                    str(folder / "state"),
+                    "--server",
+                    self.server.url,
+                    "--poll",
+                    "0.2",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+
+    def _wait_for_keys(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.admin_api().federation(self.federation)
+            if info["keygen_phase"] == "ready" and self._members_ready():
+                return
+            time.sleep(0.2)
+        raise TimeoutError("the committee did not finish key generation")
+
+    def _members_ready(self) -> bool:
+        return all(
+            (self.root / f"member-{i}" / "state" / "member.key").exists()
+            for i in range(1, self.members + 1)
+        )
+
+    def admin_api(self) -> Admin:
+        return Admin(self.server.url, self.admin.signing)
+
+    def participant(self, name: str, show_progress: bool = False) -> Participant:
+        return Participant(
+            self.server.url,
+            self.federation,
+            name,
+            self.identities[name].signing,
+            show_progress=show_progress,
+        )
+
+    def client_key_file(self, name: str) -> Path:
+        """The client's keys on disk, for a client running in its own process."""
+        path = self.root / "clients" / f"{name}.identity"
+        path.parent.mkdir(exist_ok=True)
+        if not path.exists():
+            save_identity(path, self.identities[name], _PASSPHRASE)
+        return path
+
+    @property
+    def passphrase(self) -> str:
+        return _PASSPHRASE
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "server": self.server.url,
+            "federation": self.federation,
+            "clients": self.clients,
+            "members": self.members,
+            "threshold": self.threshold,
+            "mode": self.mode,
+        }
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.server.stop()
+
+    def __enter__(self) -> LocalFederation:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def save(self) -> None:
+        (self.root / "federation.json").write_text(json.dumps(self.describe(), indent=2))

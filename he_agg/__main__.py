@@ -1,0 +1,3 @@
+from he_agg.cli import app
+
+app()
