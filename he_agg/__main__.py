@@ -1,3 +1,0 @@
-from he_agg.cli import app
-
-app()
