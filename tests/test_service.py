@@ -177,6 +177,33 @@ def test_dropped_client_and_offline_member(fed: Federation) -> None:
     fed.start_agent(1)
 
 
+def test_round_closes_at_its_deadline(fed: Federation) -> None:
+    number = fed.admin_api().open_round(FED, deadline_seconds=2)["number"]
+    updates = [_update(60 + i) for i in range(3)]
+    for name, (update, samples) in zip(CLIENTS[:3], updates, strict=True):
+        fed.participant(name).submit(update, samples, round=number)
+    model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=60)
+    assert np.abs(flatten(model)[0] - _fedavg(updates)).max() <= _bound(fed, updates)
+    assert fed.admin_api().round(FED, number)["uploads"] == sorted(CLIENTS[:3])
+
+
+def test_a_member_resends_its_stored_share_byte_for_byte(fed: Federation) -> None:
+    live = fed.agents[0]
+    stored = (live.state_dir / "shares" / "1-1.bin").read_bytes()
+    with sqlite3.connect(fed.server.data_dir / "he-agg.sqlite3") as db:
+        (digest,) = db.execute(
+            "SELECT sha256 FROM shares WHERE round = 1 AND member = 1"
+        ).fetchone()
+    assert hashlib.sha256(stored).hexdigest() == digest
+    request = live._get("/rounds/1/decryption")
+    path = f"/v1/federations/{FED}/rounds/1/decryption/1/shares/1"
+    again = live.http.request("PUT", path, content=stored, allow=(409,))
+    assert again.status_code == 204  # the same bytes are accepted again …
+    recomputed = stored[:-1] + bytes([stored[-1] ^ 1])
+    assert live.http.request("PUT", path, content=recomputed, allow=(409,)).status_code == 409
+    assert request["state"] == "published"  # … and different ones are not
+
+
 def test_too_few_uploads_abort_the_round(fed: Federation) -> None:
     number, _ = _run_round(fed, CLIENTS[:2], seeds=[21, 22])
     status = fed.admin_api().close_round(FED, number)
