@@ -81,8 +81,14 @@ class Federations:
             params = DEFAULT if body.parameters is None else ParameterSet.from_dict(body.parameters)
         except ParameterError as exc:
             raise ServiceError(422, str(exc)) from exc
-        if len(body.members) > params.committee_max or len(body.clients) > params.k_max:
-            raise ServiceError(422, "more members or clients than the parameter set allows")
+        if len(body.members) > params.committee_max:
+            raise ServiceError(
+                422,
+                f"{len(body.members)} members; the parameter set's noise "
+                f"budget allows {params.committee_max}",
+            )
+        if body.k_min > params.k_max:
+            raise ServiceError(422, f"k_min exceeds the parameter set's K_max = {params.k_max}")
         config = body.model_dump()
         config["parameters"] = params.to_dict()
         try:

@@ -272,6 +272,16 @@ class Rounds:
                 )
             elif row["manifest"] != manifest:
                 raise ServiceError(422, "the manifest differs from the round's model")
+            (stored,) = connection.execute(
+                "SELECT COUNT(*) FROM uploads WHERE federation = ? AND round = ?",
+                (federation.id, number),
+            ).fetchone()
+            if federation.mode == "ckks" and stored >= federation.params.k_max:
+                raise ServiceError(
+                    409,
+                    f"round {number} is full: the parameter set's noise "
+                    f"budget covers K_max = {federation.params.k_max} uploads",
+                )
             signed = caller.signed
             connection.execute(
                 "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -295,7 +305,9 @@ class Rounds:
             "upload stored",
             extra={"federation": federation.id, "round": number, "client": client, "bytes": size},
         )
-        if len(self._uploads(federation.id, number)) >= len(federation.client_names):
+        received = len(self._uploads(federation.id, number))
+        full = federation.mode == "ckks" and received >= federation.params.k_max
+        if received >= len(federation.client_names) or full:
             self.close(federation, number)
         return receipt
 
