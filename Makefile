@@ -23,7 +23,7 @@ test: lint typecheck
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	$(BIN)/he-agg demo
+	$(BIN)/he-agg pilot --out pilot-report
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py

@@ -45,5 +45,12 @@ class Admin:
             self.http.request("POST", f"/v1/federations/{federation}/rounds/{round}/close").json()
         )
 
+    def model(self, federation: str, round: int) -> dict[str, Any]:
+        from clients.participant import read_model
+
+        return read_model(
+            self.http.request("GET", f"/v1/federations/{federation}/rounds/{round}/model")
+        )
+
     def round(self, federation: str, round: int) -> dict[str, Any]:
         return dict(self.http.request("GET", f"/v1/federations/{federation}/rounds/{round}").json())

@@ -21,7 +21,7 @@ from he_agg.request_signing import HEADER_MANIFEST
 from he_agg.seal_codec import ciphertext_from_bytes
 from he_agg.transport import SignedClient
 
-__all__ = ["Participant"]
+__all__ = ["Participant", "read_model"]
 
 _PROGRESS_BYTES = 8 * 1024 * 1024
 
@@ -140,7 +140,11 @@ class Participant:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"round {round} has no model after {timeout:.0f} s")
             time.sleep(poll)
-        response = self.http.request("GET", f"{self.base}/rounds/{round}/model")
-        manifest = Manifest.from_json(response.headers[HEADER_MANIFEST])
-        values = np.frombuffer(response.content, dtype="<f8").astype(np.float64)
-        return unflatten(values, manifest)
+        return read_model(self.http.request("GET", f"{self.base}/rounds/{round}/model"))
+
+
+def read_model(response: httpx.Response) -> dict[str, Any]:
+    """A published model response → its state_dict (or mapping of arrays)."""
+    manifest = Manifest.from_json(response.headers[HEADER_MANIFEST])
+    values = np.frombuffer(response.content, dtype="<f8").astype(np.float64)
+    return unflatten(values, manifest)

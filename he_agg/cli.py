@@ -261,6 +261,42 @@ def committee_run(
 
 
 @app.command()
+def pilot(
+    out: Path = typer.Option(Path("pilot-report"), help="folder for report.md and plots"),
+    rounds: int = typer.Option(8, min=1, max=100, help="federated rounds per model"),
+    csv: Path | None = typer.Option(None, help="your own data: a CSV file"),
+    target: str | None = typer.Option(None, help="with --csv: the binary target column"),
+    bank_column: str | None = typer.Option(None, help="with --csv: the column naming banks"),
+    seed: int = typer.Option(0, help="seed for splits, initial models and local shuffles"),
+) -> None:
+    """The finance pilot: banks train a credit model over he-agg; writes a report."""
+    from clients.pilot import PilotConfig, run_pilot
+    from clients.pilot_data import PilotDataError, load_csv
+
+    data: dict[str, Any] = {"kind": "lending_club"}
+    if csv is not None:
+        if not target or not bank_column:
+            _fail("--csv needs --target and --bank-column")
+        data = {
+            "kind": "csv",
+            "path": str(csv.resolve()),
+            "target": target,
+            "bank_column": bank_column,
+        }
+        try:
+            load_csv(csv, str(target), str(bank_column), seed)  # fail fast, before any process
+        except PilotDataError as exc:
+            _fail(str(exc))
+    try:
+        result = run_pilot(PilotConfig(out=out, rounds=rounds, seed=seed, data=data))
+    except PilotDataError as exc:
+        _fail(str(exc))
+        return
+    if not all(result.checks.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo(
     clients: int = typer.Option(10, min=1, help="number of clients"),
     members: int = typer.Option(5, min=1, help="committee size n"),
