@@ -391,7 +391,8 @@ class _InProcessAggregator(_Aggregator):
 
 
 class _HttpAggregator(_Aggregator):
-    """The REST stack: uvicorn and the committee as processes, clients over loopback HTTP."""
+    """The REST stack: uvicorn and the committee as processes, clients over loopback HTTP.
+    With ``mode="plaintext"`` the same server takes float32 updates (the baseline)."""
 
     def __init__(
         self, params: ParameterSet, clients: int, per_round: int, members: int, threshold: int
