@@ -297,6 +297,30 @@ def pilot(
 
 
 @app.command()
+def bench(
+    quick: bool = typer.Option(False, help="a CI-sized run, under a minute"),
+    large: bool = typer.Option(False, help="add 10M parameters to the grid"),
+    repeats: int = typer.Option(3, min=1, help="measured repeats after the warm-up"),
+    out: Path = typer.Option(Path("benchmarks/results"), help="folder for JSON, tables, plots"),
+    end_to_end: bool = typer.Option(
+        True, help="also time one round of the article CNN and the pilot, HE against plaintext"
+    ),
+) -> None:
+    """The HE-overhead benchmark: the grid of model sizes × clients, with baselines."""
+    from clients.bench import BenchConfig, run_bench
+    from clients.bench_report import markdown_tables
+
+    if quick:
+        config = BenchConfig.quick(out)
+    else:
+        sizes = (10_000, 100_000, 1_000_000) + ((10_000_000,) if large else ())
+        config = BenchConfig(sizes=sizes, repeats=repeats, out=out, slowdowns=end_to_end)
+    result = run_bench(config)
+    typer.echo(markdown_tables(result))
+    typer.echo(f"wrote {out / 'suite.json'}, {out / 'suite.md'} and plots")
+
+
+@app.command()
 def demo(
     clients: int = typer.Option(10, min=1, help="number of clients"),
     members: int = typer.Option(5, min=1, help="committee size n"),

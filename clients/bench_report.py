@@ -1,0 +1,185 @@
+"""Tables and plots for ``he-agg bench`` (markdown and PNG beside suite.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["markdown_tables", "write_bench_report"]
+
+STAGES = [
+    "encode",
+    "encrypt",
+    "serialize",
+    "upload",
+    "aggregate",
+    "partial_decrypt",
+    "combine_decode",
+]
+
+
+def _ms(stats: dict[str, float]) -> str:
+    return f"{stats['median'] * 1e3:.1f} ({stats['min'] * 1e3:.1f}–{stats['max'] * 1e3:.1f})"
+
+
+def markdown_tables(result: dict[str, Any]) -> str:
+    env, params = result["environment"], result["parameter_set"]
+    lines = [
+        f"Measured {env['date']} on {env['cpu']} ({env['cores']} cores), {env['platform']}; "
+        f"python {env['python']}, numpy {env['numpy']}, tenseal {env['tenseal']}, torch "
+        f"{env['torch']}. Median (min–max) of {result['repeats']} repeats after a warm-up. "
+        f"he-agg set `{params['name']}`: N={params['N']}, data primes "
+        f"{params['data_prime_bits']} bits, K_max={params['K_max']}, committee 2-of-3.",
+        "",
+        "### Time per stage, milliseconds (he-agg)",
+        "",
+        "| Parameters | Clients | " + " | ".join(STAGES) + " | round | plaintext round | HE ÷ "
+        "plaintext |",
+        "|---" * (len(STAGES) + 5) + "|",
+    ]
+    for cell in result["cells"]:
+        he, plain = cell["he_agg"]["seconds"], cell["plaintext"]["seconds"]
+        lines.append(
+            f"| {cell['parameters']:,} | {cell['clients']} | "
+            + " | ".join(_ms(he[s]) for s in STAGES)
+            + f" | {_ms(he['round'])} | {_ms(plain['round'])} | "
+            f"{cell['ratio_to_plaintext']:.1f}× |"
+        )
+    lines += [
+        "",
+        "### Bytes and the TenSEAL baselines (round = encrypt + serialize + "
+        "deserialize-and-add every client; no network)",
+        "",
+        "| Parameters | Clients | he-agg B/param | plaintext B/param | NVFlare B/param | "
+        "depth-0 B/param | he-agg share B/param | he-agg round ms | NVFlare round ms | "
+        "depth-0 round ms |",
+        "|---" * 10 + "|",
+    ]
+    for cell in result["cells"]:
+        size = cell["parameters"]
+        lines.append(
+            f"| {size:,} | {cell['clients']} | {cell['he_agg']['upload_bytes'] / size:.2f} | "
+            f"{cell['plaintext']['upload_bytes'] / size:.2f} | "
+            f"{cell['tenseal_nvflare']['upload_bytes'] / size:.2f} | "
+            f"{cell['tenseal_depth0']['upload_bytes'] / size:.2f} | "
+            f"{cell['he_agg']['share_bytes'] / size:.2f} | "
+            f"{_ms(cell['he_agg']['seconds']['round'])} | "
+            f"{_ms(cell['tenseal_nvflare']['seconds']['round'])} | "
+            f"{_ms(cell['tenseal_depth0']['seconds']['round'])} |"
+        )
+    if "end_to_end" in result:
+        lines += [
+            "",
+            "### End-to-end slowdown of one federated round through the service",
+            "",
+            "| Workload | HE round s | Plaintext round s | HE ÷ plaintext |",
+            "|---|---|---|---|",
+        ]
+        labels = {
+            "article_cnn": "article CNN (431k parameters, 3 clients)",
+            "finance_pilot": "finance pilot, logistic regression (5 banks)",
+        }
+        for key, entry in result["end_to_end"].items():
+            he, plain = entry["he_round_s"], entry["plain_round_s"]
+            lines.append(
+                f"| {labels.get(key, key)} | {he['median']:.2f} "
+                f"({he['min']:.2f}–{he['max']:.2f}) | {plain['median']:.2f} "
+                f"({plain['min']:.2f}–{plain['max']:.2f}) | {entry['slowdown']:.2f}× |"
+            )
+    return "\n".join(lines)
+
+
+def _plots(result: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = result["cells"]
+    labels = [f"{c['parameters'] // 1000}k×{c['clients']}" for c in cells]
+    figure, axis = plt.subplots(figsize=(max(6, len(cells) * 0.9), 4.5))
+    bottom = [0.0] * len(cells)
+    for stage in STAGES:
+        heights = [c["he_agg"]["seconds"][stage]["median"] for c in cells]
+        axis.bar(labels, heights, bottom=bottom, label=stage)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    axis.plot(
+        labels,
+        [c["plaintext"]["seconds"]["round"]["median"] for c in cells],
+        "k_",
+        markersize=18,
+        label="plaintext round",
+    )
+    axis.set(
+        yscale="log",
+        ylabel="seconds (median)",
+        xlabel="parameters × clients",
+        title="he-agg round, stage by stage",
+    )
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out / "stages.png", dpi=110)
+    plt.close(figure)
+
+    largest = max(c["parameters"] for c in cells)
+    chosen = [c for c in cells if c["parameters"] == largest]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    names = ["he-agg", "plaintext", "TenSEAL NVFlare", "TenSEAL depth 0"]
+    keys = ["he_agg", "plaintext", "tenseal_nvflare", "tenseal_depth0"]
+    axis.bar(
+        names,
+        [chosen[0][k]["upload_bytes"] / largest for k in keys],
+        color=["tab:blue", "0.6", "tab:red", "tab:orange"],
+    )
+    axis.set(ylabel="upload bytes per parameter", title=f"{largest:,} parameters")
+    figure.tight_layout()
+    figure.savefig(out / "bytes.png", dpi=110)
+    plt.close(figure)
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for clients in sorted({c["clients"] for c in cells}):
+        row = [c for c in cells if c["clients"] == clients]
+        left.plot(
+            [c["parameters"] for c in row],
+            [c["he_agg"]["seconds"]["round"]["median"] for c in row],
+            "o-",
+            label=f"he-agg, {clients} clients",
+        )
+        left.plot(
+            [c["parameters"] for c in row],
+            [c["plaintext"]["seconds"]["round"]["median"] for c in row],
+            "x--",
+            label=f"plaintext, {clients} clients",
+        )
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="parameters",
+        ylabel="round seconds",
+        title="scaling with parameters",
+    )
+    left.legend(fontsize=7)
+    for size in sorted({c["parameters"] for c in cells}):
+        row = [c for c in cells if c["parameters"] == size]
+        right.plot(
+            [c["clients"] for c in row],
+            [c["he_agg"]["seconds"]["round"]["median"] for c in row],
+            "o-",
+            label=f"he-agg, {size:,}",
+        )
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="clients",
+        ylabel="round seconds",
+        title="scaling with clients",
+    )
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out / "scaling.png", dpi=110)
+    plt.close(figure)
+
+
+def write_bench_report(result: dict[str, Any], out: Path) -> None:
+    (out / "suite.md").write_text(markdown_tables(result) + "\n")
+    _plots(result, out)
