@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
+from clients.bench import environment
 from he_agg.aggregate import RunningSum
 from he_agg.encoding import decode_aggregate
 from he_agg.encrypt import encrypt_vector
@@ -46,27 +45,6 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, float], Any]:
         result = fn()
         times.append(time.perf_counter() - start)
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}, result
-
-
-def environment() -> dict[str, Any]:
-    import tenseal
-    import torch
-
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "tenseal": tenseal.__version__,
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
 
 
 def bench_he_agg(size: int, clients: int, repeats: int, progress: Progress) -> dict[str, Any]:

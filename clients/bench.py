@@ -32,6 +32,7 @@ import numpy.typing as npt
 import tenseal.sealapi as sealapi
 from rich.progress import Progress
 
+from clients.bench_report import STAGES
 from clients.local import LocalFederation
 from he_agg.aggregate import RunningSum
 from he_agg.encoding import blocks, decode_aggregate, encode_block
@@ -48,15 +49,6 @@ from keys.member import MemberSecrets
 
 __all__ = ["BenchConfig", "run_bench"]
 
-STAGES = [
-    "encode",
-    "encrypt",
-    "serialize",
-    "upload",
-    "aggregate",
-    "partial_decrypt",
-    "combine_decode",
-]
 PLAIN_STAGES = ["serialize", "upload", "aggregate"]
 
 

@@ -15,6 +15,7 @@ from he_agg.server.rounds import Rounds
 from he_agg.server.storage import BlobStore, Database
 
 __all__ = [
+    "OCTETS",
     "AppState",
     "CallerDep",
     "FederationDep",
@@ -25,6 +26,10 @@ __all__ = [
 ]
 
 MAX_SMALL_BODY = 512 * 1024 * 1024
+# OpenAPI description of a raw-bytes request body (the routes read it themselves)
+OCTETS = {
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+}
 
 
 @dataclass

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from he_agg.server.deps import CallerDep, FederationDep, StateDep, member_caller
+from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, member_caller
 from he_agg.server.schemas import DecryptionRequest
 
 router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tags=["decryption"])
-OCTETS = {
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-}
 
 
 @router.get("/aggregate", response_class=Response)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from he_agg.errors import ServiceError
-from he_agg.server.deps import CallerDep, FederationDep, StateDep, member_caller, require_party
+from he_agg.server.deps import (
+    OCTETS,
+    CallerDep,
+    FederationDep,
+    StateDep,
+    member_caller,
+    require_party,
+)
 from he_agg.server.schemas import CommitmentIn, KeygenStatus
 
 router = APIRouter(prefix="/v1/federations/{federation_id}/keygen", tags=["keygen"])
-OCTETS = {
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-}
 
 
 @router.get("", response_model=KeygenStatus)

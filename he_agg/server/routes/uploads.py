@@ -11,15 +11,12 @@ from fastapi.responses import JSONResponse
 
 from he_agg.errors import ServiceError
 from he_agg.server.auth import complete, read_headers, request_target
-from he_agg.server.deps import CallerDep, FederationDep, StateDep, member_caller
+from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, member_caller
 from he_agg.server.schemas import UploadReceipt
 
 router = APIRouter(
     prefix="/v1/federations/{federation_id}/rounds/{number}/updates", tags=["uploads"]
 )
-OCTETS = {
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-}
 
 
 @router.put(
