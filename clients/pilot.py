@@ -276,6 +276,7 @@ def run_pilot(config: PilotConfig, console: Console | None = None) -> PilotResul
     from clients.report import write_report
 
     console = console or Console()
+    torch.set_num_threads(1)  # as in the bank processes: same arithmetic, same results
     started = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
     data = load_data(config.data, config.seed)
