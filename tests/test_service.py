@@ -416,3 +416,64 @@ def test_fuzzed_requests_never_get_a_server_error(fed: Federation) -> None:
     assert failures == []
     # signed as the admin, the fuzzer gets past authentication into the routes themselves
     assert {200, 404, 422} <= set(statuses), sorted(set(statuses))
+
+
+def test_a_round_closes_at_k_max_uploads(fed: Federation) -> None:
+    """The noise budget covers K_max uploads: a round closes when it has that many."""
+    small = derive_parameters("service-small", k_max=2, committee_max=3, value_bits=12)
+    spec = {
+        "id": "small",
+        "parameters": small.to_dict(),
+        "threshold": 2,
+        "k_min": 2,
+        "clients": [
+            {"name": n, "signing_key": fed.clients[n].public.signing_key.hex()} for n in CLIENTS[:3]
+        ],
+        "members": [
+            {
+                "name": f"member-{m.index}",
+                "index": m.index,
+                "signing_key": m.public.signing_key.hex(),
+                "encryption_key": m.public.encryption_key.hex(),
+            }
+            for m in fed.members
+        ],
+    }
+    fed.admin_api().create_federation(spec)
+    stops = []
+    for member in fed.members:
+        agent = MemberAgent(
+            SignedClient(fed.server.url, member.signing),
+            "small",
+            member,
+            fed.tmp / f"small-member-{member.index}",
+            "member passphrase",
+        )
+        stop = threading.Event()
+        threading.Thread(target=agent.run, kwargs={"stop": stop, "poll": 0.1}, daemon=True).start()
+        stops.append(stop)
+    try:
+        admin = fed.admin_api()
+        assert wait(lambda: admin.federation("small")["keygen_phase"] == "ready", 60)
+        number = admin.open_round("small", deadline_seconds=120)["number"]
+        updates = [_update(70 + i) for i in range(3)]
+        for name, (update, samples) in zip(CLIENTS[:2], updates[:2], strict=True):
+            Participant(
+                fed.server.url, "small", name, fed.clients[name].signing, show_progress=False
+            ).submit(update, samples, round=number)
+        assert admin.round("small", number)["state"] in ("decrypting", "published")
+        third = Participant(
+            fed.server.url,
+            "small",
+            CLIENTS[2],
+            fed.clients[CLIENTS[2]].signing,
+            show_progress=False,
+        )
+        with pytest.raises(ServiceError) as caught:
+            third.submit(*updates[2], round=number)
+        assert caught.value.status == 409
+        model = third.wait_for_model(number, timeout=60)
+        assert np.abs(flatten(model)[0] - _fedavg(updates[:2])).max() <= 1e-3
+    finally:
+        for stop in stops:
+            stop.set()
