@@ -305,11 +305,15 @@ class Rounds:
             "upload stored",
             extra={"federation": federation.id, "round": number, "client": client, "bytes": size},
         )
-        received = len(self._uploads(federation.id, number))
-        full = federation.mode == "ckks" and received >= federation.params.k_max
-        if received >= len(federation.client_names) or full:
+        if self._complete(federation, number):
             self.close(federation, number)
         return receipt
+
+    def _complete(self, federation: Federation, number: int) -> bool:
+        """Every enrolled client has uploaded, or the round holds K_max uploads."""
+        received = len(self._uploads(federation.id, number))
+        full = federation.mode == "ckks" and received >= federation.params.k_max
+        return received >= len(federation.client_names) or full
 
     def _validate(
         self, federation: Federation, number: int, client: str, manifest_text: str, temporary: Path
@@ -489,11 +493,15 @@ class Rounds:
 
     # ---- time ------------------------------------------------------------------
     def tick(self, now: float) -> None:
-        """Close rounds past their deadline; replace decryption sets that did not answer."""
+        """Close rounds past their deadline or already complete (say, the server died while
+        closing one); replace decryption sets that did not answer."""
         for row in self.db.all(
-            "SELECT federation, number FROM rounds WHERE state = ? AND deadline <= ?", OPEN, now
+            "SELECT federation, number, deadline FROM rounds WHERE state = ?", OPEN
         ):
-            self.close(self.federations.get(row["federation"]), int(row["number"]))
+            federation = self.federations.get(row["federation"])
+            number = int(row["number"])
+            if float(row["deadline"]) <= now or self._complete(federation, number):
+                self.close(federation, number)
         for row in self.db.all("SELECT * FROM rounds WHERE state = ?", DECRYPTING):
             federation = self.federations.get(row["federation"])
             timeout = float(federation.config["share_timeout_seconds"])

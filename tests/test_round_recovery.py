@@ -1,0 +1,65 @@
+"""The round state machine on its own storage: a crash while closing is finished by the clock."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from he_agg.packing import flatten, weighted_vector
+from he_agg.params import DEFAULT
+from he_agg.plain import encode_plain_upload
+from he_agg.server.auth import Caller, PendingAuth
+from he_agg.server.federations import Federations
+from he_agg.server.rounds import Rounds
+from he_agg.server.schemas import FederationCreate
+from he_agg.server.storage import BlobStore, Database
+
+
+def _machine(folder: Path) -> tuple[Rounds, Federations]:
+    db = Database(folder / "db.sqlite3")
+    blobs = BlobStore(folder / "blobs")
+    federations = Federations(db, blobs)
+    return Rounds(db, blobs, federations), federations
+
+
+def test_a_round_left_open_by_a_crash_is_closed_on_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rounds, federations = _machine(tmp_path)
+    clients = [{"name": f"c{i}", "signing_key": f"{i:064x}"} for i in range(2)]
+    federations.create(
+        FederationCreate(id="f", mode="plaintext", threshold=1, k_min=2, clients=clients)
+    )
+    federation = federations.get("f")
+    number = rounds.open(federation, deadline_seconds=3600).number
+    update = {"w": np.array([0.5, -1.0])}
+    manifest = flatten(update)[1].to_json()
+
+    def upload(name: str, samples: float) -> None:
+        body = encode_plain_upload(weighted_vector(flatten(update)[0] * samples, 1.0, DEFAULT))
+        path = tmp_path / f"{name}.upload"
+        path.write_bytes(body)
+        signed = PendingAuth("00" * 32, int(time.time()), name * 8, b"\x00" * 64, manifest)
+        caller = Caller("00" * 32, False, signed, "")
+        rounds.accept_upload(federation, number, name, caller, path, name * 32, len(body))
+
+    upload("c0", 1.0)
+
+    def crash(*args: object) -> None:
+        raise SystemExit("killed while closing")
+
+    monkeypatch.setattr(Rounds, "close", crash)
+    with pytest.raises(SystemExit):
+        upload("c1", 3.0)  # stored, then the server dies before the round is closed
+    monkeypatch.undo()
+
+    restarted, _ = _machine(tmp_path)  # a new process on the same files
+    assert restarted.status("f", number).state == "open"
+    restarted.tick(time.time())
+    status = restarted.status("f", number)
+    assert status.state == "published" and status.uploads == ["c0", "c1"]
+    _, values = restarted.model(federation, number)
+    assert np.allclose(np.frombuffer(values, dtype="<f8"), [1.0, -2.0])  # mean of x and 3x
