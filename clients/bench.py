@@ -198,7 +198,7 @@ def _ckks_round(
         encode_upload(Upload("bench", number, n, params.scale, words), params)
         for n in names[1:clients]
     ]
-    manifest = flatten({"values": vector})[1].to_json()
+    manifest = flatten({"values": vector})[1].to_header()
     t["upload"] = h.upload_all(h.ckks, number, bodies, manifest, threads)
     start = time.perf_counter()
     running = RunningSum(params, words.shape[0])
@@ -232,7 +232,7 @@ def _plain_round(
     start = time.perf_counter()
     body = encode_plain_upload(weighted_vector(vector, 1.0, h.params))
     t["serialize"] = time.perf_counter() - start
-    manifest = flatten({"values": vector})[1].to_json()
+    manifest = flatten({"values": vector})[1].to_header()
     t["upload"] = h.upload_all(h.plain, h.open_round(h.plain), [body] * clients, manifest, threads)
     start = time.perf_counter()
     total = np.zeros(vector.size + 1)

@@ -97,11 +97,11 @@ class Participant:
                     "PUT",
                     path,
                     content=body,
-                    manifest=manifest.to_json(),
+                    manifest=manifest.to_header(),
                     progress=lambda n: bar.advance(task, n),
                 )
         else:
-            response = self.http.request("PUT", path, content=body, manifest=manifest.to_json())
+            response = self.http.request("PUT", path, content=body, manifest=manifest.to_header())
         return dict(response.json())
 
     def _encrypt(
@@ -145,6 +145,6 @@ class Participant:
 
 def read_model(response: httpx.Response) -> dict[str, Any]:
     """A published model response → its state_dict (or mapping of arrays)."""
-    manifest = Manifest.from_json(response.headers[HEADER_MANIFEST])
+    manifest = Manifest.from_header(response.headers[HEADER_MANIFEST])
     values = np.frombuffer(response.content, dtype="<f8").astype(np.float64)
     return unflatten(values, manifest)

@@ -88,7 +88,7 @@ def run_bank(config: dict[str, Any], bank: str) -> None:
         )
         encrypted = time.perf_counter()
         path = f"/v1/federations/{config['federation']}/rounds/{number}/updates/{bank}"
-        participant.http.request("PUT", path, content=body, manifest=manifest.to_json())
+        participant.http.request("PUT", path, content=body, manifest=manifest.to_header())
         sent = time.perf_counter()
         model = participant.wait_for_model(number, poll=0.05)
         entry = {

@@ -11,8 +11,10 @@ decryption the server-free average is Σ n_k x_k / Σ n_k.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,8 @@ from he_agg.params import ParameterSet
 __all__ = ["Manifest", "TensorSpec", "flatten", "unflatten", "weighted_average", "weighted_vector"]
 
 _INTEGER_KINDS = "biu"
+_HEADER_PREFIX = "zlib:"
+_MAX_MANIFEST = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,27 @@ class Manifest:
             [[s.name, list(s.shape), s.dtype, s.is_torch] for s in self.tensors],
             separators=(",", ":"),
         )
+
+    def to_header(self) -> str:
+        """The manifest as an HTTP header value: zlib, then URL-safe base64 (large models
+        have hundreds of tensors, and servers cap header sizes)."""
+        packed = zlib.compress(self.to_json().encode(), 9)
+        return _HEADER_PREFIX + base64.urlsafe_b64encode(packed).decode()
+
+    @classmethod
+    def from_header(cls, value: str) -> Manifest:
+        """Read ``to_header`` output (or plain JSON)."""
+        if not value.startswith(_HEADER_PREFIX):
+            return cls.from_json(value)
+        try:
+            packed = base64.urlsafe_b64decode(value[len(_HEADER_PREFIX) :].encode())
+            inflater = zlib.decompressobj()
+            text = inflater.decompress(packed, _MAX_MANIFEST)
+            if inflater.unconsumed_tail:
+                raise PackingError("manifest too large")
+        except (ValueError, zlib.error) as exc:
+            raise PackingError(f"malformed manifest header: {exc}") from exc
+        return cls.from_json(text.decode(errors="replace"))
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:

@@ -74,3 +74,17 @@ def test_bad_inputs_are_refused() -> None:
         flatten({"x": np.array(["text"])})
     with pytest.raises(PackingError):
         Manifest.from_json("{not json")
+
+
+def test_manifest_header_is_compact_and_round_trips() -> None:
+    update = {
+        f"backbone.layer{i}.conv.weight": np.zeros((8, 8, 3, 3), np.float32) for i in range(320)
+    }  # a ResNet-sized list of tensors
+    manifest = flatten(update)[1]
+    header = manifest.to_header()
+    assert len(header) < len(manifest.to_json()) / 4 and len(header) < 8000
+    assert Manifest.from_header(header) == manifest
+    assert Manifest.from_header(manifest.to_json()) == manifest  # plain JSON still reads
+    for bad in ("zlib:!!!", "zlib:" + "A" * 12):
+        with pytest.raises(PackingError):
+            Manifest.from_header(bad)

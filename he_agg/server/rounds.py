@@ -259,28 +259,56 @@ class Rounds:
             return receipt
         self.require_open(federation.id, number)
         manifest = self._validate(federation, number, client, caller.signed.manifest, temporary)
+        self._check_round(federation, number, manifest)  # before anything is written
         if not self.blobs.exists(digest):
             self.blobs.commit_file(temporary, digest)
+        try:
+            self._record_upload(federation, number, client, caller, digest, size, manifest)
+        except ServiceError:
+            if self.db.one("SELECT 1 FROM uploads WHERE sha256 = ?", digest) is None:
+                self.blobs.remove(digest)  # lost a race (round closed or filled): keep nothing
+            raise
+        metrics.UPLOADS.inc()
+        metrics.UPLOAD_BYTES.inc(size)
+        log.info(
+            "upload stored",
+            extra={"federation": federation.id, "round": number, "client": client, "bytes": size},
+        )
+        if self._complete(federation, number):
+            self.close(federation, number)
+        return receipt
+
+    def _check_round(self, federation: Federation, number: int, manifest: str) -> None:
+        """The round still takes this upload: open, same model, fewer than K_max so far."""
+        row = self._row(federation.id, number)
+        if row["state"] != OPEN:
+            raise ServiceError(409, f"round {number} closed while the upload arrived")
+        if row["manifest"] is not None and row["manifest"] != manifest:
+            raise ServiceError(422, "the manifest differs from the round's model")
+        stored = len(self._uploads(federation.id, number))
+        if federation.mode == "ckks" and stored >= federation.params.k_max:
+            raise ServiceError(
+                409,
+                f"round {number} is full: the parameter set's noise budget "
+                f"covers K_max = {federation.params.k_max} uploads",
+            )
+
+    def _record_upload(
+        self,
+        federation: Federation,
+        number: int,
+        client: str,
+        caller: Caller,
+        digest: str,
+        size: int,
+        manifest: str,
+    ) -> None:
         with self.db.transaction() as connection:
-            row = self._row(federation.id, number)
-            if row["state"] != OPEN:
-                raise ServiceError(409, f"round {number} closed while the upload arrived")
-            if row["manifest"] is None:
+            self._check_round(federation, number, manifest)  # again, under the lock
+            if self._row(federation.id, number)["manifest"] is None:
                 connection.execute(
                     "UPDATE rounds SET manifest = ? WHERE federation = ? AND number = ?",
                     (manifest, federation.id, number),
-                )
-            elif row["manifest"] != manifest:
-                raise ServiceError(422, "the manifest differs from the round's model")
-            (stored,) = connection.execute(
-                "SELECT COUNT(*) FROM uploads WHERE federation = ? AND round = ?",
-                (federation.id, number),
-            ).fetchone()
-            if federation.mode == "ckks" and stored >= federation.params.k_max:
-                raise ServiceError(
-                    409,
-                    f"round {number} is full: the parameter set's noise "
-                    f"budget covers K_max = {federation.params.k_max} uploads",
                 )
             signed = caller.signed
             connection.execute(
@@ -295,19 +323,10 @@ class Rounds:
                     signed.timestamp,
                     signed.nonce,
                     f"/v1/federations/{federation.id}/rounds/{number}/updates/{client}",
-                    manifest,
+                    signed.manifest,  # exactly as signed: members re-check the signature
                     time.time(),
                 ),
             )
-        metrics.UPLOADS.inc()
-        metrics.UPLOAD_BYTES.inc(size)
-        log.info(
-            "upload stored",
-            extra={"federation": federation.id, "round": number, "client": client, "bytes": size},
-        )
-        if self._complete(federation, number):
-            self.close(federation, number)
-        return receipt
 
     def _complete(self, federation: Federation, number: int) -> bool:
         """Every enrolled client has uploaded, or the round holds K_max uploads."""
@@ -319,7 +338,7 @@ class Rounds:
         self, federation: Federation, number: int, client: str, manifest_text: str, temporary: Path
     ) -> str:
         try:
-            manifest = Manifest.from_json(manifest_text)
+            manifest = Manifest.from_header(manifest_text)
         except PackingError as exc:
             raise ServiceError(422, f"the update needs a valid manifest header: {exc}") from exc
         problem, count = "", 0

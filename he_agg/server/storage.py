@@ -153,6 +153,9 @@ class BlobStore:
                 temporary.unlink()
         return digest
 
+    def remove(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
     def read(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from he_agg.packing import Manifest
 from he_agg.request_signing import HEADER_MANIFEST
 from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_party
 
@@ -16,6 +17,7 @@ def get_model(
 ) -> Response:
     require_party(state, federation, signed.caller, "client", "member", "admin")
     manifest, values = state.rounds.model(federation, number)
+    header = Manifest.from_json(manifest).to_header()
     return Response(
-        values, media_type="application/octet-stream", headers={HEADER_MANIFEST: manifest}
+        values, media_type="application/octet-stream", headers={HEADER_MANIFEST: header}
     )
