@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,10 +28,10 @@ def _tiny() -> nn.Module:
     return nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3))
 
 
-def _run(**options: object) -> object:
+def _run(rounds: int = 4, **options: object) -> Any:
     fl = FederatedLearning(
         _tiny(),
-        num_rounds=4,
+        num_rounds=rounds,
         clients_per_round=3,
         learning_rate=0.1,
         optimizer="sgd",
@@ -125,28 +126,8 @@ def test_dp_rounds_report_a_growing_epsilon() -> None:
 
 
 def test_http_transport_runs_the_same_rounds_through_the_rest_stack() -> None:
-    fl = FederatedLearning(
-        _tiny(),
-        num_rounds=2,
-        clients_per_round=3,
-        learning_rate=0.1,
-        optimizer="sgd",
-        local_epochs=3,
-        transport="http",
-        show_progress=False,
-    )
-    over_http = fl.load_data(_blobs(), num_clients=6).train()
-    plain = FederatedLearning(
-        _tiny(),
-        num_rounds=2,
-        clients_per_round=3,
-        learning_rate=0.1,
-        optimizer="sgd",
-        local_epochs=3,
-        secure=False,
-        show_progress=False,
-    )
-    twin = plain.load_data(_blobs(), num_clients=6).train()
+    over_http = _run(rounds=2, transport="http")
+    twin = _run(rounds=2, secure=False)
     gap = np.abs(flatten(over_http.final_state)[0] - flatten(twin.final_state)[0]).max()
     assert 0 < gap < 1e-5
     assert "aggregate+decrypt" in over_http.rounds[0].seconds
