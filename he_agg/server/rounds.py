@@ -107,31 +107,44 @@ class Rounds:
         return self.status(federation.id, number)
 
     def close(self, federation: Federation, number: int) -> RoundOut:
-        """Close an open round now: abort below K_min, else aggregate and start decrypting."""
-        with self.db.transaction() as connection:
-            row = self._row(federation.id, number)
-            if row["state"] != OPEN:
+        """Close an open round now: abort below K_min, else aggregate and start decrypting.
+
+        The aggregate is computed without holding the database lock (it can take seconds);
+        if an upload lands meanwhile, the sum is redone with it.
+        """
+        k_min = int(federation.config["k_min"])
+        for _ in range(3):
+            if self._row(federation.id, number)["state"] != OPEN:
                 return self.status(federation.id, number)
             uploads = self._uploads(federation.id, number)
-            k_min = int(federation.config["k_min"])
-            if len(uploads) < k_min:
-                self._abort(
-                    connection,
-                    federation.id,
-                    number,
-                    f"only {len(uploads)} uploads, K_min is {k_min}; nothing decrypted",
-                )
-                return self.status(federation.id, number)
-            if federation.mode == "plaintext":
-                self._publish_plaintext(connection, federation, number, uploads)
-                return self.status(federation.id, number)
-            aggregate = self._aggregate(federation, number, uploads)
-            connection.execute(
-                "UPDATE rounds SET closed = ?, aggregate = ? WHERE federation = ? AND number = ?",
-                (time.time(), aggregate, federation.id, number),
-            )
-            self._start_decryption(connection, federation, number, exclude=set())
-        return self.status(federation.id, number)
+            enough = len(uploads) >= k_min
+            aggregate = None
+            if enough and federation.mode == "ckks":
+                aggregate = self._aggregate(federation, number, uploads)
+            with self.db.transaction() as connection:
+                if self._row(federation.id, number)["state"] != OPEN:
+                    return self.status(federation.id, number)
+                now = [u["sha256"] for u in self._uploads(federation.id, number)]
+                if now != [u["sha256"] for u in uploads]:
+                    continue  # an upload arrived while we were adding: include it
+                if not enough:
+                    self._abort(
+                        connection,
+                        federation.id,
+                        number,
+                        f"only {len(uploads)} uploads, K_min is {k_min}; nothing decrypted",
+                    )
+                elif aggregate is None:
+                    self._publish_plaintext(connection, federation, number, uploads)
+                else:
+                    connection.execute(
+                        "UPDATE rounds SET closed = ?, aggregate = ? WHERE federation = ? AND "
+                        "number = ?",
+                        (time.time(), aggregate, federation.id, number),
+                    )
+                    self._start_decryption(connection, federation, number, exclude=set())
+            return self.status(federation.id, number)
+        raise ServiceError(503, "uploads keep arriving; close the round again")
 
     def _abort(
         self, connection: sqlite3.Connection, federation: str, number: int, reason: str
