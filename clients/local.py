@@ -4,7 +4,6 @@ benchmarks; the CLI does the same by hand (README)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -151,16 +150,6 @@ class LocalFederation:
     def passphrase(self) -> str:
         return _PASSPHRASE
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "server": self.server.url,
-            "federation": self.federation,
-            "clients": self.clients,
-            "members": self.members,
-            "threshold": self.threshold,
-            "mode": self.mode,
-        }
-
     def stop(self) -> None:
         for process in self.processes:
             process.terminate()
@@ -177,6 +166,3 @@ class LocalFederation:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def save(self) -> None:
-        (self.root / "federation.json").write_text(json.dumps(self.describe(), indent=2))

@@ -36,9 +36,18 @@ from he_agg.errors import (
 from he_agg.modarith import U64Array
 from he_agg.params import ParameterSet
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "Upload", "decode_upload", "encode_upload", "expected_size"]
+__all__ = [
+    "AGGREGATE_CLIENT",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Upload",
+    "decode_upload",
+    "encode_upload",
+    "expected_size",
+]
 
 MAGIC = b"HEAG"
+AGGREGATE_CLIENT = "_aggregate"  # the client id of a round's aggregate; no party can have it
 FORMAT_VERSION = 1
 _FIXED = struct.Struct("<4sHH32sQId")
 _MAX_ID = 255

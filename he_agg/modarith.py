@@ -25,7 +25,6 @@ __all__ = [
     "add_mod",
     "add_rns",
     "find_ntt_primes",
-    "inverse_mod",
     "is_prime",
     "mul_mod_shoup",
     "mulhi",
@@ -132,10 +131,6 @@ def sum_rns(terms: Sequence[U64Array], primes: tuple[int, ...]) -> U64Array:
     for term in terms[1:]:
         total = add_rns(total, term, primes)
     return total
-
-
-def inverse_mod(x: int, q: int) -> int:
-    return pow(x % q, -1, q)
 
 
 _MR_BASES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)  # deterministic below 3.3·10^24

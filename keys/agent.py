@@ -27,7 +27,7 @@ import numpy as np
 
 from he_agg.aggregate import RunningSum
 from he_agg.crs import common_reference_polynomial
-from he_agg.envelope import Upload, decode_upload, encode_upload
+from he_agg.envelope import AGGREGATE_CLIENT, Upload, decode_upload, encode_upload
 from he_agg.errors import DecryptionRefused, HeAggError, ProtocolError, ServiceError
 from he_agg.params import ParameterSet
 from he_agg.request_signing import SignedRequest, verify_signature
@@ -39,9 +39,8 @@ from keys.identity import Identity, PublicIdentity
 from keys.keystore import load_secret, save_secret
 from keys.member import MemberSecrets
 
-__all__ = ["AGGREGATE_CLIENT", "MemberAgent"]
+__all__ = ["MemberAgent", "wait"]
 
-AGGREGATE_CLIENT = "_aggregate"
 log = logging.getLogger("he_agg.member")
 
 

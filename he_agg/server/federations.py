@@ -63,12 +63,6 @@ class Federation:
                 return bytes.fromhex(member["signing_key"])
         raise ServiceError(404, f"no member {index}")
 
-    def client_key(self, name: str) -> bytes:
-        for client in self.config["clients"]:
-            if client["name"] == name:
-                return bytes.fromhex(client["signing_key"])
-        raise ServiceError(404, f"no client {name!r}")
-
 
 class Federations:
     def __init__(self, db: Database, blobs: BlobStore) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from he_agg.aggregate import RunningSum
 from he_agg.encoding import decode_aggregate
-from he_agg.envelope import Upload, decode_upload, encode_upload
+from he_agg.envelope import AGGREGATE_CLIENT, Upload, decode_upload, encode_upload
 from he_agg.errors import HeAggError, PackingError, ServiceError
 from he_agg.packing import Manifest, weighted_average
 from he_agg.plain import decode_plain_upload
@@ -33,9 +33,8 @@ from he_agg.server.schemas import DecryptionRequest, RoundOut, UploadReceipt, Up
 from he_agg.server.storage import BlobStore, Database
 from keys.decrypt import DecryptionShare, combine
 
-__all__ = ["AGGREGATE_CLIENT", "Rounds"]
+__all__ = ["Rounds"]
 
-AGGREGATE_CLIENT = "_aggregate"
 OPEN, DECRYPTING, PUBLISHED, ABORTED = "open", "decrypting", "published", "aborted"
 log = logging.getLogger("he_agg.rounds")
 
