@@ -70,6 +70,7 @@ class MemberAgent:
         (self.state_dir / "dealt").mkdir(exist_ok=True)
         self.passphrase = passphrase
         self._secrets: MemberSecrets | None = None
+        self._sent: set[tuple[int, int]] = set()  # delivered since start; re-sent after a restart
 
     # ---- plumbing ---------------------------------------------------------------
     @property
@@ -289,6 +290,8 @@ class MemberAgent:
         """Verify one decryption request and send the share; False (and a log line) if refused."""
         number, attempt = int(request["round"]), int(request["attempt"])
         path = self.state_dir / "shares" / f"{number}-{attempt}.bin"
+        if (number, attempt) in self._sent:
+            return True
         if not path.exists():
             try:
                 blob = self._compute_share(config, request)
@@ -312,6 +315,7 @@ class MemberAgent:
             f"{self.base}/rounds/{number}/decryption/{attempt}/shares/{self.index}",
             content=path.read_bytes(),
         )
+        self._sent.add((number, attempt))
         return True
 
     def _compute_share(self, config: dict[str, Any], request: dict[str, Any]) -> bytes:
