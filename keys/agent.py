@@ -340,6 +340,13 @@ class MemberAgent:
         number, attempt = int(request["round"]), int(request["attempt"])
         if request["state"] != "decrypting" or self.index not in request["decryption_set"]:
             raise DecryptionRefused("the round is not asking this member to decrypt")
+        named = list(request["decryption_set"])
+        members = {int(m["index"]) for m in config["members"]}
+        if len(set(named)) != int(config["threshold"]) or not set(named) <= members:
+            raise DecryptionRefused(
+                f"the decryption set {named} is not t={config['threshold']} "
+                "distinct enrolled members"
+            )
         ledger = self.ledger()
         if number in ledger["completed"]:
             raise DecryptionRefused(f"round {number} was already decrypted")

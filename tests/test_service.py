@@ -238,6 +238,10 @@ def test_member_refuses_what_it_must(fed: Federation, caplog: pytest.LogCaptureF
     with pytest.raises(DecryptionRefused, match="not the sum"):
         agent.verify(config, as_aggregate)
 
+    lone = dict(request, decryption_set=[1])  # fewer than t members
+    with pytest.raises(DecryptionRefused, match="is not t=2"):
+        agent.verify(config, lone)
+
     too_few = dict(request, uploads=request["uploads"][:2])
     with pytest.raises(DecryptionRefused, match="K_min"):
         agent.verify(config, too_few)
