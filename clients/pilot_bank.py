@@ -116,9 +116,7 @@ def run_bank(config: dict[str, Any], bank: str) -> None:
         STATS_ROUND,
         "statistics",
     )
-    x, pos_weight = standardise(
-        x_raw, {k: v.numpy() if hasattr(v, "numpy") else v for k, v in stats.items()}
-    )
+    x, pos_weight = standardise(x_raw, stats)  # statistics are numpy arrays, as uploaded
     local = LocalConfig(**{**config["local"], "pos_weight": pos_weight, "task": "binary"})
     number = STATS_ROUND
     for spec in config["models"]:

@@ -10,12 +10,12 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from he_agg.envelope import Upload, decode_upload
+from he_agg.envelope import AGGREGATE_CLIENT, Upload, decode_upload, encode_upload
 from he_agg.errors import MismatchError
 from he_agg.modarith import U64Array
 from he_agg.params import ParameterSet
 
-__all__ = ["RunningSum", "aggregate_uploads"]
+__all__ = ["RunningSum", "aggregate_envelope", "aggregate_uploads", "sum_uploads"]
 
 
 class RunningSum:
@@ -49,14 +49,26 @@ class RunningSum:
         return self._total.copy()
 
 
-def aggregate_uploads(blobs: Iterable[bytes], params: ParameterSet, **expect: object) -> U64Array:
-    """Validate every envelope and return the sum of their ciphertexts."""
+def sum_uploads(uploads: Iterable[Upload], params: ParameterSet) -> U64Array:
+    """Σ of already-validated uploads' ciphertexts."""
     running: RunningSum | None = None
-    for blob in blobs:
-        upload: Upload = decode_upload(blob, params, **expect)  # type: ignore[arg-type]
-        if running is None:
-            running = RunningSum(params, upload.count)
+    for upload in uploads:
+        running = running or RunningSum(params, upload.count)
         running.add(upload.words)
     if running is None:
         raise MismatchError("nothing to aggregate")
     return running.result()
+
+
+def aggregate_envelope(
+    uploads: Iterable[Upload], params: ParameterSet, federation: str, round: int
+) -> bytes:
+    """The round's aggregate as an envelope. The server publishes its sha256 and every
+    member recomputes it, so both must build it with this one function."""
+    total = sum_uploads(uploads, params)
+    return encode_upload(Upload(federation, round, AGGREGATE_CLIENT, params.scale, total), params)
+
+
+def aggregate_uploads(blobs: Iterable[bytes], params: ParameterSet, **expect: object) -> U64Array:
+    """Validate every envelope and return the sum of their ciphertexts."""
+    return sum_uploads((decode_upload(b, params, **expect) for b in blobs), params)  # type: ignore[arg-type]

@@ -27,7 +27,6 @@ from he_agg.params import ParameterSet
 
 __all__ = ["Manifest", "TensorSpec", "flatten", "unflatten", "weighted_average", "weighted_vector"]
 
-_INTEGER_KINDS = "biu"
 _HEADER_PREFIX = "zlib:"
 _MAX_MANIFEST = 16 * 1024 * 1024
 

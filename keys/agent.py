@@ -19,15 +19,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from he_agg.aggregate import RunningSum
+from he_agg.aggregate import aggregate_envelope
 from he_agg.crs import common_reference_polynomial
-from he_agg.envelope import AGGREGATE_CLIENT, Upload, decode_upload, encode_upload
+from he_agg.envelope import Upload, decode_upload
 from he_agg.errors import DecryptionRefused, HeAggError, ProtocolError, ServiceError
 from he_agg.params import ParameterSet
 from he_agg.request_signing import SignedRequest, verify_signature
@@ -361,23 +361,20 @@ class MemberAgent:
             raise DecryptionRefused("the upload list has duplicates or clients not enrolled")
         if len(names) < int(config["k_min"]):
             raise DecryptionRefused(f"only {len(names)} clients, K_min is {config['k_min']}")
-        running: RunningSum | None = None
-        for upload in uploads:
-            blob = self._upload_blob(number, upload["client"])
-            self._check_upload(enrolled[upload["client"]], number, upload, blob)
-            words = decode_upload(
-                blob, params, federation=self.federation, round=number, client=upload["client"]
-            )
-            running = running or RunningSum(params, words.count)
-            running.add(words.words)
-        assert running is not None
-        aggregate = Upload(
-            self.federation, number, AGGREGATE_CLIENT, params.scale, running.result()
-        )
-        digest = hashlib.sha256(encode_upload(aggregate, params)).digest()
+
+        def checked() -> Iterator[Upload]:
+            for upload in uploads:
+                blob = self._upload_blob(number, upload["client"])
+                self._check_upload(enrolled[upload["client"]], number, upload, blob)
+                yield decode_upload(
+                    blob, params, federation=self.federation, round=number, client=upload["client"]
+                )
+
+        envelope = aggregate_envelope(checked(), params, self.federation, number)
+        digest = hashlib.sha256(envelope).digest()
         if digest.hex() != request["aggregate_sha256"]:
             raise DecryptionRefused("the aggregate is not the sum of the listed uploads")
-        return aggregate, digest
+        return decode_upload(envelope, params), digest
 
     def _upload_blob(self, number: int, client: str) -> bytes:
         return self.http.request("GET", f"{self.base}/rounds/{number}/updates/{client}").content

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from he_agg.aggregate import RunningSum
+from he_agg.aggregate import aggregate_envelope
 from he_agg.encoding import decode_aggregate
-from he_agg.envelope import AGGREGATE_CLIENT, Upload, decode_upload, encode_upload
+from he_agg.envelope import decode_upload
 from he_agg.errors import HeAggError, PackingError, ServiceError
 from he_agg.packing import Manifest, weighted_average
 from he_agg.plain import decode_plain_upload
@@ -165,16 +165,11 @@ class Rounds:
     def _aggregate(self, federation: Federation, number: int, uploads: list[dict[str, Any]]) -> str:
         """Σ of the stored uploads (always rebuilt from the blobs), stored as an envelope."""
         params = federation.params
-        running: RunningSum | None = None
-        for blob in self._blobs(uploads):
-            upload = decode_upload(blob, params, federation=federation.id, round=number)
-            running = running or RunningSum(params, upload.count)
-            running.add(upload.words)
-        assert running is not None
-        envelope = encode_upload(
-            Upload(federation.id, number, AGGREGATE_CLIENT, params.scale, running.result()), params
+        decoded = (
+            decode_upload(blob, params, federation=federation.id, round=number)
+            for blob in self._blobs(uploads)
         )
-        return self.blobs.put(envelope)
+        return self.blobs.put(aggregate_envelope(decoded, params, federation.id, number))
 
     def _start_decryption(
         self, connection: sqlite3.Connection, federation: Federation, number: int, exclude: set[int]
