@@ -25,13 +25,14 @@ from rich.progress import Progress
 
 from clients.bench import environment
 from he_agg.aggregate import RunningSum
+from he_agg.combine import combine
 from he_agg.encoding import decode_aggregate
-from he_agg.encrypt import encrypt_vector
+from he_agg.backend import encrypt_vector
 from he_agg.envelope import Upload, decode_upload, encode_upload
 from he_agg.packing import weighted_average, weighted_vector
 from he_agg.params import DEFAULT
 from keys.committee import run_committee_setup
-from keys.decrypt import combine, decryption_share
+from keys.decrypt import decryption_share
 
 HERE = Path(__file__).resolve().parent
 FEDERATION = "bench"

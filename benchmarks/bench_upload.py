@@ -26,10 +26,10 @@ from rich.progress import Progress
 
 from clients.local import LocalFederation
 from clients.upload import prepare_upload
+from he_agg.api.transport import SignedClient
 from he_agg.packing import flatten, weighted_vector
 from he_agg.params import DEFAULT
 from he_agg.plain import encode_plain_upload
-from he_agg.transport import SignedClient
 
 HERE = Path(__file__).resolve().parent
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from he_agg.transport import SignedClient
+from he_agg.api.transport import SignedClient
 
 __all__ = ["Admin"]
 

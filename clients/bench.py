@@ -37,16 +37,17 @@ from rich.progress import Progress
 from clients.bench_report import STAGES
 from clients.local import LocalFederation
 from he_agg.aggregate import RunningSum
+from he_agg.api.transport import SignedClient
+from he_agg.combine import combine
 from he_agg.encoding import blocks, decode_aggregate, encode_block
-from he_agg.encrypt import PublicContext
+from he_agg.public import PublicContext
 from he_agg.envelope import Upload, decode_upload, encode_upload
 from he_agg.packing import flatten, weighted_average, weighted_vector
 from he_agg.params import ParameterSet, derive_parameters
 from he_agg.plain import decode_plain_upload, encode_plain_upload
 from he_agg.seal_codec import ciphertext_from_bytes
 from he_agg.seal_context import save_bytes
-from he_agg.transport import SignedClient
-from keys.decrypt import combine, decryption_share
+from keys.decrypt import decryption_share
 from keys.member import MemberSecrets
 
 __all__ = ["BenchConfig", "run_bench"]

@@ -14,11 +14,12 @@ from rich.table import Table
 
 from clients.upload import prepare_upload
 from he_agg.aggregate import aggregate_uploads
+from he_agg.combine import combine
 from he_agg.encoding import decode_aggregate
 from he_agg.packing import flatten, unflatten, weighted_average
 from he_agg.params import DEFAULT, ParameterSet
 from keys.committee import run_committee_setup
-from keys.decrypt import combine, decryption_share
+from keys.decrypt import decryption_share
 
 __all__ = ["DemoResult", "run_demo"]
 

@@ -12,14 +12,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.progress import Progress
 
 from clients.upload import prepare_upload
-from he_agg.encrypt import PublicContext
+from he_agg.api.transport import SignedClient
+from he_agg.public import PublicContext
 from he_agg.errors import ServiceError
 from he_agg.packing import Manifest, flatten, unflatten, weighted_vector
 from he_agg.params import ParameterSet
 from he_agg.plain import encode_plain_upload
 from he_agg.request_signing import HEADER_MANIFEST
 from he_agg.seal_codec import ciphertext_from_bytes
-from he_agg.transport import SignedClient
 
 __all__ = ["Participant", "read_model"]
 

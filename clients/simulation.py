@@ -350,7 +350,8 @@ class _InProcessAggregator(_Aggregator):
         vectors: list[npt.NDArray[np.float64]],
         weights: list[float],
     ) -> tuple[npt.NDArray[np.float64], int, dict[str, float]]:
-        from keys.decrypt import combine, decryption_share
+        from he_agg.combine import combine
+        from keys.decrypt import decryption_share
 
         seconds: dict[str, float] = {}
         start = time.perf_counter()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from he_agg.encrypt import PublicContext, encrypt_vector
+from he_agg.backend import encrypt_vector
+from he_agg.public import PublicContext
 from he_agg.envelope import Upload, encode_upload
 from he_agg.packing import Manifest, flatten, weighted_vector
 

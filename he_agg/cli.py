@@ -243,8 +243,8 @@ def committee_run(
     poll: float = typer.Option(1.0, help="seconds between polls"),
 ) -> None:
     """Join the DKG, then verify and decrypt round aggregates until stopped."""
+    from he_agg.api.transport import SignedClient
     from he_agg.server.logs import configure_logging
-    from he_agg.transport import SignedClient
     from keys.agent import MemberAgent
 
     configure_logging()

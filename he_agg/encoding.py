@@ -9,16 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import tenseal.sealapi as sealapi
 
-from he_agg.modarith import U64Array
+from he_agg.modarith import F64Array, U64Array
 from he_agg.seal_codec import SealPlaintext, plaintext_to_bytes
 from he_agg.seal_context import SealContext
 
 __all__ = ["blocks", "decode_aggregate", "decode_words", "encode_block"]
-
-F64Array = npt.NDArray[np.float64]
 
 
 def blocks(values: F64Array, slots: int) -> F64Array:

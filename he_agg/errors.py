@@ -17,6 +17,9 @@
     │   ├── SignatureError      an Ed25519 signature does not verify
     │   └── DecryptionRefused   a member will not produce a decryption share
     ├── KeyStoreError           a key file cannot be opened (wrong passphrase, tampered, mode)
+    ├── StoreError              the server's database cannot do what was asked
+    │   ├── StoreConflict       a row with that key exists already
+    │   └── SchemaError         the database schema is newer than this he-agg, or unknown
     └── ServiceError            an HTTP error status, with ``status`` and ``detail``
 
 Errors from libraries below (cryptography, SEAL) are converted where they enter with
@@ -41,7 +44,10 @@ __all__ = [
     "SealFormatError",
     "ServiceError",
     "SignatureError",
+    "SchemaError",
     "SizeError",
+    "StoreConflict",
+    "StoreError",
     "VersionError",
     "WordRangeError",
 ]
@@ -117,6 +123,18 @@ class DecryptionRefused(ProtocolError):
 
 class KeyStoreError(HeAggError):
     pass
+
+
+class StoreError(HeAggError):
+    """The server's database refused or failed an operation."""
+
+
+class StoreConflict(StoreError):
+    """An insert hit a row that already exists (a duplicate key)."""
+
+
+class SchemaError(StoreError):
+    """The database's schema revision is not one this version of he-agg knows."""
 
 
 class ServiceError(HeAggError):

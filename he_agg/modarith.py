@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 __all__ = [
     "MAX_PRIME_BITS",
+    "F64Array",
     "ShoupConstant",
     "U64Array",
     "add_mod",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 U64Array = npt.NDArray[np.uint64]
+F64Array = npt.NDArray[np.float64]
 MAX_PRIME_BITS = 60
 FLOAT_PATH_BITS = 50
 _LOW32 = np.uint64(0xFFFFFFFF)

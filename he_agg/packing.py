@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from he_agg.encoding import F64Array
 from he_agg.errors import PackingError
+from he_agg.modarith import F64Array
 from he_agg.params import ParameterSet
 
 __all__ = ["Manifest", "TensorSpec", "flatten", "unflatten", "weighted_average", "weighted_vector"]

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from he_agg.aggregate import aggregate_envelope
+from he_agg.api.transport import SignedClient
 from he_agg.crs import common_reference_polynomial
 from he_agg.envelope import Upload, decode_upload
 from he_agg.errors import DecryptionRefused, HeAggError, ProtocolError, ServiceError
 from he_agg.params import ParameterSet
 from he_agg.request_signing import SignedRequest, verify_signature
 from he_agg.seal_codec import ciphertext_to_bytes
-from he_agg.transport import SignedClient
 from keys import keygen, shamir
 from keys.decrypt import decryption_share
 from keys.identity import Identity, PublicIdentity

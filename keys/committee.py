@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from he_agg.crs import common_reference_polynomial
-from he_agg.encrypt import PublicContext
+from he_agg.public import PublicContext
 from he_agg.modarith import U64Array
 from he_agg.params import ParameterSet
 from keys import keygen, shamir

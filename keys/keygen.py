@@ -24,7 +24,7 @@ from he_agg.params import ParameterSet
 from he_agg.sampling import gaussian, ternary, to_rns
 from he_agg.seal_codec import SealCiphertext
 from he_agg.seal_context import seal_context
-from keys.wire import Reader
+from he_agg.wire import Reader
 
 __all__ = [
     "PublicKeyShare",

@@ -10,11 +10,11 @@ import numpy as np
 
 from he_agg.errors import KeyStoreError, SizeError
 from he_agg.params import ParameterSet
+from he_agg.wire import Reader, blob
 from keys.identity import Identity
 from keys.keygen import SecretShare
 from keys.keystore import load_secret, save_secret
 from keys.shamir import ThresholdShare
-from keys.wire import Reader, blob
 
 __all__ = ["MemberSecrets"]
 

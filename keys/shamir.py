@@ -29,9 +29,9 @@ from he_agg.errors import MismatchError, ProtocolError
 from he_agg.modarith import U64Array, add_mod, mul_mod_shoup, shoup, sum_rns
 from he_agg.params import ParameterSet
 from he_agg.sampling import uniform_mod
+from he_agg.wire import Reader, blob
 from keys.identity import Identity, PublicIdentity, x25519_public
 from keys.keygen import SecretShare
-from keys.wire import Reader, blob
 
 __all__ = [
     "EncryptedShare",

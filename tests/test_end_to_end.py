@@ -16,6 +16,7 @@ from torch import nn
 
 from clients.upload import prepare_upload
 from he_agg.aggregate import aggregate_uploads
+from he_agg.combine import DecryptionShare, combine
 from he_agg.encoding import decode_aggregate
 from he_agg.errors import DecryptionRefused
 from he_agg.packing import Manifest, flatten, unflatten, weighted_average
@@ -23,7 +24,7 @@ from he_agg.params import ParameterSet
 from he_agg.seal_codec import SealCiphertext, ciphertext_to_bytes, plaintext_from_bytes
 from he_agg.seal_context import save_bytes
 from keys.committee import CommitteeSetup, run_committee_setup
-from keys.decrypt import DecryptionShare, combine, decryption_share
+from keys.decrypt import decryption_share
 from keys.keygen import key_primes
 from tests.helpers import summed_secret_key
 

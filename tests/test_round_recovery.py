@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from he_agg.api.models import FederationCreate
 from he_agg.packing import flatten, weighted_vector
 from he_agg.params import DEFAULT
 from he_agg.plain import encode_plain_upload
 from he_agg.server.auth import Caller, PendingAuth
 from he_agg.server.federations import Federations
 from he_agg.server.rounds import Rounds
-from he_agg.server.schemas import FederationCreate
 from he_agg.server.storage import BlobStore, Database
 
 

@@ -23,11 +23,11 @@ import pytest
 
 from clients.admin import Admin
 from clients.participant import Participant
+from he_agg.api.transport import SignedClient
 from he_agg.errors import DecryptionRefused, ServiceError
 from he_agg.packing import flatten
 from he_agg.params import ParameterSet, derive_parameters
 from he_agg.server.process import ServerProcess
-from he_agg.transport import SignedClient
 from keys.agent import MemberAgent, wait
 from keys.identity import Identity
 

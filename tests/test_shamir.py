@@ -3,10 +3,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from he_agg.combine import lagrange_coefficient
 from he_agg.errors import ProtocolError, SignatureError
 from he_agg.params import DEFAULT
 from keys.committee import CommitteeSetup
-from keys.decrypt import lagrange_coefficient
 from keys.identity import Identity
 from keys.keygen import gen_secret_share
 from keys.shamir import EncryptedShare, ThresholdShare, deal_shares, open_share

@@ -6,6 +6,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from he_agg.api.transport import SignedClient
 from he_agg.errors import ServiceError
 from he_agg.request_signing import (
     HEADER_KEY,
@@ -15,7 +16,6 @@ from he_agg.request_signing import (
     SignedRequest,
     verify_signature,
 )
-from he_agg.transport import SignedClient
 
 
 def test_retries_503_and_connection_errors_with_the_same_body() -> None:

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from he_agg.api.models import FederationCreate, FederationOut, KeygenStatus
 from he_agg.crs import common_reference_polynomial
 from he_agg.errors import CommitmentError, HeAggError, ParameterError, ProtocolError, ServiceError
 from he_agg.params import DEFAULT, ParameterSet
 from he_agg.request_signing import verify_signature
 from he_agg.seal_codec import ciphertext_to_bytes
-from he_agg.server.schemas import FederationCreate, FederationOut, KeygenStatus
 from he_agg.server.storage import BlobStore, Database
 from keys import keygen
 from keys.shamir import EncryptedShare

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from he_agg.aggregate import aggregate_envelope
+from he_agg.api.models import DecryptionRequest, RoundOut, UploadReceipt, UploadRecord
+from he_agg.combine import DecryptionShare, combine
 from he_agg.encoding import decode_aggregate
 from he_agg.envelope import decode_upload
 from he_agg.errors import HeAggError, PackingError, ServiceError
@@ -29,9 +31,7 @@ from he_agg.seal_context import seal_context
 from he_agg.server import metrics
 from he_agg.server.auth import Caller
 from he_agg.server.federations import Federation, Federations
-from he_agg.server.schemas import DecryptionRequest, RoundOut, UploadReceipt, UploadRecord
 from he_agg.server.storage import BlobStore, Database
-from keys.decrypt import DecryptionShare, combine
 
 __all__ = ["Rounds"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from he_agg.api.models import DecryptionRequest
 from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, member_caller
-from he_agg.server.schemas import DecryptionRequest
 
 router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tags=["decryption"])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from he_agg.api.models import FederationCreate, FederationOut
 from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_admin, require_party
-from he_agg.server.schemas import FederationCreate, FederationOut
 
 router = APIRouter(prefix="/v1/federations", tags=["federations"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from he_agg.api.models import CommitmentIn, KeygenStatus
 from he_agg.errors import ServiceError
 from he_agg.server.deps import (
     OCTETS,
@@ -13,7 +14,6 @@ from he_agg.server.deps import (
     member_caller,
     require_party,
 )
-from he_agg.server.schemas import CommitmentIn, KeygenStatus
 
 router = APIRouter(prefix="/v1/federations/{federation_id}/keygen", tags=["keygen"])
 

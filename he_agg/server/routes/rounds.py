@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from he_agg.api.models import RoundOpen, RoundOut
 from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_admin, require_party
-from he_agg.server.schemas import RoundOpen, RoundOut
 
 router = APIRouter(prefix="/v1/federations/{federation_id}/rounds", tags=["rounds"])
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from he_agg.api.models import UploadReceipt
 from he_agg.errors import ServiceError
 from he_agg.server.auth import complete, read_headers, request_target
 from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, member_caller
-from he_agg.server.schemas import UploadReceipt
 
 router = APIRouter(
     prefix="/v1/federations/{federation_id}/rounds/{number}/updates", tags=["uploads"]

@@ -1,10 +1,16 @@
-"""Request and response bodies, kept apart from storage rows."""
+"""Request and response bodies of the REST API, kept apart from storage rows.
+
+The server validates with these, and the SDK and the member agent parse with the same
+models, so a field renamed on one side fails loudly on the other.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
+
+from he_agg.api.states import FederationMode, KeygenPhase, RoundState
 
 __all__ = [
     "CommitmentIn",
@@ -39,7 +45,7 @@ class FederationCreate(BaseModel):
     parameters: dict[str, Any] | None = Field(
         default=None, description="a ParameterSet's fields; omitted: the default set"
     )
-    mode: str = Field(default="ckks", pattern="^(ckks|plaintext)$")
+    mode: FederationMode = FederationMode.CKKS
     threshold: int = Field(ge=1, le=255)
     k_min: int = Field(ge=1)
     clients: list[PartyIn] = Field(min_length=1, max_length=100_000)
@@ -55,7 +61,7 @@ class FederationCreate(BaseModel):
             raise ValueError("party names and signing keys must be unique")
         if len({m.index for m in self.members}) != len(self.members):
             raise ValueError("member indices must be unique")
-        if self.mode == "ckks" and not self.threshold <= len(self.members):
+        if self.mode == FederationMode.CKKS and not self.threshold <= len(self.members):
             raise ValueError("threshold must be at most the number of members")
         if self.k_min > len(self.clients):
             raise ValueError("k_min cannot exceed the number of enrolled clients")
@@ -64,16 +70,16 @@ class FederationCreate(BaseModel):
 
 class FederationOut(BaseModel):
     id: str
-    config: dict[str, Any]
+    config: FederationCreate
     epoch: int
-    keygen_phase: str
+    keygen_phase: KeygenPhase
     public_key_ready: bool
     decryptions_used: int
 
 
 class KeygenStatus(BaseModel):
     epoch: int
-    phase: str
+    phase: KeygenPhase
     commitments: dict[int, str]
     public_key_shares: list[int]
     shamir_shares: list[tuple[int, int]]
@@ -90,7 +96,7 @@ class RoundOpen(BaseModel):
 class RoundOut(BaseModel):
     federation: str
     number: int
-    state: str
+    state: RoundState
     deadline: float
     uploads: list[str]
     reason: str | None
@@ -120,7 +126,7 @@ class UploadRecord(BaseModel):
 
 class DecryptionRequest(BaseModel):
     round: int
-    state: str
+    state: RoundState
     attempt: int
     decryption_set: list[int]
     aggregate_sha256: str

@@ -1,0 +1,88 @@
+"""One function per route path. Server routes, the SDK and the member agent all build
+their URLs here, so a signed target (which members re-check byte for byte) has one source.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PREFIX",
+    "aggregate",
+    "close_round",
+    "commitment",
+    "decryption",
+    "decryption_share",
+    "federation",
+    "federations",
+    "keygen",
+    "model",
+    "public_key",
+    "public_key_share",
+    "round",
+    "rounds",
+    "shamir_share",
+    "update",
+]
+
+PREFIX = "/v1/federations"
+
+
+def federations() -> str:
+    return PREFIX
+
+
+def federation(federation_id: str) -> str:
+    return f"{PREFIX}/{federation_id}"
+
+
+def public_key(federation_id: str) -> str:
+    return f"{federation(federation_id)}/public-key"
+
+
+def keygen(federation_id: str) -> str:
+    return f"{federation(federation_id)}/keygen"
+
+
+def commitment(federation_id: str, member: int) -> str:
+    return f"{keygen(federation_id)}/commitments/{member}"
+
+
+def public_key_share(federation_id: str, member: int) -> str:
+    return f"{keygen(federation_id)}/public-key-shares/{member}"
+
+
+def shamir_share(federation_id: str, sender: int, recipient: int) -> str:
+    return f"{keygen(federation_id)}/shamir-shares/{sender}/{recipient}"
+
+
+def rounds(federation_id: str, state: str | None = None) -> str:
+    base = f"{federation(federation_id)}/rounds"
+    return base if state is None else f"{base}?round_state={state}"
+
+
+def round(federation_id: str, number: int) -> str:
+    return f"{rounds(federation_id)}/{number}"
+
+
+def close_round(federation_id: str, number: int) -> str:
+    return f"{round(federation_id, number)}/close"
+
+
+def update(federation_id: str, number: int, client: str) -> str:
+    """The signed upload target; members re-verify each upload's signature over it."""
+    return f"{round(federation_id, number)}/updates/{client}"
+
+
+def aggregate(federation_id: str, number: int) -> str:
+    return f"{round(federation_id, number)}/aggregate"
+
+
+def decryption(federation_id: str, number: int) -> str:
+    return f"{round(federation_id, number)}/decryption"
+
+
+def decryption_share(federation_id: str, number: int, attempt: int, member: int) -> str:
+    return f"{decryption(federation_id, number)}/{attempt}/shares/{member}"
+
+
+def model(federation_id: str, number: int) -> str:
+    return f"{round(federation_id, number)}/model"
