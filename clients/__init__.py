@@ -1,4 +1,11 @@
-"""The participant side of he-agg: the client SDK, the simulation API and the pilot."""
+"""The participant side of he-agg.
+
+The top level is the participant SDK (``participant``, ``admin``, ``upload``) and the
+``he-agg`` command line (``cli``); the apps built on it live in subpackages:
+``simulation`` (the ``FederatedLearning`` API), ``pilot`` (the finance pilot), ``bench``
+(the HE-overhead benchmark) and ``harness`` (a whole federation of local processes).
+The SDK modules import none of the apps.
+"""
 
 from typing import Any
 

@@ -1,4 +1,4 @@
-"""The administrator's calls: create a federation, open and close rounds."""
+"""The administrator's calls: create a federation, open and close rounds, read the model."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from clients.participant import read_model
+from he_agg.api import paths
+from he_agg.api.models import FederationCreate, FederationOut, RoundOpen, RoundOut
 from he_agg.api.transport import SignedClient
 
 __all__ = ["Admin"]
 
 
 class Admin:
+    """Signed calls with an admin key; responses parsed with the server's own wire models."""
+
     def __init__(
         self,
         base_url: str,
@@ -25,32 +30,34 @@ class Admin:
     def close(self) -> None:
         self.http.close()
 
-    def create_federation(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.http.request("POST", "/v1/federations", json_body=spec).json())
+    def __enter__(self) -> Admin:
+        return self
 
-    def federation(self, federation: str) -> dict[str, Any]:
-        return dict(self.http.request("GET", f"/v1/federations/{federation}").json())
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-    def open_round(self, federation: str, deadline_seconds: float) -> dict[str, Any]:
-        return dict(
-            self.http.request(
-                "POST",
-                f"/v1/federations/{federation}/rounds",
-                json_body={"deadline_seconds": deadline_seconds},
-            ).json()
-        )
+    def create_federation(self, spec: FederationCreate) -> FederationOut:
+        body = spec.model_dump(mode="json", exclude_none=True)
+        response = self.http.request("POST", paths.federations(), json_body=body)
+        return FederationOut.model_validate_json(response.content)
 
-    def close_round(self, federation: str, round: int) -> dict[str, Any]:
-        return dict(
-            self.http.request("POST", f"/v1/federations/{federation}/rounds/{round}/close").json()
-        )
+    def federation(self, federation: str) -> FederationOut:
+        response = self.http.request("GET", paths.federation(federation))
+        return FederationOut.model_validate_json(response.content)
+
+    def open_round(self, federation: str, deadline_seconds: float) -> RoundOut:
+        body = RoundOpen(deadline_seconds=deadline_seconds).model_dump(mode="json")
+        response = self.http.request("POST", paths.rounds(federation), json_body=body)
+        return RoundOut.model_validate_json(response.content)
+
+    def close_round(self, federation: str, round: int) -> RoundOut:
+        response = self.http.request("POST", paths.close_round(federation, round))
+        return RoundOut.model_validate_json(response.content)
+
+    def round(self, federation: str, round: int) -> RoundOut:
+        response = self.http.request("GET", paths.round(federation, round))
+        return RoundOut.model_validate_json(response.content)
 
     def model(self, federation: str, round: int) -> dict[str, Any]:
-        from clients.participant import read_model
-
-        return read_model(
-            self.http.request("GET", f"/v1/federations/{federation}/rounds/{round}/model")
-        )
-
-    def round(self, federation: str, round: int) -> dict[str, Any]:
-        return dict(self.http.request("GET", f"/v1/federations/{federation}/rounds/{round}").json())
+        """The round's published model as a state_dict (or mapping of arrays)."""
+        return read_model(self.http.request("GET", paths.model(federation, round)))

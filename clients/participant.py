@@ -12,11 +12,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.progress import Progress
 
 from clients.upload import prepare_upload
+from he_agg.api import paths
+from he_agg.api.models import FederationCreate, FederationOut, RoundOut, UploadReceipt
+from he_agg.api.states import FederationMode, RoundState
 from he_agg.api.transport import SignedClient
-from he_agg.public import PublicContext
 from he_agg.errors import ServiceError
 from he_agg.packing import Manifest, flatten, unflatten, weighted_vector
-from he_agg.params import ParameterSet
+from he_agg.params import DEFAULT, ParameterSet
+from he_agg.public import PublicContext
 from he_agg.plain import encode_plain_upload
 from he_agg.request_signing import HEADER_MANIFEST
 from he_agg.seal_codec import ciphertext_from_bytes
@@ -44,7 +47,7 @@ class Participant:
         self.name = name
         self.show_progress = show_progress
         self._public: PublicContext | None = None
-        self._config: dict[str, Any] | None = None
+        self._federation: FederationOut | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -55,41 +58,47 @@ class Participant:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def base(self) -> str:
-        return f"/v1/federations/{self.federation}"
+    def federation_info(self) -> FederationOut:
+        """The federation as the server describes it (fetched once; its config never changes)."""
+        if self._federation is None:
+            response = self.http.request("GET", paths.federation(self.federation))
+            self._federation = FederationOut.model_validate_json(response.content)
+        return self._federation
 
-    def config(self) -> dict[str, Any]:
-        if self._config is None:
-            self._config = dict(self.http.request("GET", self.base).json()["config"])
-        return self._config
+    def config(self) -> FederationCreate:
+        return self.federation_info().config
+
+    def parameters(self) -> ParameterSet:
+        parameters = self.config().parameters
+        return DEFAULT if parameters is None else ParameterSet.from_dict(parameters)
 
     def fetch_public_context(self) -> PublicContext:
         """The parameter set and the collective public key (no secret ever reaches a client)."""
         if self._public is None:
-            params = ParameterSet.from_dict(self.config()["parameters"])
-            blob = self.http.request("GET", f"{self.base}/public-key").content
-            self._public = PublicContext(params, ciphertext_from_bytes(blob))
+            blob = self.http.request("GET", paths.public_key(self.federation)).content
+            self._public = PublicContext(self.parameters(), ciphertext_from_bytes(blob))
         return self._public
 
-    def round_status(self, round: int) -> dict[str, Any]:
-        return dict(self.http.request("GET", f"{self.base}/rounds/{round}").json())
+    def round_status(self, round: int) -> RoundOut:
+        response = self.http.request("GET", paths.round(self.federation, round))
+        return RoundOut.model_validate_json(response.content)
 
     def open_rounds(self) -> list[int]:
-        rounds = self.http.request("GET", f"{self.base}/rounds?round_state=open").json()
-        return [int(r["number"]) for r in rounds]
+        response = self.http.request("GET", paths.rounds(self.federation, RoundState.OPEN))
+        return [RoundOut.model_validate(r).number for r in response.json()]
 
-    def submit(
-        self, update: Mapping[str, Any], num_samples: float, *, round: int
-    ) -> dict[str, Any]:
+    def submit(self, update: Mapping[str, Any], num_samples: float, *, round: int) -> UploadReceipt:
         """Weight, encrypt (or, in a plaintext federation, just encode) and upload an update."""
-        if self.config()["mode"] == "plaintext":
+        if self.config().mode == FederationMode.PLAINTEXT:
             vector, manifest = flatten(update)
-            params = ParameterSet.from_dict(self.config()["parameters"])
-            body = encode_plain_upload(weighted_vector(vector, num_samples, params))
+            body = encode_plain_upload(weighted_vector(vector, num_samples, self.parameters()))
         else:
             body, manifest = self._encrypt(update, num_samples, round)
-        path = f"{self.base}/rounds/{round}/updates/{self.name}"
+        return self.upload(round, body, manifest)
+
+    def upload(self, round: int, body: bytes, manifest: Manifest) -> UploadReceipt:
+        """PUT prepared envelope bytes (see :func:`clients.upload.prepare_upload`)."""
+        path = paths.update(self.federation, round, self.name)
         if self.show_progress and len(body) >= _PROGRESS_BYTES:
             with Progress(transient=True) as bar:
                 task = bar.add_task(f"upload round {round}", total=len(body))
@@ -102,7 +111,7 @@ class Participant:
                 )
         else:
             response = self.http.request("PUT", path, content=body, manifest=manifest.to_header())
-        return dict(response.json())
+        return UploadReceipt.model_validate_json(response.content)
 
     def _encrypt(
         self, update: Mapping[str, Any], num_samples: float, round: int
@@ -133,14 +142,14 @@ class Participant:
         deadline = time.monotonic() + timeout
         while True:
             status = self.round_status(round)
-            if status["model_ready"]:
+            if status.model_ready:
                 break
-            if status["state"] == "aborted":
-                raise ServiceError(409, f"round {round} was aborted: {status['reason']}")
+            if status.state == RoundState.ABORTED:
+                raise ServiceError(409, f"round {round} was aborted: {status.reason}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"round {round} has no model after {timeout:.0f} s")
             time.sleep(poll)
-        return read_model(self.http.request("GET", f"{self.base}/rounds/{round}/model"))
+        return read_model(self.http.request("GET", paths.model(self.federation, round)))
 
 
 def read_model(response: httpx.Response) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from he_agg.crs import common_reference_polynomial
-from he_agg.public import PublicContext
 from he_agg.modarith import U64Array
 from he_agg.params import ParameterSet
+from he_agg.public import PublicContext
 from keys import keygen, shamir
 from keys.identity import Identity
 from keys.member import MemberSecrets

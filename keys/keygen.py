@@ -3,28 +3,30 @@
 Every member i samples a ternary s_i and a Gaussian e_i and publishes, at the key level,
     p_i = −a·s_i + e_i            (NTT form, a the common reference polynomial)
 after first committing to H(p_i). The collective key is pk = (Σ p_i, a), an ordinary
-SEAL public key for s = Σ s_i; no one ever holds s.
+SEAL public key for s = Σ s_i; no one ever holds s. The public steps (commit, verify a
+reveal, aggregate, form pk) live in :mod:`he_agg.collective_key` and are re-exported here
+so the whole protocol reads in one place.
 """
 
 from __future__ import annotations
 
-import hashlib
-import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from he_agg import ntt
-from he_agg.bitpack import pack_residues, unpack_residues
-from he_agg.errors import CommitmentError, MismatchError
-from he_agg.modarith import U64Array, mul_mod_shoup, shoup, sub_mod, sum_rns
+from he_agg.collective_key import (
+    PublicKeyShare,
+    aggregate_public_key_shares,
+    commit,
+    key_primes,
+    public_key,
+    verify_reveal,
+)
+from he_agg.modarith import U64Array, mul_mod_shoup, shoup, sub_mod
 from he_agg.params import ParameterSet
 from he_agg.sampling import gaussian, ternary, to_rns
-from he_agg.seal_codec import SealCiphertext
-from he_agg.seal_context import seal_context
-from he_agg.wire import Reader
 
 __all__ = [
     "PublicKeyShare",
@@ -38,12 +40,6 @@ __all__ = [
     "verify_reveal",
 ]
 
-_PK_SHARE_MAGIC = b"HEPK"
-
-
-def key_primes(params: ParameterSet) -> tuple[int, ...]:
-    return (*params.data_primes, params.special_prime)
-
 
 @dataclass(frozen=True)
 class SecretShare:
@@ -56,27 +52,6 @@ class SecretShare:
         """s_i mod each prime, in NTT form, shape (len(primes), N)."""
         rns = to_rns(self.coeffs, primes)
         return np.stack([ntt.forward(rns[j], q) for j, q in enumerate(primes)])
-
-
-@dataclass(frozen=True)
-class PublicKeyShare:
-    """p_i = −a·s_i + e_i at the key level, NTT form, shape (L+1, N)."""
-
-    member: int
-    words: U64Array
-
-    def to_bytes(self, params: ParameterSet) -> bytes:
-        head = _PK_SHARE_MAGIC + params.fingerprint + struct.pack("<I", self.member)
-        return head + pack_residues(self.words, key_primes(params))
-
-    @classmethod
-    def from_bytes(cls, data: bytes, params: ParameterSet) -> PublicKeyShare:
-        reader = Reader(data)
-        if reader.take(4) != _PK_SHARE_MAGIC or reader.take(32) != params.fingerprint:
-            raise MismatchError("not a public-key share for this parameter set")
-        (member,) = reader.unpack("<I")
-        words = unpack_residues(reader.rest(), key_primes(params), (), params.poly_degree)
-        return cls(member, words)
 
 
 def gen_secret_share(params: ParameterSet, member: int) -> SecretShare:
@@ -95,39 +70,3 @@ def gen_public_key_share(
         a_times_s = mul_mod_shoup(s_ntt[j], shoup(crs[j], q), q)
         rows.append(sub_mod(ntt.forward(e_rns[j], q), a_times_s, q))
     return PublicKeyShare(secret.member, np.stack(rows))
-
-
-def commit(share: PublicKeyShare, params: ParameterSet, federation: str, epoch: int) -> bytes:
-    """H(p_i), bound to the federation, the key epoch and the member."""
-    digest = hashlib.sha256(b"he-agg/pk-commitment/v1\x00")
-    digest.update(federation.encode() + b"\x00" + struct.pack("<Q", epoch))
-    digest.update(share.to_bytes(params))
-    return digest.digest()
-
-
-def verify_reveal(
-    commitment: bytes, share: PublicKeyShare, params: ParameterSet, federation: str, epoch: int
-) -> None:
-    """A revealed p_i must match the commitment posted before any share was seen."""
-    if commit(share, params, federation, epoch) != commitment:
-        raise CommitmentError(
-            f"member {share.member}'s public-key share does not match its commitment"
-        )
-
-
-def aggregate_public_key_shares(shares: Sequence[PublicKeyShare], params: ParameterSet) -> U64Array:
-    """AggregateShares: Σ p_i mod each key-level prime."""
-    if not shares:
-        raise MismatchError("no public-key shares to aggregate")
-    return sum_rns([share.words for share in shares], key_primes(params))
-
-
-def public_key(aggregate: U64Array, crs: U64Array, params: ParameterSet) -> SealCiphertext:
-    """GenPublicKey: pk = (Σ p_i, a), laid out as SEAL's PublicKey at the key level."""
-    ctx = seal_context(params)
-    return SealCiphertext(
-        parms_id=ctx.key_parms_id,
-        is_ntt_form=True,
-        data=np.stack([aggregate, crs]),
-        scale=1.0,
-    )

@@ -25,11 +25,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from he_agg.bitpack import pack_residues, unpack_residues
-from he_agg.errors import MismatchError, ProtocolError
+from he_agg.errors import ProtocolError
 from he_agg.modarith import U64Array, add_mod, mul_mod_shoup, shoup, sum_rns
 from he_agg.params import ParameterSet
 from he_agg.sampling import uniform_mod
-from he_agg.wire import Reader, blob
+from he_agg.share_message import EncryptedShare
+from he_agg.wire import Reader
 from keys.identity import Identity, PublicIdentity, x25519_public
 from keys.keygen import SecretShare
 
@@ -40,8 +41,6 @@ __all__ = [
     "deal_shares",
     "open_share",
 ]
-
-_MAGIC = b"HESS"
 
 
 @dataclass(frozen=True)
@@ -60,47 +59,6 @@ class ThresholdShare:
         (member,) = reader.unpack("<I")
         words = unpack_residues(reader.rest(), params.data_primes, (), params.poly_degree)
         return cls(member, words)
-
-
-@dataclass(frozen=True)
-class EncryptedShare:
-    """share_{sender→recipient}, sealed to the recipient and signed by the sender."""
-
-    federation: str
-    epoch: int
-    sender: int
-    recipient: int
-    ephemeral_key: bytes
-    nonce: bytes
-    ciphertext: bytes
-    signature: bytes
-
-    def header(self) -> bytes:
-        return (
-            _MAGIC
-            + blob(self.federation.encode())
-            + struct.pack("<QII", self.epoch, self.sender, self.recipient)
-            + self.ephemeral_key
-            + self.nonce
-        )
-
-    def signed_part(self) -> bytes:
-        return self.header() + blob(self.ciphertext)
-
-    def to_bytes(self) -> bytes:
-        return self.signed_part() + self.signature
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> EncryptedShare:
-        reader = Reader(data)
-        if reader.take(4) != _MAGIC:
-            raise MismatchError("not an encrypted Shamir share")
-        federation = reader.blob().decode()
-        epoch, sender, recipient = reader.unpack("<QII")
-        ephemeral, nonce, ciphertext = reader.take(32), reader.take(12), reader.blob()
-        signature = reader.take(64)
-        reader.finish()
-        return cls(federation, epoch, sender, recipient, ephemeral, nonce, ciphertext, signature)
 
 
 def _share_key(shared_secret: bytes, message_header: bytes, recipient_key: bytes) -> bytes:

@@ -22,7 +22,9 @@ def get_backend(name: str = "auto") -> EncryptionBackend:
     """The backend called ``name``; ``auto`` picks the best one available (SEAL today)."""
     chosen = "seal" if name == "auto" else name
     if chosen not in BACKENDS:
-        raise ParameterError("backend", f"unknown encryption backend {name!r}; known: auto, {BACKENDS}")
+        raise ParameterError(
+            "backend", f"unknown encryption backend {name!r}; known: auto, {BACKENDS}"
+        )
     if chosen not in _instances:
         from he_agg.backend.seal import SealBackend
 

@@ -51,9 +51,7 @@ class SealBackend:
     ) -> U64Array:
         params = public.params
         chunks = blocks(np.asarray(values, dtype=np.float64), params.slots)
-        out = np.empty(
-            (chunks.shape[0], 2, len(params.data_primes), params.poly_degree), np.uint64
-        )
+        out = np.empty((chunks.shape[0], 2, len(params.data_primes), params.poly_degree), np.uint64)
         for index, block in enumerate(chunks):
             out[index] = self.encrypt_plaintext(self.encode(block, public), public)
             if progress is not None:

@@ -18,11 +18,9 @@ from he_agg.errors import HeAggError, ServiceError, SignatureError
 from he_agg.server import metrics
 from he_agg.server.config import Settings
 from he_agg.server.deps import AppState
-from he_agg.server.federations import Federations
 from he_agg.server.logs import configure_logging
-from he_agg.server.rounds import Rounds
 from he_agg.server.routes import decryption, federations, health, keygen, model, rounds, uploads
-from he_agg.server.storage import BlobStore, Database
+from he_agg.server.store import FileBlobStore, open_store
 
 __all__ = ["create_app"]
 
@@ -30,11 +28,11 @@ log = logging.getLogger("he_agg.server")
 
 
 def _state(settings: Settings) -> AppState:
-    db = Database(settings.data_dir / "he-agg.sqlite3")
-    blobs = BlobStore(settings.data_dir / "blobs")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.database_url)
+    blobs = FileBlobStore(settings.data_dir / "blobs")
     blobs.clean_scratch()
-    registry = Federations(db, blobs)
-    return AppState(settings, db, blobs, registry, Rounds(db, blobs, registry))
+    return AppState.build(settings, store, blobs)
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -55,9 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 try:
                     await run_in_threadpool(state.rounds.tick, time.time())
                     await run_in_threadpool(
-                        state.db.all,
-                        "DELETE FROM nonces WHERE seen < ?",
-                        time.time() - 2 * settings.max_skew_seconds,
+                        state.store.prune_nonces, time.time() - 2 * settings.max_skew_seconds
                     )
                 except Exception:  # the clock must survive any one bad round
                     log.exception("clock tick failed")
@@ -68,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        state.db.close()
+        state.store.close()
 
     app = FastAPI(title="he-agg aggregator", version="0.1.0", lifespan=lifespan)
     app.state.he_agg = state

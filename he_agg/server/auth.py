@@ -18,7 +18,7 @@ from he_agg.request_signing import (
     canonical_request,
     verify_signature,
 )
-from he_agg.server.storage import Database
+from he_agg.server.store import Store
 
 __all__ = ["Caller", "PendingAuth", "complete", "read_headers", "request_target"]
 
@@ -75,7 +75,7 @@ def complete(
     method: str,
     target: str,
     body_sha256: str,
-    db: Database,
+    store: Store,
     admin_keys: frozenset[str],
 ) -> Caller:
     """Verify the signature, then spend the nonce; a nonce seen before is a replay."""
@@ -86,16 +86,8 @@ def complete(
         verify_signature(bytes.fromhex(pending.key), pending.signature, message)
     except SignatureError as exc:
         raise _unauthorized("bad signature") from exc
-    with db.transaction() as connection:
-        seen = connection.execute(
-            "SELECT 1 FROM nonces WHERE key = ? AND nonce = ?", (pending.key, pending.nonce)
-        ).fetchone()
-        if seen:
-            raise _unauthorized("replayed request")
-        connection.execute(
-            "INSERT INTO nonces (key, nonce, seen) VALUES (?, ?, ?)",
-            (pending.key, pending.nonce, time.time()),
-        )
+    if not store.spend_nonce(pending.key, pending.nonce, time.time()):
+        raise _unauthorized("replayed request")
     return Caller(pending.key, pending.key in admin_keys, pending, body_sha256)
 
 

@@ -22,11 +22,21 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8750
     data_dir: Path = Path("./he-agg-data")
+    database: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL (sqlite:///… or postgresql://…); default: SQLite in data_dir",
+    )
     admin_keys: list[str] = Field(default_factory=list, description="hex Ed25519 admin keys")
     max_skew_seconds: int = 300
     tick_seconds: float = 0.5
     metrics_open: bool = False
     log_level: str = "INFO"
+
+    @property
+    def database_url(self) -> str:
+        if self.database:
+            return self.database
+        return f"sqlite:///{(self.data_dir / 'he-agg.sqlite3').resolve()}"
 
     @classmethod
     def settings_customise_sources(

@@ -7,12 +7,16 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from he_agg.api.states import PartyRole
 from he_agg.errors import ServiceError
 from he_agg.server.auth import Caller, body_digest, complete, read_headers, request_target
 from he_agg.server.config import Settings
-from he_agg.server.federations import Federation, Federations, Party
+from he_agg.server.federations import Federation, Federations
+from he_agg.server.intake import Intake
+from he_agg.server.keygen import KeygenRelay
+from he_agg.server.publishing import Publisher
 from he_agg.server.rounds import Rounds
-from he_agg.server.storage import BlobStore, Database
+from he_agg.server.store import BlobStore, PartyRow, Store
 
 __all__ = [
     "OCTETS",
@@ -35,10 +39,22 @@ OCTETS = {
 @dataclass
 class AppState:
     settings: Settings
-    db: Database
+    store: Store
     blobs: BlobStore
     federations: Federations
+    keygen: KeygenRelay
     rounds: Rounds
+    intake: Intake
+    publisher: Publisher
+
+    @classmethod
+    def build(cls, settings: Settings, store: Store, blobs: BlobStore) -> AppState:
+        federations = Federations(store, blobs)
+        keygen = KeygenRelay(store, blobs, federations)
+        publisher = Publisher(store, blobs)
+        rounds = Rounds(store, blobs, federations, keygen, publisher)
+        intake = Intake(store, blobs, rounds.close_if_complete)
+        return cls(settings, store, blobs, federations, keygen, rounds, intake, publisher)
 
     @property
     def admin_keys(self) -> frozenset[str]:
@@ -71,7 +87,7 @@ async def signed_caller(request: Request, state: StateDep) -> SignedBody:
         request.method,
         request_target(request),
         body_digest(body),
-        state.db,
+        state.store,
         state.admin_keys,
     )
     return SignedBody(caller, body)
@@ -94,11 +110,11 @@ def require_admin(caller: Caller) -> None:
 
 def require_party(
     state: AppState, federation: Federation, caller: Caller, *roles: str
-) -> Party | None:
+) -> PartyRow | None:
     """The caller's enrolment in this federation; admins pass with None."""
     if caller.is_admin and "admin" in roles:
         return None
-    party = state.federations.party(federation.id, caller.key)
+    party = state.federations.party(federation, caller.key)
     if party is None or party.role not in roles:
         raise ServiceError(403, f"this route is for {' or '.join(roles)}s of {federation.id!r}")
     return party
@@ -108,8 +124,8 @@ def member_caller(
     state: AppState, federation: Federation, caller: Caller, member: int | None = None
 ) -> int:
     """The caller's member index; with ``member`` given, the caller must be that member."""
-    party = require_party(state, federation, caller, "member")
-    assert party is not None and party.index is not None
-    if member is not None and party.index != member:
-        raise ServiceError(403, f"member {party.index} cannot act as member {member}")
-    return party.index
+    party = require_party(state, federation, caller, PartyRole.MEMBER)
+    assert party is not None and party.member_index is not None
+    if member is not None and party.member_index != member:
+        raise ServiceError(403, f"member {party.member_index} cannot act as member {member}")
+    return party.member_index

@@ -16,7 +16,7 @@ def get_aggregate(
 ) -> Response:
     member_caller(state, federation, signed.caller)
     return Response(
-        state.rounds.aggregate(federation, number), media_type="application/octet-stream"
+        state.publisher.aggregate(federation, number), media_type="application/octet-stream"
     )
 
 
@@ -25,7 +25,7 @@ def get_decryption_request(
     number: int, federation: FederationDep, signed: CallerDep, state: StateDep
 ) -> DecryptionRequest:
     member_caller(state, federation, signed.caller)
-    return state.rounds.decryption_request(federation, number)
+    return state.publisher.decryption_request(federation, number)
 
 
 @router.put(
@@ -40,5 +40,5 @@ def put_decryption_share(
     state: StateDep,
 ) -> Response:
     member_caller(state, federation, signed.caller, member)
-    state.rounds.accept_share(federation, number, attempt, member, signed.body)
+    state.publisher.accept_share(federation, number, attempt, member, signed.body)
     return Response(status_code=204)

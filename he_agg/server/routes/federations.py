@@ -25,13 +25,14 @@ router = APIRouter(prefix="/v1/federations", tags=["federations"])
 def create_federation(signed: CallerDep, state: StateDep) -> FederationOut:
     require_admin(signed.caller)
     body = FederationCreate.model_validate_json(signed.body)
-    return state.federations.create(body)
+    federation = state.federations.create(body)
+    return state.federations.describe(federation, state.keygen.phase(federation))
 
 
 @router.get("/{federation_id}", response_model=FederationOut)
 def read_federation(federation: FederationDep, signed: CallerDep, state: StateDep) -> FederationOut:
     require_party(state, federation, signed.caller, "client", "member", "admin")
-    return state.federations.describe(federation)
+    return state.federations.describe(federation, state.keygen.phase(federation))
 
 
 @router.get("/{federation_id}/public-key", response_class=Response)

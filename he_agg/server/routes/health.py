@@ -22,7 +22,7 @@ async def prometheus_metrics(request: Request, state: StateDep) -> Response:
     if not state.settings.metrics_open:
         pending = read_headers(request, state.settings.max_skew_seconds)
         caller = complete(
-            pending, "GET", request_target(request), body_digest(b""), state.db, state.admin_keys
+            pending, "GET", request_target(request), body_digest(b""), state.store, state.admin_keys
         )
         require_admin(caller)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

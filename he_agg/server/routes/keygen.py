@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/federations/{federation_id}/keygen", tags=["keyge
 @router.get("", response_model=KeygenStatus)
 def keygen_status(federation: FederationDep, signed: CallerDep, state: StateDep) -> KeygenStatus:
     require_party(state, federation, signed.caller, "member", "client", "admin")
-    return state.federations.status(federation)
+    return state.keygen.status(federation)
 
 
 @router.put(
@@ -40,7 +40,7 @@ def put_commitment(
 ) -> Response:
     member_caller(state, federation, signed.caller, member)
     body = CommitmentIn.model_validate_json(signed.body)
-    state.federations.add_commitment(federation, member, body.commitment)
+    state.keygen.add_commitment(federation, member, body.commitment)
     return Response(status_code=204)
 
 
@@ -49,7 +49,7 @@ def put_public_key_share(
     member: int, federation: FederationDep, signed: CallerDep, state: StateDep
 ) -> Response:
     member_caller(state, federation, signed.caller, member)
-    state.federations.add_public_key_share(federation, member, signed.body)
+    state.keygen.add_public_key_share(federation, member, signed.body)
     return Response(status_code=204)
 
 
@@ -59,7 +59,7 @@ def get_public_key_share(
 ) -> Response:
     member_caller(state, federation, signed.caller)
     return Response(
-        state.federations.public_key_share(federation, member),
+        state.keygen.public_key_share(federation, member),
         media_type="application/octet-stream",
     )
 
@@ -71,7 +71,7 @@ def put_shamir_share(
     sender: int, recipient: int, federation: FederationDep, signed: CallerDep, state: StateDep
 ) -> Response:
     member_caller(state, federation, signed.caller, sender)
-    state.federations.add_shamir_share(federation, sender, recipient, signed.body)
+    state.keygen.add_shamir_share(federation, sender, recipient, signed.body)
     return Response(status_code=204)
 
 
@@ -83,6 +83,6 @@ def get_shamir_share(
     if me != recipient:
         raise ServiceError(403, "only the recipient may fetch its encrypted share")
     return Response(
-        state.federations.shamir_share(federation, sender, recipient),
+        state.keygen.shamir_share(federation, sender, recipient),
         media_type="application/octet-stream",
     )

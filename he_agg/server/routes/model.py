@@ -16,7 +16,7 @@ def get_model(
     number: int, federation: FederationDep, signed: CallerDep, state: StateDep
 ) -> Response:
     require_party(state, federation, signed.caller, "client", "member", "admin")
-    manifest, values = state.rounds.model(federation, number)
+    manifest, values = state.publisher.model(federation, number)
     header = Manifest.from_json(manifest).to_header()
     return Response(
         values, media_type="application/octet-stream", headers={HEADER_MANIFEST: header}

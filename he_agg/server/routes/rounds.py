@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from he_agg.api.models import RoundOpen, RoundOut
+from he_agg.api.states import RoundState
 from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_admin, require_party
 
 router = APIRouter(prefix="/v1/federations/{federation_id}/rounds", tags=["rounds"])
@@ -28,7 +29,10 @@ def open_round(federation: FederationDep, signed: CallerDep, state: StateDep) ->
 
 @router.get("", response_model=list[RoundOut])
 def list_rounds(
-    federation: FederationDep, signed: CallerDep, state: StateDep, round_state: str | None = None
+    federation: FederationDep,
+    signed: CallerDep,
+    state: StateDep,
+    round_state: RoundState | None = None,
 ) -> list[RoundOut]:
     require_party(state, federation, signed.caller, "client", "member", "admin")
     return state.rounds.list_rounds(federation.id, round_state)

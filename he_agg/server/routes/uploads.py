@@ -30,12 +30,12 @@ async def put_update(
 ) -> JSONResponse:
     """Idempotent: the same body again gets the first answer; a different body gets 409."""
     pending = read_headers(request, state.settings.max_skew_seconds)
-    party = state.federations.party(federation.id, pending.key)
+    party = state.federations.party(federation, pending.key)
     if party is None or party.role != "client" or party.name != client:
         raise ServiceError(403, f"only enrolled client {client!r} may upload here")
-    if state.rounds.existing_upload(federation.id, number, client) is None:
-        state.rounds.require_open(federation.id, number)
-    limit = state.rounds.max_upload_bytes(federation, client)
+    if state.intake.existing(federation.id, number, client) is None:
+        state.intake.require_open(federation.id, number)
+    limit = state.intake.max_bytes(federation, client)
     too_large = f"update is larger than this federation's {limit} bytes"
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -59,18 +59,11 @@ async def put_update(
             request.method,
             request_target(request),
             digest.hexdigest(),
-            state.db,
+            state.store,
             state.admin_keys,
         )
         receipt = await run_in_threadpool(
-            state.rounds.accept_upload,
-            federation,
-            number,
-            client,
-            caller,
-            temporary,
-            digest.hexdigest(),
-            size,
+            state.intake.accept, federation, number, client, caller, temporary, size
         )
     finally:
         temporary.unlink(missing_ok=True)
@@ -84,5 +77,6 @@ def get_update(
     """Members fetch every listed upload to re-check signatures and recompute the sum."""
     member_caller(state, federation, signed.caller)
     return Response(
-        state.rounds.upload_blob(federation, number, client), media_type="application/octet-stream"
+        state.publisher.upload_blob(federation, number, client),
+        media_type="application/octet-stream",
     )

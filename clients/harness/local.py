@@ -1,6 +1,6 @@
 """A whole federation on this machine: the aggregator, committee members and admin keys,
-each party in its own process, talking over loopback HTTP. Used by the pilot and the
-benchmarks; the CLI does the same by hand (README)."""
+each party in its own process, talking over loopback HTTP. Used by the pilot, the
+simulation's http transport and the benchmarks; the CLI does the same by hand (README)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
 from clients.admin import Admin
+from clients.harness.server_process import ServerProcess
+from clients.harness.spec import federation_spec
 from clients.participant import Participant
+from he_agg.api.states import FederationMode, KeygenPhase
 from he_agg.params import ParameterSet
-from he_agg.server.process import ServerProcess
 from keys.identity import Identity, save_identity
 
 __all__ = ["LocalFederation"]
@@ -34,13 +34,14 @@ class LocalFederation:
     members: int = 3
     threshold: int = 2
     k_min: int = 2
-    mode: str = "ckks"
+    mode: FederationMode = FederationMode.CKKS
     share_timeout: float = 30.0
     max_parameters: int = 10_000_000
     server: ServerProcess = field(init=False)
     admin: Identity = field(init=False)
     identities: dict[str, Identity] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _admin_client: Admin | None = field(default=None, init=False, repr=False)
 
     def start(self, timeout: float = 120.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -49,33 +50,19 @@ class LocalFederation:
         committee = [Identity.generate(i) for i in range(1, self.members + 1)]
         self.server = ServerProcess(self.root / "server", [self.admin.public.signing_key.hex()])
         self.server.start()
-        spec: dict[str, Any] = {
-            "id": self.federation,
-            "mode": self.mode,
-            "threshold": self.threshold if self.mode == "ckks" else 1,
-            "k_min": self.k_min,
-            "max_parameters": self.max_parameters,
-            "share_timeout_seconds": self.share_timeout,
-            "clients": [
-                {"name": n, "signing_key": i.public.signing_key.hex()}
-                for n, i in self.identities.items()
-            ],
-            "members": []
-            if self.mode != "ckks"
-            else [
-                {
-                    "name": f"member-{m.index}",
-                    "index": m.index,
-                    "signing_key": m.public.signing_key.hex(),
-                    "encryption_key": m.public.encryption_key.hex(),
-                }
-                for m in committee
-            ],
-        }
-        if self.params is not None:
-            spec["parameters"] = self.params.to_dict()
+        spec = federation_spec(
+            self.federation,
+            {name: identity.public for name, identity in self.identities.items()},
+            [member.public for member in committee],
+            params=self.params,
+            mode=self.mode,
+            threshold=self.threshold,
+            k_min=self.k_min,
+            max_parameters=self.max_parameters,
+            share_timeout=self.share_timeout,
+        )
         self.admin_api().create_federation(spec)
-        if self.mode == "ckks":
+        if self.mode == FederationMode.CKKS:
             for member in committee:
                 self._start_member(member)
             self._wait_for_keys(timeout)
@@ -92,7 +79,7 @@ class LocalFederation:
                 [
                     sys.executable,
                     "-m",
-                    "he_agg.cli",
+                    "clients.cli",
                     "committee",
                     "run",
                     self.federation,
@@ -115,7 +102,7 @@ class LocalFederation:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             info = self.admin_api().federation(self.federation)
-            if info["keygen_phase"] == "ready" and self._members_ready():
+            if info.keygen_phase == KeygenPhase.READY and self._members_ready():
                 return
             time.sleep(0.2)
         raise TimeoutError("the committee did not finish key generation")
@@ -127,7 +114,10 @@ class LocalFederation:
         )
 
     def admin_api(self) -> Admin:
-        return Admin(self.server.url, self.admin.signing)
+        """The admin's client (one per federation, closed by ``stop``)."""
+        if self._admin_client is None:
+            self._admin_client = Admin(self.server.url, self.admin.signing)
+        return self._admin_client
 
     def participant(self, name: str, show_progress: bool = False) -> Participant:
         return Participant(
@@ -151,6 +141,9 @@ class LocalFederation:
         return _PASSPHRASE
 
     def stop(self) -> None:
+        if self._admin_client is not None:
+            self._admin_client.close()
+            self._admin_client = None
         for process in self.processes:
             process.terminate()
         for process in self.processes:

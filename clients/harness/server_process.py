@@ -1,4 +1,5 @@
-"""Run the aggregator as a separate uvicorn process on loopback (tests, benchmarks, pilot)."""
+"""The aggregator as a separate uvicorn process on loopback: a harness for the tests, the
+benchmarks and the pilot (production runs ``he-agg serve``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ __all__ = ["ServerProcess", "free_port"]
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

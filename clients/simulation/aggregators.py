@@ -1,0 +1,151 @@
+"""How the simulation averages one round's updates: plaintext FedAvg, every party of the
+real protocol in this process, or the REST stack with each party its own process."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from clients.upload import prepare_upload
+from he_agg.aggregate import aggregate_uploads
+from he_agg.combine import average_from_shares
+from he_agg.params import ParameterSet
+
+if TYPE_CHECKING:
+    from clients.participant import Participant
+
+__all__ = ["Aggregator", "HttpAggregator", "InProcessAggregator", "PlainAggregator"]
+
+Vector = npt.NDArray[np.float64]
+Outcome = tuple[Vector, int, dict[str, float]]  # the average, bytes uploaded, seconds per stage
+FEDERATION = "simulation"
+
+
+class Aggregator:
+    """Average ``vectors`` with ``weights``; ``names`` are the clients' enrolled names."""
+
+    def average(
+        self, round_number: int, names: Sequence[str], vectors: list[Vector], weights: list[float]
+    ) -> Outcome:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class PlainAggregator(Aggregator):
+    """Plaintext FedAvg in float64: the baseline with the same seeds."""
+
+    def average(
+        self, round_number: int, names: Sequence[str], vectors: list[Vector], weights: list[float]
+    ) -> Outcome:
+        start = time.perf_counter()
+        average = np.average(np.stack(vectors), axis=0, weights=weights)
+        uploaded = sum(4 * (v.size + 1) for v in vectors)  # float32 [w, w·x]
+        return average, uploaded, {"aggregate": time.perf_counter() - start}
+
+
+def _as_update(vector: Vector) -> dict[str, Vector]:
+    return {"values": vector}
+
+
+class InProcessAggregator(Aggregator):
+    """Every party in this process, every message through its wire format."""
+
+    def __init__(self, params: ParameterSet, members: int, threshold: int) -> None:
+        from keys.committee import run_committee_setup
+
+        self.params = params
+        self.setup = run_committee_setup(params, FEDERATION, members, threshold)
+
+    def average(
+        self, round_number: int, names: Sequence[str], vectors: list[Vector], weights: list[float]
+    ) -> Outcome:
+        from keys.decrypt import decryption_share
+
+        seconds: dict[str, float] = {}
+        start = time.perf_counter()
+        blobs = [
+            prepare_upload(
+                _as_update(v),
+                w,
+                self.setup.public,
+                federation=FEDERATION,
+                round=round_number,
+                client=name,
+            )[0]
+            for name, v, w in zip(names, vectors, weights, strict=True)
+        ]
+        seconds["encrypt"] = time.perf_counter() - start
+        start = time.perf_counter()
+        aggregate = aggregate_uploads(blobs, self.params, federation=FEDERATION, round=round_number)
+        seconds["aggregate"] = time.perf_counter() - start
+        start = time.perf_counter()
+        digest = hashlib.sha256(aggregate.tobytes()).digest()
+        subset = tuple(range(1, self.setup.threshold + 1))
+        shares = [
+            decryption_share(
+                self.setup.members[k - 1].threshold_share, aggregate[:, 1], subset, self.params, digest
+            )
+            for k in subset
+        ]
+        average = average_from_shares(aggregate[:, 0], shares, self.params, vectors[0].size)
+        seconds["decrypt"] = time.perf_counter() - start
+        return average, sum(len(b) for b in blobs), seconds
+
+
+class HttpAggregator(Aggregator):
+    """The REST stack: uvicorn and the committee as processes, clients over loopback HTTP."""
+
+    def __init__(
+        self, params: ParameterSet, clients: int, per_round: int, members: int, threshold: int
+    ) -> None:
+        from clients.harness.local import LocalFederation
+
+        self.folder = tempfile.TemporaryDirectory(prefix="he-agg-sim-")
+        self.local = LocalFederation(
+            Path(self.folder.name),
+            FEDERATION,
+            [f"client-{i}" for i in range(clients)],
+            params=params,
+            members=members,
+            threshold=threshold,
+            k_min=per_round,
+        )
+        self.participants: dict[str, Participant] = {}
+        self.local.start()
+
+    def _participant(self, name: str) -> Participant:
+        if name not in self.participants:
+            self.participants[name] = self.local.participant(name)
+        return self.participants[name]
+
+    def average(
+        self, round_number: int, names: Sequence[str], vectors: list[Vector], weights: list[float]
+    ) -> Outcome:
+        seconds: dict[str, float] = {}
+        number = self.local.admin_api().open_round(FEDERATION, 3600).number
+        start = time.perf_counter()
+        uploaded = 0
+        for name, vector, weight in zip(names, vectors, weights, strict=True):
+            receipt = self._participant(name).submit(_as_update(vector), weight, round=number)
+            uploaded += receipt.size
+        seconds["encrypt+upload"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.local.admin_api().close_round(FEDERATION, number)
+        model = self._participant(names[0]).wait_for_model(number, timeout=300, poll=0.1)
+        seconds["aggregate+decrypt"] = time.perf_counter() - start
+        return np.asarray(model["values"], dtype=np.float64), uploaded, seconds
+
+    def close(self) -> None:
+        for participant in self.participants.values():
+            participant.close()
+        self.local.stop()
+        self.folder.cleanup()

@@ -1,0 +1,175 @@
+"""Taking an upload: the size limit, validation of the envelope in place, and storing it.
+
+A body is streamed to a scratch file by the route; here it is validated over mmap
+(never read whole into arrays), checked against the round (open, same model, fewer
+than K_max so far), moved to its content address and recorded, or refused with
+nothing kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import mmap
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from he_agg.api import paths
+from he_agg.api.models import UploadReceipt
+from he_agg.api.states import FederationMode, RoundState
+from he_agg.envelope import decode_upload, expected_size
+from he_agg.errors import HeAggError, PackingError, ServiceError, StoreConflict
+from he_agg.packing import Manifest
+from he_agg.plain import decode_plain_upload, plain_size
+from he_agg.server import metrics
+from he_agg.server.auth import Caller
+from he_agg.server.federations import Federation
+from he_agg.server.store import BlobStore, Store, UploadRow
+
+__all__ = ["Intake"]
+
+log = logging.getLogger("he_agg.rounds")
+
+
+class Intake:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        on_complete: Callable[[Federation, int], None],
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.on_complete = on_complete  # closes the round once it is complete
+
+    def existing(self, federation: str, number: int, client: str) -> UploadRow | None:
+        return self.store.upload(federation, number, client)
+
+    def require_open(self, federation: str, number: int) -> None:
+        row = self.store.round(federation, number)
+        if row is None:
+            raise ServiceError(404, f"no round {number} in federation {federation!r}")
+        if row.state != RoundState.OPEN or time.time() > row.deadline:
+            raise ServiceError(409, f"round {number} is {row.state}; it takes no uploads")
+
+    def max_bytes(self, federation: Federation, client: str) -> int:
+        most = federation.spec.max_parameters + 1
+        if federation.mode == FederationMode.PLAINTEXT:
+            return plain_size(most)
+        params = federation.params
+        return expected_size(params, -(-most // params.slots), federation.id, client)
+
+    def accept(
+        self,
+        federation: Federation,
+        number: int,
+        client: str,
+        caller: Caller,
+        temporary: Path,
+        size: int,
+    ) -> UploadReceipt:
+        """Validate a fully received body and store it; nothing is kept if it is refused."""
+        digest = caller.body_sha256
+        receipt = UploadReceipt(
+            federation=federation.id, round=number, client=client, sha256=digest, size=size
+        )
+        previous = self.existing(federation.id, number, client)
+        if previous is not None:
+            if previous.sha256 != digest:
+                raise ServiceError(409, "a different update from this client is already stored")
+            return receipt
+        self.require_open(federation.id, number)
+        manifest = self._validate(federation, number, client, caller.signed.manifest, temporary)
+        self._check_round(federation, number, manifest)  # before anything is written
+        if not self.blobs.exists(digest):
+            self.blobs.commit_file(temporary, digest)
+        row = UploadRow(
+            federation=federation.id,
+            round=number,
+            client=client,
+            sha256=digest,
+            size=size,
+            signature=caller.signed.signature.hex(),
+            timestamp=caller.signed.timestamp,
+            nonce=caller.signed.nonce,
+            target=paths.update(federation.id, number, client),
+            manifest=caller.signed.manifest,  # exactly as signed: members re-check it
+            received=time.time(),
+        )
+        try:
+            self._record(federation, row, manifest)
+        except ServiceError:
+            if not self.store.blob_in_use(digest):
+                self.blobs.remove(digest)  # lost a race (round closed or filled): keep nothing
+            raise
+        metrics.UPLOADS.inc()
+        metrics.UPLOAD_BYTES.inc(size)
+        log.info(
+            "upload stored",
+            extra={"federation": federation.id, "round": number, "client": client, "bytes": size},
+        )
+        self.on_complete(federation, number)
+        return receipt
+
+    def _check_round(self, federation: Federation, number: int, manifest: str) -> None:
+        """The round still takes this upload: open, same model, fewer than K_max so far."""
+        row = self.store.round(federation.id, number)
+        if row is None or row.state != RoundState.OPEN:
+            raise ServiceError(409, f"round {number} closed while the upload arrived")
+        if row.manifest is not None and row.manifest != manifest:
+            raise ServiceError(422, "the manifest differs from the round's model")
+        stored = len(self.store.uploads(federation.id, number))
+        if federation.mode == FederationMode.CKKS and stored >= federation.params.k_max:
+            raise ServiceError(
+                409,
+                f"round {number} is full: the parameter set's noise budget "
+                f"covers K_max = {federation.params.k_max} uploads",
+            )
+
+    def _record(self, federation: Federation, upload: UploadRow, manifest: str) -> None:
+        with self.store.transaction():
+            self._check_round(federation, upload.round, manifest)  # again, serialised
+            row = self.store.round(federation.id, upload.round)
+            if row is not None and row.manifest is None:
+                self.store.save_round(dataclasses.replace(row, manifest=manifest))
+            try:
+                self.store.insert_upload(upload)
+            except StoreConflict as exc:
+                raise ServiceError(409, "an update from this client is already stored") from exc
+
+    def _validate(
+        self, federation: Federation, number: int, client: str, manifest_text: str, temporary: Path
+    ) -> str:
+        try:
+            manifest = Manifest.from_header(manifest_text)
+        except PackingError as exc:
+            raise ServiceError(422, f"the update needs a valid manifest header: {exc}") from exc
+        problem, count = "", 0
+        with open(temporary, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                raise ServiceError(422, "empty body")
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as body:
+                try:
+                    count = _count_values(federation, number, client, body)
+                except HeAggError as exc:
+                    problem = str(exc)  # raised below, once no array views the mapping
+        if problem:
+            raise ServiceError(422, f"invalid envelope: {problem}")
+        params = federation.params
+        plaintext = federation.mode == FederationMode.PLAINTEXT
+        expected = manifest.size + 1 if plaintext else -(-(manifest.size + 1) // params.slots)
+        if count != expected:
+            raise ServiceError(422, "the envelope's size does not match its manifest")
+        return manifest.to_json()
+
+
+def _count_values(federation: Federation, number: int, client: str, body: mmap.mmap) -> int:
+    """Validate an envelope in place; values (plaintext) or ciphertexts (CKKS) it holds."""
+    if federation.mode == FederationMode.PLAINTEXT:
+        return int(decode_plain_upload(memoryview(body)).size)
+    upload = decode_upload(
+        memoryview(body), federation.params, federation=federation.id, round=number, client=client
+    )
+    return upload.count

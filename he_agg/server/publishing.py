@@ -1,0 +1,170 @@
+"""From a closed round to a published model: the decryption request members verify,
+their shares, and the FedAvg vector (combining is public arithmetic in the core)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+
+import numpy as np
+
+from he_agg.api.models import DecryptionRequest, UploadRecord
+from he_agg.api.states import RoundState
+from he_agg.combine import DecryptionShare, average_from_shares
+from he_agg.envelope import decode_upload
+from he_agg.errors import HeAggError, PackingError, ServiceError, StoreConflict
+from he_agg.modarith import F64Array
+from he_agg.packing import Manifest, weighted_average
+from he_agg.plain import decode_plain_upload
+from he_agg.server import metrics
+from he_agg.server.federations import Federation
+from he_agg.server.store import BlobStore, RoundRow, ShareRow, Store, UploadRow
+
+__all__ = ["Publisher", "abort_round", "upload_record"]
+
+log = logging.getLogger("he_agg.rounds")
+
+
+def abort_round(store: Store, row: RoundRow, reason: str) -> None:
+    """Move a round to aborted, keeping when it closed; nothing of it is decrypted after."""
+    closed = row.closed or time.time()
+    store.save_round(
+        dataclasses.replace(row, state=RoundState.ABORTED, reason=reason, closed=closed)
+    )
+    metrics.ROUNDS.labels(state=RoundState.ABORTED).inc()
+    log.warning(
+        "round aborted", extra={"federation": row.federation, "round": row.number, "reason": reason}
+    )
+
+
+def upload_record(row: UploadRow) -> UploadRecord:
+    return UploadRecord(
+        client=row.client,
+        sha256=row.sha256,
+        size=row.size,
+        signature=row.signature,
+        timestamp=row.timestamp,
+        nonce=row.nonce,
+        target=row.target,
+        manifest=row.manifest,
+    )
+
+
+class Publisher:
+    def __init__(self, store: Store, blobs: BlobStore) -> None:
+        self.store = store
+        self.blobs = blobs
+
+    def _row(self, federation: str, number: int) -> RoundRow:
+        row = self.store.round(federation, number)
+        if row is None:
+            raise ServiceError(404, f"no round {number} in federation {federation!r}")
+        return row
+
+    # ---- what members read -----------------------------------------------------
+    def decryption_request(self, federation: Federation, number: int) -> DecryptionRequest:
+        row = self._row(federation.id, number)
+        if row.aggregate is None:
+            raise ServiceError(409, f"round {number} has no aggregate (state {row.state})")
+        return DecryptionRequest(
+            round=number,
+            state=row.state,
+            attempt=row.attempt,
+            decryption_set=list(row.decryption_set),
+            aggregate_sha256=row.aggregate,
+            uploads=[upload_record(u) for u in self.store.uploads(federation.id, number)],
+        )
+
+    def aggregate(self, federation: Federation, number: int) -> bytes:
+        return self.blobs.read(self.decryption_request(federation, number).aggregate_sha256)
+
+    def upload_blob(self, federation: Federation, number: int, client: str) -> bytes:
+        upload = self.store.upload(federation.id, number, client)
+        if upload is None:
+            raise ServiceError(404, f"no update from {client!r} in round {number}")
+        return self.blobs.read(upload.sha256)
+
+    # ---- shares ------------------------------------------------------------------
+    def accept_share(
+        self, federation: Federation, number: int, attempt: int, member: int, blob: bytes
+    ) -> None:
+        """Store one member's share (idempotent), then publish once the set is complete."""
+        request = self.decryption_request(federation, number)
+        digest = hashlib.sha256(blob).hexdigest()
+        stored = {s.member: s.sha256 for s in self.store.shares(federation.id, number, attempt)}
+        if member in stored:
+            if stored[member] != digest:
+                raise ServiceError(409, "a different share from this member is already stored")
+            return
+        if request.state != RoundState.DECRYPTING or attempt != request.attempt:
+            raise ServiceError(409, f"round {number} is not waiting for attempt {attempt}")
+        if member not in request.decryption_set:
+            raise ServiceError(403, f"member {member} is not in the decryption set")
+        try:
+            share = DecryptionShare.from_bytes(blob, federation.params)
+        except HeAggError as exc:
+            raise ServiceError(422, f"invalid decryption share: {exc}") from exc
+        if (share.member, list(share.decryption_set), share.aggregate_digest.hex()) != (
+            member,
+            request.decryption_set,
+            request.aggregate_sha256,
+        ):
+            raise ServiceError(422, "the share names another member, set or aggregate")
+        row = ShareRow(federation.id, number, attempt, member, self.blobs.put(blob))
+        try:
+            self.store.insert_share(row)
+        except StoreConflict:
+            return  # the same member's retry won a race; the check above runs again next time
+        log.info(
+            "decryption share stored",
+            extra={"federation": federation.id, "round": number, "member": member},
+        )
+        self._maybe_publish(federation, number)
+
+    def _maybe_publish(self, federation: Federation, number: int) -> None:
+        with self.store.transaction():
+            row = self._row(federation.id, number)
+            rows = self.store.shares(federation.id, number, row.attempt)
+            if row.state != RoundState.DECRYPTING or len(rows) < len(row.decryption_set):
+                return
+            assert row.aggregate is not None and row.manifest is not None
+            params = federation.params
+            shares = [DecryptionShare.from_bytes(self.blobs.read(r.sha256), params) for r in rows]
+            aggregate = decode_upload(self.blobs.read(row.aggregate), params)
+            size = Manifest.from_json(row.manifest).size
+            try:
+                average = average_from_shares(aggregate.words[:, 0], shares, params, size)
+            except PackingError as exc:
+                abort_round(self.store, row, f"decryption failed: {exc}")
+                return
+            self._store_model(row, average)
+
+    def publish_plaintext(
+        self, federation: Federation, row: RoundRow, uploads: list[UploadRow]
+    ) -> None:
+        """The benchmarks' baseline mode: the server adds plaintext uploads itself."""
+        total = np.zeros(0)
+        for upload in uploads:
+            values = decode_plain_upload(self.blobs.read(upload.sha256)).astype(np.float64)
+            total = values if total.size == 0 else total + values
+        assert row.manifest is not None
+        try:
+            average = weighted_average(total, Manifest.from_json(row.manifest).size)
+        except PackingError as exc:
+            abort_round(self.store, row, f"averaging failed: {exc}")
+            return
+        self._store_model(dataclasses.replace(row, closed=time.time()), average)
+
+    def _store_model(self, row: RoundRow, average: F64Array) -> None:
+        model = self.blobs.put(average.astype("<f8").tobytes())
+        self.store.save_round(dataclasses.replace(row, state=RoundState.PUBLISHED, model=model))
+        metrics.ROUNDS.labels(state=RoundState.PUBLISHED).inc()
+        log.info("model published", extra={"federation": row.federation, "round": row.number})
+
+    def model(self, federation: Federation, number: int) -> tuple[str, bytes]:
+        row = self._row(federation.id, number)
+        if row.model is None or row.manifest is None:
+            raise ServiceError(409, f"round {number} has no published model (state {row.state})")
+        return row.manifest, self.blobs.read(row.model)
