@@ -23,16 +23,18 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
-from clients.bench import environment
+from clients.bench.bench import environment
 from he_agg.aggregate import RunningSum
-from he_agg.combine import combine
-from he_agg.encoding import decode_aggregate
 from he_agg.backend import encrypt_vector
+from he_agg.combine import DecryptionShare, average_from_shares
 from he_agg.envelope import Upload, decode_upload, encode_upload
-from he_agg.packing import weighted_average, weighted_vector
+from he_agg.modarith import F64Array, U64Array
+from he_agg.packing import weighted_vector
 from he_agg.params import DEFAULT
-from keys.committee import run_committee_setup
+from keys.committee import CommitteeSetup, run_committee_setup
 from keys.decrypt import decryption_share
+
+__all__ = ["bench_he_agg", "bench_tenseal", "main", "markdown"]
 
 HERE = Path(__file__).resolve().parent
 FEDERATION = "bench"
@@ -48,6 +50,37 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, float], Any]:
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}, result
 
 
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _aggregate_clients(
+    setup: CommitteeSetup, rng: np.random.Generator, size: int, clients: int, progress: Progress
+) -> tuple[U64Array, F64Array, list[float]]:
+    """Encrypt each client's update, aggregate it from its wire bytes (timed), and keep the
+    exact weighted average to measure the error against."""
+    params = setup.public.params
+    running: RunningSum | None = None
+    truth = np.zeros(size)
+    total_weight = 0.0
+    aggregate_times = []
+    task = progress.add_task(f"{clients} clients encrypt + aggregate", total=clients)
+    for client in range(clients):
+        values = rng.uniform(-1, 1, size).astype(np.float32).astype(np.float64)
+        samples = int(rng.integers(100, 1001))  # sample counts, as FedAvg weights
+        truth += samples * values
+        total_weight += samples
+        words = encrypt_vector(weighted_vector(values, samples, params), setup.public)
+        wire = encode_upload(Upload(FEDERATION, 1, f"c{client}", params.scale, words), params)
+        running = running or RunningSum(params, words.shape[0])
+        start = time.perf_counter()
+        running.add(decode_upload(wire, params, federation=FEDERATION, round=1).words)
+        aggregate_times.append(time.perf_counter() - start)
+        progress.advance(task)
+    assert running is not None
+    return running.result(), truth / total_weight, aggregate_times
+
+
 def bench_he_agg(size: int, clients: int, repeats: int, progress: Progress) -> dict[str, Any]:
     params = DEFAULT
     setup = run_committee_setup(params, FEDERATION, members=5, threshold=3)
@@ -60,51 +93,18 @@ def bench_he_agg(size: int, clients: int, repeats: int, progress: Progress) -> d
     upload = Upload(FEDERATION, 1, "client-0", params.scale, words)
     envelope, blob = timed(lambda: encode_upload(upload, params), repeats)
 
-    # 100 clients: encrypt each, aggregate from its wire bytes, keep the exact truth.
-    running = RunningSum(params, words.shape[0])
-    truth = np.zeros(size)
-    total_weight = 0.0
-    aggregate_times = []
-    task = progress.add_task(f"{clients} clients encrypt + aggregate", total=clients)
-    for client in range(clients):
-        values = rng.uniform(-1, 1, size).astype(np.float32).astype(np.float64)
-        samples = int(rng.integers(100, 1001))  # sample counts, as FedAvg weights
-        truth += samples * values
-        total_weight += samples
-        wire = encode_upload(
-            Upload(
-                FEDERATION,
-                1,
-                f"c{client}",
-                params.scale,
-                encrypt_vector(weighted_vector(values, samples, params), setup.public),
-            ),
-            params,
-        )
-        start = time.perf_counter()
-        running.add(decode_upload(wire, params, federation=FEDERATION, round=1).words)
-        aggregate_times.append(time.perf_counter() - start)
-        progress.advance(task)
-    aggregate = running.result()
+    aggregate, truth, aggregate_times = _aggregate_clients(setup, rng, size, clients, progress)
     digest = hashlib.sha256(aggregate.tobytes()).digest()
-    truth /= total_weight
-
     subset = (1, 2, 3)
-    member = setup.members[0].threshold_share
-    partial, share = timed(
-        lambda: decryption_share(member, aggregate[:, 1], subset, params, digest), repeats
-    )
-    shares = [share] + [
-        decryption_share(
-            setup.members[k - 1].threshold_share, aggregate[:, 1], subset, params, digest
-        )
-        for k in subset[1:]
-    ]
+
+    def share_of(k: int) -> DecryptionShare:
+        member = setup.members[k - 1].threshold_share
+        return decryption_share(member, aggregate[:, 1], subset, params, digest)
+
+    partial, share = timed(lambda: share_of(1), repeats)
+    shares = [share] + [share_of(k) for k in subset[1:]]
     finish, average = timed(
-        lambda: weighted_average(
-            decode_aggregate(combine(aggregate[:, 0], shares, params), setup.public.seal), size
-        ),
-        repeats,
+        lambda: average_from_shares(aggregate[:, 0], shares, params, size), repeats
     )
     max_error = float(np.abs(average - truth).max())
     value_range = float(np.ptp(truth))
@@ -112,11 +112,6 @@ def bench_he_agg(size: int, clients: int, repeats: int, progress: Progress) -> d
     def scale(stats: dict[str, float]) -> dict[str, float]:
         return {k: v * per_million for k, v in stats.items()}
 
-    agg = {
-        "median": statistics.median(aggregate_times),
-        "min": min(aggregate_times),
-        "max": max(aggregate_times),
-    }
     return {
         "parameter_set": params.describe(),
         "parameters": size,
@@ -124,7 +119,7 @@ def bench_he_agg(size: int, clients: int, repeats: int, progress: Progress) -> d
         "upload_bytes_per_param": len(blob) / size,
         "encrypt_s_per_1M": scale(encrypt),
         "envelope_encode_s_per_1M": scale(envelope),
-        "aggregate_s_per_client_per_1M": scale(agg),
+        "aggregate_s_per_client_per_1M": scale(_stats(aggregate_times)),
         "partial_decrypt_s_per_1M": scale(partial),
         "share_bytes_per_param": len(share.to_bytes(params)) / size,
         "combine_decode_s_per_1M": scale(finish),
@@ -160,39 +155,40 @@ def bench_tenseal(size: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def markdown(result: dict[str, Any]) -> str:
-    ours, base = result["he_agg"], result["tenseal_nvflare"]
+def _s(stats: dict[str, float]) -> str:
+    return f"{stats['median']:.3f} s ({stats['min']:.3f}–{stats['max']:.3f})"
 
-    def m(stats: dict[str, float]) -> str:
-        return f"{stats['median']:.3f} s ({stats['min']:.3f}–{stats['max']:.3f})"
 
-    def ms(stats: dict[str, float]) -> str:
-        low, high = stats["min"] * 1e3, stats["max"] * 1e3
-        return f"{stats['median'] * 1e3:.1f} ms ({low:.1f}–{high:.1f})"
+def _ms(stats: dict[str, float]) -> str:
+    low, high = stats["min"] * 1e3, stats["max"] * 1e3
+    return f"{stats['median'] * 1e3:.1f} ms ({low:.1f}–{high:.1f})"
 
-    rows = [
+
+def _rows(ours: dict[str, Any], base: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(figure, he-agg, TenSEAL with NVFlare's defaults, target) per line of the table."""
+    return [
         (
             "Upload size",
             f"{ours['upload_bytes_per_param']:.2f} B/param",
             f"{base['upload_bytes_per_param']:.2f} B/param",
             "≤ 24 B/param",
         ),
-        ("Encrypt", m(ours["encrypt_s_per_1M"]), m(base["encrypt_s_per_1M"]), "≤ 0.3 s"),
+        ("Encrypt", _s(ours["encrypt_s_per_1M"]), _s(base["encrypt_s_per_1M"]), "≤ 0.3 s"),
         (
             "Envelope / serialize",
-            m(ours["envelope_encode_s_per_1M"]),
-            m(base["serialize_s_per_1M"]),
+            _s(ours["envelope_encode_s_per_1M"]),
+            _s(base["serialize_s_per_1M"]),
             "—",
         ),
         (
             "Aggregation per added client, from wire bytes",
-            ms(ours["aggregate_s_per_client_per_1M"]),
-            ms(base["deserialize_add_s_per_client_per_1M"]),
+            _ms(ours["aggregate_s_per_client_per_1M"]),
+            _ms(base["deserialize_add_s_per_client_per_1M"]),
             "≤ 3 ms",
         ),
         (
             "Partial decryption per member",
-            m(ours["partial_decrypt_s_per_1M"]),
+            _s(ours["partial_decrypt_s_per_1M"]),
             "n/a (single key)",
             "≤ 0.2 s",
         ),
@@ -202,7 +198,7 @@ def markdown(result: dict[str, Any]) -> str:
             "n/a",
             "≤ 12 B/param",
         ),
-        ("Combine and decode", m(ours["combine_decode_s_per_1M"]), "n/a", "≤ 0.2 s"),
+        ("Combine and decode", _s(ours["combine_decode_s_per_1M"]), "n/a", "≤ 0.2 s"),
         (
             f"Max error, {ours['clients_for_error']} clients (of the value range)",
             f"{ours['max_error_relative']:.2e}",
@@ -210,6 +206,11 @@ def markdown(result: dict[str, Any]) -> str:
             "≤ 1e-6",
         ),
     ]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    ours = result["he_agg"]
+    rows = _rows(ours, result["tenseal_nvflare"])
     env = result["environment"]
     lines = [
         f"Measured {env['date']} on {env['cpu']} ({env['cores']} cores), one process; "

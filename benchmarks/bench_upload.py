@@ -24,12 +24,17 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
-from clients.local import LocalFederation
+from clients.harness import LocalFederation
 from clients.upload import prepare_upload
+from he_agg.api import paths
+from he_agg.api.states import FederationMode
 from he_agg.api.transport import SignedClient
 from he_agg.packing import flatten, weighted_vector
 from he_agg.params import DEFAULT
 from he_agg.plain import encode_plain_upload
+from he_agg.public import PublicContext
+
+__all__ = ["main", "run_mode"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,10 +44,53 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _bodies(
+    local: LocalFederation,
+    public: PublicContext | None,
+    update: dict[str, Any],
+    number: int,
+    names: list[str],
+) -> list[bytes]:
+    """Each client's upload, encrypted (CKKS) or float32 (plaintext), before the clock starts."""
+    if public is None:
+        body = encode_plain_upload(weighted_vector(flatten(update)[0], 10, DEFAULT))
+        return [body] * len(names)
+    return [
+        prepare_upload(update, 10, public, federation=local.federation, round=number, client=n)[0]
+        for n in names
+    ]
+
+
+def _send_all(
+    local: LocalFederation, number: int, names: list[str], bodies: list[bytes], manifest: str
+) -> tuple[float, float]:
+    """All uploads at once, one thread per client: (wall seconds, server CPU seconds)."""
+    senders = [SignedClient(local.server.url, local.identities[n].signing) for n in names]
+
+    def send(index: int) -> None:
+        path = paths.update(local.federation, number, names[index])
+        senders[index].request("PUT", path, content=bodies[index], manifest=manifest)
+
+    assert local.server.process is not None
+    cpu_before = cpu_seconds(local.server.process.pid)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(send, range(len(names))))
+    wall = time.perf_counter() - start
+    cpu = cpu_seconds(local.server.process.pid) - cpu_before
+    for sender in senders:
+        sender.close()
+    return wall, cpu
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def run_mode(
-    mode: str, size: int, clients: int, repeats: int, root: Path, progress: Progress
+    mode: FederationMode, size: int, clients: int, repeats: int, root: Path, progress: Progress
 ) -> dict[str, Any]:
-    names = [f"bank-{i}" for i in range(clients + 1)]
+    names = [f"bank-{i}" for i in range(clients + 1)]  # +1: no round closes
     local = LocalFederation(
         root / mode, f"bench-{mode}", names, mode=mode, k_min=1, max_parameters=size + 10
     )
@@ -51,62 +99,30 @@ def run_mode(
         rng = np.random.default_rng(0)
         update = {"w": rng.uniform(-1, 1, size).astype(np.float32)}
         manifest = flatten(update)[1].to_json()
-        public = local.participant(names[0]).fetch_public_context() if mode == "ckks" else None
+        public = None
+        if mode == FederationMode.CKKS:
+            with local.participant(names[0]) as participant:
+                public = participant.fetch_public_context()
         rates, cpu_per_mb, sizes = [], [], []
         task = progress.add_task(f"{mode} uploads", total=repeats)
         for _ in range(repeats):
-            number = local.admin_api().open_round(local.federation, 3600)["number"]
-            bodies = []
-            for name in names[:clients]:
-                if public is not None:
-                    body, _ = prepare_upload(
-                        update, 10, public, federation=local.federation, round=number, client=name
-                    )
-                else:
-                    body = encode_plain_upload(weighted_vector(flatten(update)[0], 10, DEFAULT))
-                bodies.append(body)
-            senders = [
-                SignedClient(local.server.url, local.identities[n].signing) for n in names[:clients]
-            ]
-
-            def send(
-                index: int,
-                number: int = number,
-                senders: list[SignedClient] = senders,
-                bodies: list[bytes] = bodies,
-            ) -> None:
-                path = f"/v1/federations/{local.federation}/rounds/{number}/updates/{names[index]}"
-                senders[index].request("PUT", path, content=bodies[index], manifest=manifest)
-
-            assert local.server.process is not None
-            cpu_before = cpu_seconds(local.server.process.pid)
-            start = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
-                list(pool.map(send, range(clients)))
-            wall = time.perf_counter() - start
-            cpu = cpu_seconds(local.server.process.pid) - cpu_before
+            number = local.admin_api().open_round(local.federation, 3600).number
+            bodies = _bodies(local, public, update, number, names[:clients])
+            wall, cpu = _send_all(local, number, names[:clients], bodies, manifest)
             megabytes = sum(len(b) for b in bodies) / 1e6
             rates.append(megabytes / wall)
             cpu_per_mb.append(cpu / megabytes)
             sizes.append(len(bodies[0]))
             progress.advance(task)
-        return {
-            "bytes_per_upload": sizes[0],
-            "bytes_per_param": sizes[0] / size,
-            "throughput_MB_per_s": {
-                "median": statistics.median(rates),
-                "min": min(rates),
-                "max": max(rates),
-            },
-            "server_cpu_s_per_MB": {
-                "median": statistics.median(cpu_per_mb),
-                "min": min(cpu_per_mb),
-                "max": max(cpu_per_mb),
-            },
-            "params_per_s": statistics.median(rates) * 1e6 / (sizes[0] / size),
-        }
     finally:
         local.stop()
+    return {
+        "bytes_per_upload": sizes[0],
+        "bytes_per_param": sizes[0] / size,
+        "throughput_MB_per_s": _stats(rates),
+        "server_cpu_s_per_MB": _stats(cpu_per_mb),
+        "params_per_s": statistics.median(rates) * 1e6 / (sizes[0] / size),
+    }
 
 
 def main() -> None:
@@ -121,9 +137,16 @@ def main() -> None:
             "parameters": args.size,
             "clients": args.clients,
             "repeats": args.repeats,
-            "ckks": run_mode("ckks", args.size, args.clients, args.repeats, Path(folder), progress),
+            "ckks": run_mode(
+                FederationMode.CKKS, args.size, args.clients, args.repeats, Path(folder), progress
+            ),
             "plaintext": run_mode(
-                "plaintext", args.size, args.clients, args.repeats, Path(folder), progress
+                FederationMode.PLAINTEXT,
+                args.size,
+                args.clients,
+                args.repeats,
+                Path(folder),
+                progress,
             ),
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)

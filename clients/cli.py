@@ -1,13 +1,17 @@
-"""The ``he-agg`` command line: serve, keys, federation, round, client, committee, demo."""
+"""The ``he-agg`` command line: serve, keys, federation, round, client, committee, pilot,
+bench, demo, params. It sits on top of every layer (server, committee, SDK and apps), so
+it lives here rather than in the core; imports are lazy to keep ``--help`` fast."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
+
+__all__ = ["app"]
 
 app = typer.Typer(
     help="he-agg: privacy-preserving aggregation for federated learning.", no_args_is_help=True
@@ -36,7 +40,7 @@ def _passphrase(confirm: bool = False) -> str:
     )
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -56,6 +60,9 @@ def serve(
     host: str | None = typer.Option(None, help="bind address (default 127.0.0.1)"),
     port: int | None = typer.Option(None, help="port (default 8750)"),
     data_dir: Path | None = typer.Option(None, help="SQLite and blob folder (./he-agg-data)"),
+    database: str | None = typer.Option(
+        None, help="database URL: sqlite:///PATH (default: in --data-dir) or postgresql://…"
+    ),
     admin: list[Path] = typer.Option([], "--admin", help="an admin's .pub.json (repeatable)"),
 ) -> None:
     """Run the aggregator under uvicorn. Settings also come from HE_AGG_* or HE_AGG_CONFIG."""
@@ -70,13 +77,21 @@ def serve(
         overrides["port"] = port
     if data_dir:
         overrides["data_dir"] = data_dir
+    if database:
+        overrides["database"] = database
     settings = Settings(**overrides)
     if admin:
         keys = [json.loads(p.read_text())["signing_key"] for p in admin]
         settings.admin_keys = [*settings.admin_keys, *keys]
     if not settings.admin_keys:
         _fail("no admin key: pass --admin admin.pub.json or set HE_AGG_ADMIN_KEYS")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    from he_agg.errors import HeAggError
+
+    try:
+        application = create_app(settings)  # opens the store: migrates, or refuses a newer one
+    except HeAggError as exc:
+        _fail(str(exc))
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
 
 
 @keys_app.command("generate")
@@ -113,6 +128,8 @@ def _admin(server: str, key: Path) -> Any:
 
 
 def _call(action: Any) -> Any:
+    from pydantic import ValidationError
+
     from he_agg.errors import ServiceError
 
     try:
@@ -121,6 +138,16 @@ def _call(action: Any) -> Any:
         _fail(f"the server refused: {exc}")
     except OSError as exc:
         _fail(f"cannot reach the server: {exc}")
+    except ValidationError as exc:
+        _fail(f"invalid request or response: {exc}")
+
+
+def _public_file(path: Path) -> dict[str, Any]:
+    """A party's .pub.json, as written by ``he-agg keys generate``."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {path}: {exc}")
 
 
 @federation_app.command("create")
@@ -136,20 +163,27 @@ def federation_create(
     server: str = SERVER,
 ) -> None:
     """Create a federation from the parties' public key files."""
-    spec = {
-        "id": federation_id,
-        "mode": "plaintext" if plaintext else "ckks",
-        "threshold": threshold,
-        "k_min": k_min,
-        "share_timeout_seconds": share_timeout,
-        "clients": [
-            {k: v for k, v in json.loads(p.read_text()).items() if k in ("name", "signing_key")}
-            for p in clients
-        ],
-        "members": [json.loads(p.read_text()) for p in members],
-    }
+    from pydantic import ValidationError
+
+    from he_agg.api.models import FederationCreate, MemberIn, PartyIn
+    from he_agg.api.states import FederationMode
+
+    try:
+        spec = FederationCreate(
+            id=federation_id,
+            mode=FederationMode.PLAINTEXT if plaintext else FederationMode.CKKS,
+            threshold=threshold,
+            k_min=k_min,
+            share_timeout_seconds=share_timeout,
+            clients=[PartyIn.model_validate(_public_file(p)) for p in clients],
+            members=[MemberIn.model_validate(_public_file(p)) for p in members],
+        )
+    except ValidationError as exc:
+        _fail(f"invalid federation: {exc}")
     result = _call(lambda: _admin(server, admin_key).create_federation(spec))
-    typer.echo(json.dumps({k: result[k] for k in ("id", "keygen_phase", "epoch")}))
+    typer.echo(
+        json.dumps({"id": result.id, "keygen_phase": result.keygen_phase, "epoch": result.epoch})
+    )
 
 
 @round_app.command("open")
@@ -161,7 +195,7 @@ def round_open(
 ) -> None:
     """Open the next round; prints its number."""
     result = _call(lambda: _admin(server, admin_key).open_round(federation_id, deadline))
-    typer.echo(result["number"])
+    typer.echo(result.number)
 
 
 @round_app.command("status")
@@ -172,7 +206,7 @@ def round_status(
     server: str = SERVER,
 ) -> None:
     result = _call(lambda: _admin(server, admin_key).round(federation_id, number))
-    typer.echo(json.dumps(result, indent=2))
+    typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
 
 
 @round_app.command("close")
@@ -183,7 +217,7 @@ def round_close(
     server: str = SERVER,
 ) -> None:
     result = _call(lambda: _admin(server, admin_key).close_round(federation_id, number))
-    typer.echo(json.dumps(result, indent=2))
+    typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
 
 
 def _load_update(path: Path) -> dict[str, Any]:
@@ -225,7 +259,7 @@ def client_submit(
             _fail("no round is open")
         round_number = open_rounds[-1]
     receipt = _call(lambda: participant.submit(state, samples, round=round_number))
-    typer.echo(json.dumps(receipt))
+    typer.echo(json.dumps(receipt.model_dump(mode="json")))
     if wait:
         import torch
 
@@ -270,8 +304,7 @@ def pilot(
     seed: int = typer.Option(0, help="seed for splits, initial models and local shuffles"),
 ) -> None:
     """The finance pilot: banks train a credit model over he-agg; writes a report."""
-    from clients.pilot import PilotConfig, run_pilot
-    from clients.pilot_data import PilotDataError, load_csv
+    from clients.pilot import PilotConfig, PilotDataError, load_csv, run_pilot
 
     data: dict[str, Any] = {"kind": "lending_club"}
     if csv is not None:
@@ -291,7 +324,6 @@ def pilot(
         result = run_pilot(PilotConfig(out=out, rounds=rounds, seed=seed, data=data))
     except PilotDataError as exc:
         _fail(str(exc))
-        return
     if not all(result.checks.values()):
         raise typer.Exit(1)
 
@@ -307,8 +339,7 @@ def bench(
     ),
 ) -> None:
     """The HE-overhead benchmark: the grid of model sizes × clients, with baselines."""
-    from clients.bench import BenchConfig, run_bench
-    from clients.bench_report import markdown_tables
+    from clients.bench import BenchConfig, markdown_tables, run_bench
 
     if quick:
         config = BenchConfig.quick(out)
@@ -360,7 +391,6 @@ def params(
         )
     except ParameterError as exc:
         _fail(str(exc))
-        return
     typer.echo(json.dumps(chosen.describe(), indent=2))
 
 

@@ -14,14 +14,16 @@ from rich.table import Table
 
 from clients.upload import prepare_upload
 from he_agg.aggregate import aggregate_uploads
-from he_agg.combine import combine
-from he_agg.encoding import decode_aggregate
-from he_agg.packing import flatten, unflatten, weighted_average
+from he_agg.combine import average_from_shares
+from he_agg.modarith import F64Array, U64Array
+from he_agg.packing import Manifest, flatten, unflatten
 from he_agg.params import DEFAULT, ParameterSet
-from keys.committee import run_committee_setup
+from keys.committee import CommitteeSetup, run_committee_setup
 from keys.decrypt import decryption_share
 
 __all__ = ["DemoResult", "run_demo"]
+
+FEDERATION = "demo-federation"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,41 @@ def _client_updates(clients: int, seed: int) -> list[tuple[dict[str, np.ndarray]
     return out
 
 
+def _encrypt_all(
+    updates: list[tuple[dict[str, np.ndarray], int]], setup: CommitteeSetup, console: Console
+) -> tuple[list[bytes], Manifest]:
+    blobs = []
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("clients encrypt", total=len(updates))
+        for index, (update, samples) in enumerate(updates):
+            blob, manifest = prepare_upload(
+                update,
+                samples,
+                setup.public,
+                federation=FEDERATION,
+                round=1,
+                client=f"bank-{index}",
+            )
+            blobs.append(blob)
+            bar.advance(task)
+    return blobs, manifest
+
+
+def _decrypt_with(
+    setup: CommitteeSetup, aggregate: U64Array, decryption_set: tuple[int, ...], size: int
+) -> F64Array:
+    """Every member of ``decryption_set`` contributes its share; anyone can then finish."""
+    params = setup.public.params
+    digest = hashlib.sha256(aggregate.tobytes()).digest()
+    shares = [
+        decryption_share(
+            setup.members[k - 1].threshold_share, aggregate[:, 1], decryption_set, params, digest
+        )
+        for k in decryption_set
+    ]
+    return average_from_shares(aggregate[:, 0], shares, params, size)
+
+
 def run_demo(
     params: ParameterSet = DEFAULT,
     clients: int = 10,
@@ -58,61 +95,45 @@ def run_demo(
     console = console or Console()
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    setup = run_committee_setup(params, "demo-federation", members, threshold)
+    setup = run_committee_setup(params, FEDERATION, members, threshold)
     seconds["committee setup (DKG + dealing)"] = time.perf_counter() - start
 
     updates = _client_updates(clients, seed)
-    blobs = []
     start = time.perf_counter()
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("clients encrypt", total=clients)
-        for index, (update, samples) in enumerate(updates):
-            blob, manifest = prepare_upload(
-                update,
-                samples,
-                setup.public,
-                federation="demo-federation",
-                round=1,
-                client=f"bank-{index}",
-            )
-            blobs.append(blob)
-            bar.advance(task)
+    blobs, manifest = _encrypt_all(updates, setup, console)
     seconds["encrypt (all clients)"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    aggregate = aggregate_uploads(blobs, params, federation="demo-federation", round=1)
+    aggregate = aggregate_uploads(blobs, params, federation=FEDERATION, round=1)
     seconds["aggregate"] = time.perf_counter() - start
-    digest = hashlib.sha256(aggregate.tobytes()).digest()
 
     vectors = [flatten(update)[0] for update, _ in updates]
     weights = np.array([samples for _, samples in updates], dtype=np.float64)
     truth = np.average(np.stack(vectors), axis=0, weights=weights)
 
-    def decrypt_with(decryption_set: tuple[int, ...]) -> np.ndarray:
-        shares = [
-            decryption_share(
-                setup.members[k - 1].threshold_share,
-                aggregate[:, 1],
-                decryption_set,
-                params,
-                digest,
-            )
-            for k in decryption_set
-        ]
-        plain = combine(aggregate[:, 0], shares, params)
-        return weighted_average(decode_aggregate(plain, setup.public.seal), manifest.size)
-
     start = time.perf_counter()
-    average = decrypt_with(tuple(range(1, threshold + 1)))
+    average = _decrypt_with(setup, aggregate, tuple(range(1, threshold + 1)), manifest.size)
     seconds["threshold decrypt + decode"] = time.perf_counter() - start
     model = unflatten(average, manifest)
     subsets = list(combinations(range(1, members + 1), threshold))
-    max_error = max(float(np.abs(decrypt_with(s) - truth).max()) for s in subsets)
+    max_error = max(
+        float(np.abs(_decrypt_with(setup, aggregate, s, manifest.size) - truth).max())
+        for s in subsets
+    )
+    result = DemoResult(max_error, float(np.ptp(truth)), manifest.size, len(blobs[0]), seconds)
+    _print(console, result, params, (clients, members, threshold, len(subsets)))
+    console.print(f"integer buffer 'steps' after averaging: {int(model['steps'])}")
+    return result
 
+
+def _print(
+    console: Console, result: DemoResult, params: ParameterSet, shape: tuple[int, int, int, int]
+) -> None:
+    clients, members, threshold, subsets = shape
     table = Table(title=f"he-agg demo: {clients} clients, committee {threshold}-of-{members}")
     table.add_column("stage")
     table.add_column("seconds", justify="right")
-    for stage, value in seconds.items():
+    for stage, value in result.seconds.items():
         table.add_row(stage, f"{value:.3f}")
     console.print(table)
     console.print(
@@ -120,12 +141,10 @@ def run_demo(
         f"log2 q={sum(params.prime_bits)}, σ_flood=2^{params.flood_bits}"
     )
     console.print(
-        f"parameters per client: {manifest.size}, upload {len(blobs[0])} bytes "
-        f"({len(blobs[0]) / manifest.size:.1f} B/param)"
+        f"parameters per client: {result.parameters}, upload {result.upload_bytes} bytes "
+        f"({result.upload_bytes / result.parameters:.1f} B/param)"
     )
     console.print(
-        f"max |HE FedAvg − numpy FedAvg| over all {len(subsets)} decryption sets of "
-        f"{threshold} members: {max_error:.3e} (value range {np.ptp(truth):.3f})"
+        f"max |HE FedAvg − numpy FedAvg| over all {subsets} decryption sets of "
+        f"{threshold} members: {result.max_error:.3e} (value range {result.value_range:.3f})"
     )
-    console.print(f"integer buffer 'steps' after averaging: {int(model['steps'])}")
-    return DemoResult(max_error, float(np.ptp(truth)), manifest.size, len(blobs[0]), seconds)

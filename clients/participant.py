@@ -19,8 +19,8 @@ from he_agg.api.transport import SignedClient
 from he_agg.errors import ServiceError
 from he_agg.packing import Manifest, flatten, unflatten, weighted_vector
 from he_agg.params import DEFAULT, ParameterSet
-from he_agg.public import PublicContext
 from he_agg.plain import encode_plain_upload
+from he_agg.public import PublicContext
 from he_agg.request_signing import HEADER_MANIFEST
 from he_agg.seal_codec import ciphertext_from_bytes
 

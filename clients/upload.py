@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from he_agg.backend import encrypt_vector
-from he_agg.public import PublicContext
 from he_agg.envelope import Upload, encode_upload
 from he_agg.packing import Manifest, flatten, weighted_vector
+from he_agg.public import PublicContext
 
 __all__ = ["prepare_upload"]
 

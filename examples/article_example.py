@@ -2,7 +2,7 @@
 10 rounds, 3 clients per round, every round through encrypted aggregation."""
 
 from clients import FederatedLearning
-from clients.datasets import ArticleCNN, digits_28x28
+from clients.simulation.datasets import ArticleCNN, digits_28x28
 
 history = (
     FederatedLearning(ArticleCNN(), num_rounds=10, clients_per_round=3)

@@ -48,9 +48,9 @@ class Decision:
     digest: bytes | None = None
 
     def __post_init__(self) -> None:
-        complete = self.aggregate is not None and self.digest is not None
-        if self.accepted != complete:
-            raise ValueError("an accepted decision carries the aggregate and its digest")
+        carried = (self.aggregate is not None, self.digest is not None)
+        if carried != (self.accepted, self.accepted):
+            raise ValueError("only an accepted decision carries the aggregate and its digest")
 
     @classmethod
     def accept(cls, aggregate: Upload, digest: bytes) -> Decision:

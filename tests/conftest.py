@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from he_agg.params import DEFAULT, ParameterSet, derive_parameters
+from he_agg.server.store import sqlite_url
 from keys.committee import CommitteeSetup, run_committee_setup
+from tests.pg import PostgresCluster, shared_cluster
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +27,19 @@ def e2e_params() -> ParameterSet:
 @pytest.fixture(scope="session")
 def committee(params: ParameterSet) -> CommitteeSetup:
     return run_committee_setup(params, "test-federation", members=5, threshold=3)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL 15 cluster for the session (fails in CI if it cannot start)."""
+    with shared_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind: the store's contract holds on both."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "store.db")
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.new_schema_url()

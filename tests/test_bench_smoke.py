@@ -7,7 +7,7 @@ from pathlib import Path
 import jsonschema
 from typer.testing import CliRunner
 
-from he_agg.cli import app
+from clients.cli import app
 
 SCHEMA = Path(__file__).resolve().parent.parent / "benchmarks" / "suite.schema.json"
 

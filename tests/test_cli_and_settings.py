@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from he_agg.cli import app
+from clients.cli import app
 from he_agg.server.config import Settings
 from keys.identity import load_identity
 

@@ -6,9 +6,9 @@ import tenseal.sealapi as sealapi
 
 from he_agg import ntt
 from he_agg.aggregate import RunningSum
+from he_agg.backend import encrypt_vector
 from he_agg.combine import DecryptionShare, combine, lagrange_coefficient
 from he_agg.encoding import decode_aggregate
-from he_agg.backend import encrypt_vector
 from he_agg.errors import DecryptionRefused, ProtocolError
 from he_agg.seal_codec import SealCiphertext, ciphertext_to_bytes, plaintext_from_bytes
 from he_agg.seal_context import save_bytes

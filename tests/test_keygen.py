@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tenseal.sealapi as sealapi
 
-from he_agg.crs import common_reference_polynomial
 from he_agg.backend import encrypt_vector
+from he_agg.crs import common_reference_polynomial
 from he_agg.errors import CommitmentError, MismatchError
 from he_agg.params import DEFAULT
 from he_agg.seal_codec import SealCiphertext, ciphertext_to_bytes

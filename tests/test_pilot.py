@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from clients.pilot import PilotConfig, run_pilot
-from clients.pilot_data import PilotDataError, load_csv, load_lending_club
-from he_agg.cli import app
+from clients.cli import app
+from clients.pilot import PilotConfig, PilotDataError, load_csv, load_lending_club, run_pilot
 
 
 def _loans(path: Path, rows: int = 400, **changes: object) -> Path:

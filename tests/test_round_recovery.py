@@ -13,22 +13,23 @@ from he_agg.packing import flatten, weighted_vector
 from he_agg.params import DEFAULT
 from he_agg.plain import encode_plain_upload
 from he_agg.server.auth import Caller, PendingAuth
-from he_agg.server.federations import Federations
+from he_agg.server.config import Settings
+from he_agg.server.deps import AppState
 from he_agg.server.rounds import Rounds
-from he_agg.server.storage import BlobStore, Database
+from he_agg.server.store import FileBlobStore, open_store
 
 
-def _machine(folder: Path) -> tuple[Rounds, Federations]:
-    db = Database(folder / "db.sqlite3")
-    blobs = BlobStore(folder / "blobs")
-    federations = Federations(db, blobs)
-    return Rounds(db, blobs, federations), federations
+def _machine(folder: Path, database: str) -> AppState:
+    """The server's state on existing files, as a freshly started process would build it."""
+    settings = Settings(data_dir=folder, database=database)
+    return AppState.build(settings, open_store(database), FileBlobStore(folder / "blobs"))
 
 
 def test_a_round_left_open_by_a_crash_is_closed_on_restart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:
-    rounds, federations = _machine(tmp_path)
+    state = _machine(tmp_path, database_url)
+    rounds, federations = state.rounds, state.federations
     clients = [{"name": f"c{i}", "signing_key": f"{i:064x}"} for i in range(2)]
     federations.create(
         FederationCreate(id="f", mode="plaintext", threshold=1, k_min=2, clients=clients)
@@ -43,8 +44,8 @@ def test_a_round_left_open_by_a_crash_is_closed_on_restart(
         path = tmp_path / f"{name}.upload"
         path.write_bytes(body)
         signed = PendingAuth("00" * 32, int(time.time()), name * 8, b"\x00" * 64, manifest)
-        caller = Caller("00" * 32, False, signed, "")
-        rounds.accept_upload(federation, number, name, caller, path, name * 32, len(body))
+        caller = Caller("00" * 32, False, signed, name * 32)
+        state.intake.accept(federation, number, name, caller, path, len(body))
 
     upload("c0", 1.0)
 
@@ -56,10 +57,11 @@ def test_a_round_left_open_by_a_crash_is_closed_on_restart(
         upload("c1", 3.0)  # stored, then the server dies before the round is closed
     monkeypatch.undo()
 
-    restarted, _ = _machine(tmp_path)  # a new process on the same files
-    assert restarted.status("f", number).state == "open"
-    restarted.tick(time.time())
-    status = restarted.status("f", number)
+    state.store.close()
+    restarted = _machine(tmp_path, database_url)  # a new process on the same files
+    assert restarted.rounds.status("f", number).state == "open"
+    restarted.rounds.tick(time.time())
+    status = restarted.rounds.status("f", number)
     assert status.state == "published" and status.uploads == ["c0", "c1"]
-    _, values = restarted.model(federation, number)
+    _, values = restarted.publisher.model(federation, number)
     assert np.allclose(np.frombuffer(values, dtype="<f8"), [1.0, -2.0])  # mean of x and 3x

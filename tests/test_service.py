@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -22,12 +21,15 @@ import numpy as np
 import pytest
 
 from clients.admin import Admin
+from clients.harness import ServerProcess, federation_spec
 from clients.participant import Participant
+from he_agg.api.models import DecryptionRequest
+from he_agg.api.states import KeygenPhase, RoundState
 from he_agg.api.transport import SignedClient
-from he_agg.errors import DecryptionRefused, ServiceError
+from he_agg.errors import ServiceError
 from he_agg.packing import flatten
 from he_agg.params import ParameterSet, derive_parameters
-from he_agg.server.process import ServerProcess
+from he_agg.server.store import open_store
 from keys.agent import MemberAgent, wait
 from keys.identity import Identity
 
@@ -46,6 +48,10 @@ class Federation:
     stops: list[threading.Event] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
     tmp: Path = Path()
+
+    @property
+    def database_url(self) -> str:
+        return self.server.database or f"sqlite:///{self.server.data_dir / 'he-agg.sqlite3'}"
 
     def participant(self, name: str) -> Participant:
         return Participant(
@@ -83,36 +89,32 @@ def _fedavg(updates: list[tuple[dict[str, np.ndarray], int]]) -> np.ndarray:
     return np.average(vectors, axis=0, weights=[n for _, n in updates])
 
 
-@pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    tmp = tmp_path_factory.mktemp("service")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Federation]:
+    """The whole suite runs once on each store: SQLite (embedded) and PostgreSQL."""
+    tmp = tmp_path_factory.mktemp(f"service-{request.param}")
+    database = None
+    if request.param == "postgresql":
+        database = request.getfixturevalue("postgres").new_schema_url()
     admin = Identity.generate(0)
     clients = {name: Identity.generate(0) for name in CLIENTS}
     members = [Identity.generate(i) for i in (1, 2, 3)]
     params = derive_parameters("service-test", k_max=8, committee_max=3, value_bits=12)
-    server = ServerProcess(tmp / "server", [admin.public.signing_key.hex()])
+    server = ServerProcess(tmp / "server", [admin.public.signing_key.hex()], database=database)
     server.start()
     federation = Federation(server, params, admin, clients, members, tmp=tmp)
-    spec = {
-        "id": FED,
-        "parameters": params.to_dict(),
-        "threshold": 2,
-        "k_min": 3,
-        "max_parameters": 5000,
-        "share_timeout_seconds": 3,
-        "clients": [
-            {"name": n, "signing_key": i.public.signing_key.hex()} for n, i in clients.items()
-        ],
-        "members": [
-            {
-                "name": f"member-{m.index}",
-                "index": m.index,
-                "signing_key": m.public.signing_key.hex(),
-                "encryption_key": m.public.encryption_key.hex(),
-            }
-            for m in members
-        ],
-    }
+    spec = federation_spec(
+        FED,
+        {n: i.public for n, i in clients.items()},
+        [m.public for m in members],
+        params=params,
+        threshold=2,
+        k_min=3,
+        max_parameters=5000,
+        share_timeout=3,
+    )
     federation.admin_api().create_federation(spec)
     for member in members:
         agent = MemberAgent(
@@ -133,11 +135,11 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 
 
 def _run_round(fed: Federation, names: list[str], seeds: list[int]) -> tuple[int, list]:
-    number = fed.admin_api().open_round(FED, deadline_seconds=120)["number"]
+    number = fed.admin_api().open_round(FED, deadline_seconds=120).number
     updates = [_update(seed) for seed in seeds]
     for name, (update, samples) in zip(names, updates, strict=True):
         receipt = fed.participant(name).submit(update, samples, round=number)
-        assert receipt["client"] == name and receipt["round"] == number
+        assert receipt.client == name and receipt.round == number
     return number, updates
 
 
@@ -149,7 +151,7 @@ def _bound(fed: Federation, updates: list) -> float:
 def test_keygen_runs_to_a_collective_key(fed: Federation) -> None:
     assert wait(lambda: all((a.state_dir / "member.key").exists() for a in fed.agents), 60)
     info = fed.admin_api().federation(FED)
-    assert info["keygen_phase"] == "ready" and info["public_key_ready"]
+    assert info.keygen_phase == KeygenPhase.READY and info.public_key_ready
     public = fed.participant(CLIENTS[0]).fetch_public_context()
     assert public.params == fed.params
 
@@ -161,53 +163,54 @@ def test_round_matches_numpy_fedavg(fed: Federation) -> None:
     assert np.abs(average - _fedavg(updates)).max() <= _bound(fed, updates)
     assert int(model["steps"]) == 4 and model["steps"].dtype == np.int64
     status = fed.admin_api().round(FED, number)
-    assert status["state"] == "published" and status["attempt"] == 1
+    assert status.state == RoundState.PUBLISHED and status.attempt == 1
 
 
 def test_dropped_client_and_offline_member(fed: Federation) -> None:
     fed.stop_agent(1)  # member 2 is in the first set {1, 2}; it goes silent
     number, updates = _run_round(fed, CLIENTS[:4], seeds=[11, 12, 13, 14])
     closed = fed.admin_api().close_round(FED, number)  # bank-5 never uploads
-    assert closed["state"] == "decrypting" and closed["decryption_set"] == [1, 2]
+    assert closed.state == RoundState.DECRYPTING and closed.decryption_set == [1, 2]
     model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=60)
     assert np.abs(flatten(model)[0] - _fedavg(updates)).max() <= _bound(fed, updates)
     status = fed.admin_api().round(FED, number)
-    assert status["attempt"] == 2 and status["decryption_set"] == [1, 3]
-    assert fed.admin_api().federation(FED)["decryptions_used"] == 3  # 1 + 2 attempts
+    assert status.attempt == 2 and status.decryption_set == [1, 3]
+    assert fed.admin_api().federation(FED).decryptions_used == 3  # 1 + 2 attempts
     fed.start_agent(1)
 
 
 def test_round_closes_at_its_deadline(fed: Federation) -> None:
-    number = fed.admin_api().open_round(FED, deadline_seconds=2)["number"]
+    number = fed.admin_api().open_round(FED, deadline_seconds=2).number
     updates = [_update(60 + i) for i in range(3)]
     for name, (update, samples) in zip(CLIENTS[:3], updates, strict=True):
         fed.participant(name).submit(update, samples, round=number)
     model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=60)
     assert np.abs(flatten(model)[0] - _fedavg(updates)).max() <= _bound(fed, updates)
-    assert fed.admin_api().round(FED, number)["uploads"] == sorted(CLIENTS[:3])
+    assert fed.admin_api().round(FED, number).uploads == sorted(CLIENTS[:3])
 
 
 def test_a_member_resends_its_stored_share_byte_for_byte(fed: Federation) -> None:
     live = fed.agents[0]
     stored = (live.state_dir / "shares" / "1-1.bin").read_bytes()
-    with sqlite3.connect(fed.server.data_dir / "he-agg.sqlite3") as db:
-        (digest,) = db.execute(
-            "SELECT sha256 FROM shares WHERE round = 1 AND member = 1"
-        ).fetchone()
+    store = open_store(fed.database_url)
+    try:
+        (digest,) = [s.sha256 for s in store.shares(FED, 1, 1) if s.member == 1]
+    finally:
+        store.close()
     assert hashlib.sha256(stored).hexdigest() == digest
-    request = live._get("/rounds/1/decryption")
+    request = live.decryption_request(1)
     path = f"/v1/federations/{FED}/rounds/1/decryption/1/shares/1"
     again = live.http.request("PUT", path, content=stored, allow=(409,))
     assert again.status_code == 204  # the same bytes are accepted again …
     recomputed = stored[:-1] + bytes([stored[-1] ^ 1])
     assert live.http.request("PUT", path, content=recomputed, allow=(409,)).status_code == 409
-    assert request["state"] == "published"  # … and different ones are not
+    assert request.state == RoundState.PUBLISHED  # … and different ones are not
 
 
 def test_too_few_uploads_abort_the_round(fed: Federation) -> None:
     number, _ = _run_round(fed, CLIENTS[:2], seeds=[21, 22])
     status = fed.admin_api().close_round(FED, number)
-    assert status["state"] == "aborted" and "K_min" in status["reason"]
+    assert status.state == RoundState.ABORTED and "K_min" in (status.reason or "")
     with pytest.raises(ServiceError) as caught:
         fed.participant(CLIENTS[0]).wait_for_model(number, timeout=5)
     assert caught.value.status == 409
@@ -229,31 +232,30 @@ def _fresh_agent(fed: Federation) -> MemberAgent:
 def test_member_refuses_what_it_must(fed: Federation, caplog: pytest.LogCaptureFixture) -> None:
     agent = _fresh_agent(fed)
     config = agent.config()
-    request = agent._get("/rounds/1/decryption")
-    request.update(state="decrypting", attempt=9, decryption_set=[1, 2])
-    agent.verify(config, request)  # the honest request passes every check
+    request = agent.decryption_request(1).model_copy(
+        update={"state": RoundState.DECRYPTING, "attempt": 9, "decryption_set": [1, 2]}
+    )
+    assert agent.decide(config, request).accepted  # the honest request passes every check
 
-    one_upload = agent._upload_blob(1, CLIENTS[0])
-    as_aggregate = dict(request, aggregate_sha256=hashlib.sha256(one_upload).hexdigest())
-    with pytest.raises(DecryptionRefused, match="not the sum"):
-        agent.verify(config, as_aggregate)
+    def refused(changed: DecryptionRequest) -> str:
+        decision = agent.decide(config, changed)
+        assert not decision.accepted
+        return decision.reason
 
-    lone = dict(request, decryption_set=[1])  # fewer than t members
-    with pytest.raises(DecryptionRefused, match="is not t=2"):
-        agent.verify(config, lone)
-
-    too_few = dict(request, uploads=request["uploads"][:2])
-    with pytest.raises(DecryptionRefused, match="K_min"):
-        agent.verify(config, too_few)
-
-    forged = json.loads(json.dumps(request))
-    forged["uploads"][0]["signature"] = "00" * 64
-    with pytest.raises(DecryptionRefused, match="not signed"):
-        agent.verify(config, forged)
+    one_upload = agent.upload_blob(1, CLIENTS[0])
+    digest = hashlib.sha256(one_upload).hexdigest()
+    assert "not the sum" in refused(request.model_copy(update={"aggregate_sha256": digest}))
+    lone = request.model_copy(update={"decryption_set": [1]})  # fewer than t members
+    assert "t=2" in refused(lone)
+    assert "K_min" in refused(request.model_copy(update={"uploads": request.uploads[:2]}))
+    bad = request.uploads[0].model_copy(update={"signature": "00" * 64})
+    assert "not signed" in refused(
+        request.model_copy(update={"uploads": [bad, *request.uploads[1:]]})
+    )
 
     # the live member has seen round 1 published: a second decryption is refused and logged
     live = fed.agents[0]
-    assert wait(lambda: 1 in live.ledger()["completed"], 10)
+    assert wait(lambda: 1 in live.ledger().completed, 10)
     with caplog.at_level(logging.WARNING, logger="he_agg.member"):
         assert live.handle(live.config(), request) is False
     assert any("already decrypted" in getattr(r, "reason", "") for r in caplog.records)
@@ -290,12 +292,16 @@ def test_authentication_and_roles(fed: Federation) -> None:
 
 
 def _row_count(fed: Federation) -> int:
-    with sqlite3.connect(fed.server.data_dir / "he-agg.sqlite3") as db:
-        return int(db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0])
+    """Upload rows over every round, read through the store as a second process would."""
+    store = open_store(fed.database_url)
+    try:
+        return sum(len(store.uploads(FED, r.number)) for r in store.rounds(FED))
+    finally:
+        store.close()
 
 
 def test_bad_uploads_are_refused_and_store_nothing(fed: Federation) -> None:
-    number = fed.admin_api().open_round(FED, deadline_seconds=120)["number"]
+    number = fed.admin_api().open_round(FED, deadline_seconds=120).number
     name = CLIENTS[0]
     client = _raw(fed, fed.clients[name])
     path = f"/v1/federations/{FED}/rounds/{number}/updates/{name}"
@@ -318,7 +324,7 @@ def test_bad_uploads_are_refused_and_store_nothing(fed: Federation) -> None:
         client.request("PUT", stranger_path, content=b"x", manifest=manifest)
     assert caught.value.status == 403
     assert _row_count(fed) == before
-    assert fed.admin_api().round(FED, number)["uploads"] == []
+    assert fed.admin_api().round(FED, number).uploads == []
     assert not list((fed.server.data_dir / "blobs" / "incoming").iterdir())
 
     participant = fed.participant(name)
@@ -328,7 +334,7 @@ def test_bad_uploads_are_refused_and_store_nothing(fed: Federation) -> None:
     with pytest.raises(ServiceError) as caught:
         fed.participant(name).submit(update, samples, round=number)
     assert caught.value.status == 409
-    assert first["sha256"] and _row_count(fed) == before + 1
+    assert first.sha256 and _row_count(fed) == before + 1
     fed.admin_api().close_round(FED, number)
     with pytest.raises(ServiceError) as caught:
         fed.participant(CLIENTS[1]).submit(update, samples, round=number)
@@ -336,7 +342,7 @@ def test_bad_uploads_are_refused_and_store_nothing(fed: Federation) -> None:
 
 
 def test_identical_retry_gets_the_first_answer(fed: Federation) -> None:
-    number = fed.admin_api().open_round(FED, deadline_seconds=120)["number"]
+    number = fed.admin_api().open_round(FED, deadline_seconds=120).number
     name = CLIENTS[0]
     participant = fed.participant(name)
     public = participant.fetch_public_context()
@@ -355,14 +361,14 @@ def test_identical_retry_gets_the_first_answer(fed: Federation) -> None:
 
 
 def test_kill_9_mid_round_loses_no_acknowledged_upload(fed: Federation) -> None:
-    number = fed.admin_api().open_round(FED, deadline_seconds=300)["number"]
+    number = fed.admin_api().open_round(FED, deadline_seconds=300).number
     updates = [_update(50 + i) for i in range(5)]
     receipts = {}
     for name, (update, samples) in zip(CLIENTS[:3], updates[:3], strict=True):
         receipts[name] = fed.participant(name).submit(update, samples, round=number)
     fed.server.kill()
     fed.server.start()
-    assert fed.admin_api().round(FED, number)["uploads"] == sorted(CLIENTS[:3])
+    assert fed.admin_api().round(FED, number).uploads == sorted(CLIENTS[:3])
     for name, (update, samples) in zip(CLIENTS[3:], updates[3:], strict=True):
         fed.participant(name).submit(update, samples, round=number)
     model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=90)
@@ -425,24 +431,14 @@ def test_fuzzed_requests_never_get_a_server_error(fed: Federation) -> None:
 def test_a_round_closes_at_k_max_uploads(fed: Federation) -> None:
     """The noise budget covers K_max uploads: a round closes when it has that many."""
     small = derive_parameters("service-small", k_max=2, committee_max=3, value_bits=12)
-    spec = {
-        "id": "small",
-        "parameters": small.to_dict(),
-        "threshold": 2,
-        "k_min": 2,
-        "clients": [
-            {"name": n, "signing_key": fed.clients[n].public.signing_key.hex()} for n in CLIENTS[:3]
-        ],
-        "members": [
-            {
-                "name": f"member-{m.index}",
-                "index": m.index,
-                "signing_key": m.public.signing_key.hex(),
-                "encryption_key": m.public.encryption_key.hex(),
-            }
-            for m in fed.members
-        ],
-    }
+    spec = federation_spec(
+        "small",
+        {n: fed.clients[n].public for n in CLIENTS[:3]},
+        [m.public for m in fed.members],
+        params=small,
+        threshold=2,
+        k_min=2,
+    )
     fed.admin_api().create_federation(spec)
     stops = []
     for member in fed.members:
@@ -458,14 +454,14 @@ def test_a_round_closes_at_k_max_uploads(fed: Federation) -> None:
         stops.append(stop)
     try:
         admin = fed.admin_api()
-        assert wait(lambda: admin.federation("small")["keygen_phase"] == "ready", 60)
-        number = admin.open_round("small", deadline_seconds=120)["number"]
+        assert wait(lambda: admin.federation("small").keygen_phase == KeygenPhase.READY, 60)
+        number = admin.open_round("small", deadline_seconds=120).number
         updates = [_update(70 + i) for i in range(3)]
         for name, (update, samples) in zip(CLIENTS[:2], updates[:2], strict=True):
             Participant(
                 fed.server.url, "small", name, fed.clients[name].signing, show_progress=False
             ).submit(update, samples, round=number)
-        assert admin.round("small", number)["state"] in ("decrypting", "published")
+        assert admin.round("small", number).state in (RoundState.DECRYPTING, RoundState.PUBLISHED)
         third = Participant(
             fed.server.url,
             "small",

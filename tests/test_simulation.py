@@ -11,8 +11,8 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
-from clients.dp import DPConfig, epsilon
-from clients.simulation import FederatedLearning, partition_indices
+from clients.simulation import DPConfig, FederatedLearning, partition_indices
+from clients.simulation.dp import epsilon
 from he_agg.packing import flatten
 
 

@@ -31,13 +31,24 @@ def markdown_tables(result: dict[str, Any]) -> str:
         f"he-agg set `{params['name']}`: N={params['N']}, data primes "
         f"{params['data_prime_bits']} bits, K_max={params['K_max']}, committee 2-of-3.",
         "",
+        *_stage_table(result["cells"]),
+        "",
+        *_bytes_table(result["cells"]),
+    ]
+    if "end_to_end" in result:
+        lines += ["", *_end_to_end_table(result["end_to_end"])]
+    return "\n".join(lines)
+
+
+def _stage_table(cells: list[dict[str, Any]]) -> list[str]:
+    lines = [
         "### Time per stage, milliseconds (he-agg)",
         "",
         "| Parameters | Clients | " + " | ".join(STAGES) + " | round | plaintext round | HE ÷ "
         "plaintext |",
         "|---" * (len(STAGES) + 5) + "|",
     ]
-    for cell in result["cells"]:
+    for cell in cells:
         he, plain = cell["he_agg"]["seconds"], cell["plaintext"]["seconds"]
         lines.append(
             f"| {cell['parameters']:,} | {cell['clients']} | "
@@ -45,8 +56,11 @@ def markdown_tables(result: dict[str, Any]) -> str:
             + f" | {_ms(he['round'])} | {_ms(plain['round'])} | "
             f"{cell['ratio_to_plaintext']:.1f}× |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def _bytes_table(cells: list[dict[str, Any]]) -> list[str]:
+    lines = [
         "### Bytes and the TenSEAL baselines (round = encrypt + serialize + "
         "deserialize-and-add every client; no network)",
         "",
@@ -55,7 +69,7 @@ def markdown_tables(result: dict[str, Any]) -> str:
         "depth-0 round ms |",
         "|---" * 10 + "|",
     ]
-    for cell in result["cells"]:
+    for cell in cells:
         size = cell["parameters"]
         lines.append(
             f"| {size:,} | {cell['clients']} | {cell['he_agg']['upload_bytes'] / size:.2f} | "
@@ -67,26 +81,28 @@ def markdown_tables(result: dict[str, Any]) -> str:
             f"{_ms(cell['tenseal_nvflare']['seconds']['round'])} | "
             f"{_ms(cell['tenseal_depth0']['seconds']['round'])} |"
         )
-    if "end_to_end" in result:
-        lines += [
-            "",
-            "### End-to-end slowdown of one federated round through the service",
-            "",
-            "| Workload | HE round s | Plaintext round s | HE ÷ plaintext |",
-            "|---|---|---|---|",
-        ]
-        labels = {
-            "article_cnn": "article CNN (431k parameters, 3 clients)",
-            "finance_pilot": "finance pilot, logistic regression (5 banks)",
-        }
-        for key, entry in result["end_to_end"].items():
-            he, plain = entry["he_round_s"], entry["plain_round_s"]
-            lines.append(
-                f"| {labels.get(key, key)} | {he['median']:.2f} "
-                f"({he['min']:.2f}–{he['max']:.2f}) | {plain['median']:.2f} "
-                f"({plain['min']:.2f}–{plain['max']:.2f}) | {entry['slowdown']:.2f}× |"
-            )
-    return "\n".join(lines)
+    return lines
+
+
+def _end_to_end_table(end_to_end: dict[str, Any]) -> list[str]:
+    lines = [
+        "### End-to-end slowdown of one federated round through the service",
+        "",
+        "| Workload | HE round s | Plaintext round s | HE ÷ plaintext |",
+        "|---|---|---|---|",
+    ]
+    labels = {
+        "article_cnn": "article CNN (431k parameters, 3 clients)",
+        "finance_pilot": "finance pilot, logistic regression (5 banks)",
+    }
+    for key, entry in end_to_end.items():
+        he, plain = entry["he_round_s"], entry["plain_round_s"]
+        lines.append(
+            f"| {labels.get(key, key)} | {he['median']:.2f} "
+            f"({he['min']:.2f}–{he['max']:.2f}) | {plain['median']:.2f} "
+            f"({plain['min']:.2f}–{plain['max']:.2f}) | {entry['slowdown']:.2f}× |"
+        )
+    return lines
 
 
 def _plots(result: dict[str, Any], out: Path) -> None:
@@ -95,7 +111,15 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = result["cells"]
+    plots = {"stages.png": _stages_plot, "bytes.png": _bytes_plot, "scaling.png": _scaling_plot}
+    for name, draw in plots.items():
+        figure = draw(result["cells"], plt)
+        figure.tight_layout()
+        figure.savefig(out / name, dpi=110)
+        plt.close(figure)
+
+
+def _stages_plot(cells: list[dict[str, Any]], plt: Any) -> Any:
     labels = [f"{c['parameters'] // 1000}k×{c['clients']}" for c in cells]
     figure, axis = plt.subplots(figsize=(max(6, len(cells) * 0.9), 4.5))
     bottom = [0.0] * len(cells)
@@ -117,10 +141,10 @@ def _plots(result: dict[str, Any], out: Path) -> None:
         title="he-agg round, stage by stage",
     )
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(out / "stages.png", dpi=110)
-    plt.close(figure)
+    return figure
 
+
+def _bytes_plot(cells: list[dict[str, Any]], plt: Any) -> Any:
     largest = max(c["parameters"] for c in cells)
     chosen = [c for c in cells if c["parameters"] == largest]
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -132,24 +156,21 @@ def _plots(result: dict[str, Any], out: Path) -> None:
         color=["tab:blue", "0.6", "tab:red", "tab:orange"],
     )
     axis.set(ylabel="upload bytes per parameter", title=f"{largest:,} parameters")
-    figure.tight_layout()
-    figure.savefig(out / "bytes.png", dpi=110)
-    plt.close(figure)
+    return figure
 
+
+def _round_seconds(row: list[dict[str, Any]], kind: str) -> list[float]:
+    return [c[kind]["seconds"]["round"]["median"] for c in row]
+
+
+def _scaling_plot(cells: list[dict[str, Any]], plt: Any) -> Any:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for clients in sorted({c["clients"] for c in cells}):
         row = [c for c in cells if c["clients"] == clients]
+        sizes = [c["parameters"] for c in row]
+        left.plot(sizes, _round_seconds(row, "he_agg"), "o-", label=f"he-agg, {clients} clients")
         left.plot(
-            [c["parameters"] for c in row],
-            [c["he_agg"]["seconds"]["round"]["median"] for c in row],
-            "o-",
-            label=f"he-agg, {clients} clients",
-        )
-        left.plot(
-            [c["parameters"] for c in row],
-            [c["plaintext"]["seconds"]["round"]["median"] for c in row],
-            "x--",
-            label=f"plaintext, {clients} clients",
+            sizes, _round_seconds(row, "plaintext"), "x--", label=f"plaintext, {clients} clients"
         )
     left.set(
         xscale="log",
@@ -161,12 +182,8 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     left.legend(fontsize=7)
     for size in sorted({c["parameters"] for c in cells}):
         row = [c for c in cells if c["parameters"] == size]
-        right.plot(
-            [c["clients"] for c in row],
-            [c["he_agg"]["seconds"]["round"]["median"] for c in row],
-            "o-",
-            label=f"he-agg, {size:,}",
-        )
+        counts = [c["clients"] for c in row]
+        right.plot(counts, _round_seconds(row, "he_agg"), "o-", label=f"he-agg, {size:,}")
     right.set(
         xscale="log",
         yscale="log",
@@ -175,9 +192,7 @@ def _plots(result: dict[str, Any], out: Path) -> None:
         title="scaling with clients",
     )
     right.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(out / "scaling.png", dpi=110)
-    plt.close(figure)
+    return figure
 
 
 def write_bench_report(result: dict[str, Any], out: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from clients.admin import Admin
 from clients.harness.server_process import ServerProcess
 from clients.harness.spec import federation_spec
@@ -73,30 +74,15 @@ class LocalFederation:
         key = folder / "member.identity"
         save_identity(key, member, _PASSPHRASE)
         env = {**os.environ, "HE_AGG_PASSPHRASE": _PASSPHRASE}
-        log = open(folder / "agent.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "clients.cli",
-                    "committee",
-                    "run",
-                    self.federation,
-                    "--key",
-                    str(key),
-                    "--state-dir",
-                    str(folder / "state"),
-                    "--server",
-                    self.server.url,
-                    "--poll",
-                    "0.2",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        command = [
+            *(sys.executable, "-m", "clients.cli", "committee", "run", self.federation),
+            *("--key", str(key), "--state-dir", str(folder / "state")),
+            *("--server", self.server.url, "--poll", "0.2"),
+        ]
+        with open(folder / "agent.log", "ab") as log:  # the child keeps its own copy
+            self.processes.append(
+                subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
-        )
 
     def _wait_for_keys(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -27,8 +27,15 @@ def free_port() -> int:
 class ServerProcess:
     """``start`` waits for /health; ``kill`` is kill -9; ``stop`` asks politely first."""
 
-    def __init__(self, data_dir: Path, admin_keys: list[str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        admin_keys: list[str],
+        port: int | None = None,
+        database: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.database = database  # a URL; None: SQLite in data_dir
         self.port = port or free_port()
         self.admin_keys = admin_keys
         self.process: subprocess.Popen[bytes] | None = None
@@ -45,6 +52,8 @@ class ServerProcess:
             "HE_AGG_ADMIN_KEYS": json.dumps(self.admin_keys),
             "HE_AGG_TICK_SECONDS": "0.2",
         }
+        if self.database:
+            env["HE_AGG_DATABASE"] = self.database
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(

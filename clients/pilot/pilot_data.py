@@ -128,19 +128,7 @@ def load_csv(path: Path, target: str, bank_column: str, seed: int = 0) -> PilotD
     text columns are one-hot encoded with the levels found in the file, which stands in for
     the schema the banks would agree on up front.
     """
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError as exc:
-        raise PilotDataError(f"{path} does not exist") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise PilotDataError(f"{path} is not a readable CSV: {exc}") from exc
-    for column in (target, bank_column):
-        if column not in frame.columns:
-            raise PilotDataError(
-                f"column {column!r} is not in {path}; it has {', '.join(map(str, frame.columns))}"
-            )
+    frame = _read_csv(path, target, bank_column)
     labels = frame[target].dropna().unique()
     gaps = " and missing values" if frame[target].isna().any() else ""
     if gaps or len(labels) != 2:
@@ -156,20 +144,7 @@ def load_csv(path: Path, target: str, bank_column: str, seed: int = 0) -> PilotD
             f"{int(empty.sum())} rows have an empty {bank_column!r}: every row "
             f"must belong to a bank"
         )
-    features = frame.drop(columns=[target, bank_column])
-    numeric = features.select_dtypes(include="number")
-    text = features.drop(columns=numeric.columns)
-    if numeric.isna().any().any():
-        raise PilotDataError("numeric feature columns have missing values; fill them first")
-    columns = {
-        name: np.sign(v) * np.log1p(np.abs(v))
-        for name, v in ((n, numeric[n].to_numpy(dtype=np.float64)) for n in numeric)
-    }
-    for name in text.columns:
-        for level in sorted(text[name].dropna().astype(str).unique()):
-            columns[f"{name}={level}"] = (text[name].astype(str) == level).to_numpy(np.float64)
-    if not columns:
-        raise PilotDataError("no feature columns besides the target and the bank column")
+    columns = _encode_features(frame.drop(columns=[target, bank_column]))
     y = (frame[target] == positive).to_numpy(dtype=np.int64)
     train, test = _split(y, seed)
     banks = bank_values.astype(str).str.strip().to_numpy()
@@ -188,3 +163,39 @@ def load_csv(path: Path, target: str, bank_column: str, seed: int = 0) -> PilotD
     if len(data.bank_names) < 2:
         raise PilotDataError("a federation needs at least two banks")
     return data
+
+
+def _read_csv(path: Path, target: str, bank_column: str) -> Any:
+    """The CSV as a pandas frame that has the target and the bank column."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError as exc:
+        raise PilotDataError(f"{path} does not exist") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise PilotDataError(f"{path} is not a readable CSV: {exc}") from exc
+    for column in (target, bank_column):
+        if column not in frame.columns:
+            raise PilotDataError(
+                f"column {column!r} is not in {path}; it has {', '.join(map(str, frame.columns))}"
+            )
+    return frame
+
+
+def _encode_features(features: Any) -> dict[str, npt.NDArray[np.float64]]:
+    """Signed log1p of numeric columns, one-hot of text columns' levels."""
+    numeric = features.select_dtypes(include="number")
+    text = features.drop(columns=numeric.columns)
+    if numeric.isna().any().any():
+        raise PilotDataError("numeric feature columns have missing values; fill them first")
+    columns = {
+        name: np.sign(v) * np.log1p(np.abs(v))
+        for name, v in ((n, numeric[n].to_numpy(dtype=np.float64)) for n in numeric)
+    }
+    for name in text.columns:
+        for level in sorted(text[name].dropna().astype(str).unique()):
+            columns[f"{name}={level}"] = (text[name].astype(str) == level).to_numpy(np.float64)
+    if not columns:
+        raise PilotDataError("no feature columns besides the target and the bank column")
+    return columns

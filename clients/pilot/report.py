@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from clients.pilot import PilotResult
+from clients.pilot.results import PilotResult
 
 __all__ = ["write_report"]
 
@@ -25,20 +24,29 @@ def _plots(result: PilotResult) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
 
-    out, names = result.config.out, list(result.he)
+    plots = {
+        "auc_per_round.png": _auc_per_round,
+        "roc.png": _roc,
+        "auc_vs_epsilon.png": _auc_vs_epsilon,
+    }
+    for name, draw in plots.items():
+        figure = draw(result, plt)
+        figure.tight_layout()
+        figure.savefig(result.config.out / name, dpi=110)
+        plt.close(figure)
+    return list(plots)
+
+
+def _auc_per_round(result: PilotResult, plt: Any) -> Any:
+    names = list(result.he)
     figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
         rounds = [r["round"] for r in result.he[name]]
+        first_bank = next(iter(result.alone[name]))
         for bank, records in result.alone[name].items():
-            axis.plot(
-                rounds,
-                [r["auc"] for r in records],
-                color="0.75",
-                lw=1,
-                label="bank alone" if bank == next(iter(result.alone[name])) else None,
-            )
+            label = "bank alone" if bank == first_bank else None
+            axis.plot(rounds, [r["auc"] for r in records], color="0.75", lw=1, label=label)
         axis.plot(rounds, [r["auc"] for r in result.central[name]], "k--", label="centralised")
         axis.plot(
             rounds,
@@ -48,19 +56,17 @@ def _plots(result: PilotResult) -> list[str]:
             color="tab:orange",
             label="plaintext FedAvg",
         )
-        axis.plot(
-            rounds,
-            [r["auc"] for r in result.he[name]],
-            "-",
-            color="tab:blue",
-            label="HE-FedAvg (he-agg)",
-        )
+        he = [r["auc"] for r in result.he[name]]
+        axis.plot(rounds, he, "-", color="tab:blue", label="HE-FedAvg (he-agg)")
         axis.set(title=f"{name}: test AUC per round", xlabel="round", ylabel="ROC AUC")
         axis.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(out / "auc_per_round.png", dpi=110)
-    plt.close(figure)
+    return figure
 
+
+def _roc(result: PilotResult, plt: Any) -> Any:
+    from sklearn.metrics import roc_curve
+
+    names = list(result.he)
     labels = result.data.y[result.data.test]
     figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.5), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
@@ -81,10 +87,10 @@ def _plots(result: PilotResult) -> list[str]:
             ylabel="true positive rate",
         )
         axis.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(out / "roc.png", dpi=110)
-    plt.close(figure)
+    return figure
 
+
+def _auc_vs_epsilon(result: PilotResult, plt: Any) -> Any:
     figure, axis = plt.subplots(figsize=(5.5, 4))
     for name, points in result.dp.items():
         axis.plot([p[1] for p in points], [p[2] for p in points], "o-", label=name)
@@ -96,10 +102,7 @@ def _plots(result: PilotResult) -> list[str]:
         title="DP-FedAvg: AUC against ε (dotted: no DP)",
     )
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(out / "auc_vs_epsilon.png", dpi=110)
-    plt.close(figure)
-    return ["auc_per_round.png", "roc.png", "auc_vs_epsilon.png"]
+    return figure
 
 
 def _overhead_rows(result: PilotResult) -> list[list[str]]:
@@ -135,8 +138,29 @@ def _overhead_rows(result: PilotResult) -> list[list[str]]:
 
 
 def _markdown(result: PilotResult, plots: list[str]) -> str:
+    sections = [
+        _setup_section(result),
+        _final_auc_section(result),
+        _per_round_section(result),
+        _overhead_section(result),
+        _dp_section(result),
+        [
+            "## Acceptance",
+            "",
+            "| Check | Result |",
+            "|---|---|",
+            *(f"| {check} | {'pass' if ok else 'FAIL'} |" for check, ok in result.checks.items()),
+            "",
+            *(f"![{p}]({p})" for p in plots),
+            "",
+        ],
+    ]
+    return "\n\n".join("\n".join(lines) for lines in sections)
+
+
+def _setup_section(result: PilotResult) -> list[str]:
     config, data, params = result.config, result.data, result.params
-    lines = [
+    return [
         "# he-agg finance pilot",
         "",
         f"Data: {data.source}; {len(data.y)} loans ({int(data.y.sum())} bad, "
@@ -159,7 +183,15 @@ def _markdown(result: PilotResult, plots: list[str]) -> str:
         f"{config.local.epochs} epoch(s) per round, batch {config.local.batch_size}, "
         f"positive-class weight for the imbalance; {config.rounds} rounds per model; "
         f"seed {config.seed}. Whole run: {result.seconds:.0f} s.",
-        "",
+    ]
+
+
+def _pair(record: dict[str, Any]) -> str:
+    return f"{record['auc']:.4f} / {record['pr_auc']:.4f}"
+
+
+def _final_auc_section(result: PilotResult) -> list[str]:
+    lines = [
         "## Final test AUC and PR-AUC",
         "",
         "| Model | HE-FedAvg | Plaintext FedAvg | Centralised | Median bank alone | Best bank "
@@ -169,19 +201,18 @@ def _markdown(result: PilotResult, plots: list[str]) -> str:
     for name in result.he:
         alone = [r[-1] for r in result.alone[name].values()]
         plain = result.plain[name].rounds[-1].metrics
-
-        def pair(record: dict[str, Any]) -> str:
-            return f"{record['auc']:.4f} / {record['pr_auc']:.4f}"
-
         median_alone = {k: float(np.median([a[k] for a in alone])) for k in ("auc", "pr_auc")}
         best_alone = max(alone, key=lambda a: a["auc"])
         lines.append(
-            f"| {name} | {pair(result.he[name][-1])} | {pair(plain)} | "
-            f"{pair(result.central[name][-1])} | {pair(median_alone)} | "
-            f"{pair(best_alone)} |"
+            f"| {name} | {_pair(result.he[name][-1])} | {_pair(plain)} | "
+            f"{_pair(result.central[name][-1])} | {_pair(median_alone)} | "
+            f"{_pair(best_alone)} |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def _per_round_section(result: PilotResult) -> list[str]:
+    lines = [
         "## AUC per round: HE-FedAvg against plaintext FedAvg (same seeds)",
         "",
         "| Model | Round | HE-FedAvg | Plaintext FedAvg | Difference | Centralised |",
@@ -196,8 +227,11 @@ def _markdown(result: PilotResult, plots: list[str]) -> str:
                 f"{twin.metrics['auc']:.6f} | {abs(he['auc'] - twin.metrics['auc']):.1e} "
                 f"| {central['auc']:.6f} |"
             )
-    lines += [
-        "",
+    return lines
+
+
+def _overhead_section(result: PilotResult) -> list[str]:
+    return [
         "## HE overhead per round",
         "",
         "Per bank (medians): bytes uploaded against the plaintext float32 equivalent, and "
@@ -209,11 +243,13 @@ def _markdown(result: PilotResult, plots: list[str]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
         *("| " + " | ".join(row) + " |" for row in _overhead_rows(result)),
     ]
-    lines += [
-        "",
+
+
+def _dp_section(result: PilotResult) -> list[str]:
+    lines = [
         "## Differential privacy (client-level, distributed noise)",
         "",
-        f"Each bank clips its update to L2 norm {config.dp_clip} and adds its share of "
+        f"Each bank clips its update to L2 norm {result.config.dp_clip} and adds its share of "
         "Gaussian noise before encrypting; ε from dp-accounting's RDP accountant after all "
         "rounds, δ = 1e-5. With five banks every noisy sum carries the whole noise, so "
         "client-level DP costs accuracy here; it is shown for the trade-off, not "
@@ -224,18 +260,7 @@ def _markdown(result: PilotResult, plots: list[str]) -> str:
     ]
     for name, points in result.dp.items():
         lines += [f"| {name} | {s} | {e:.2f} | {a:.4f} |" for s, e, a in points]
-    lines += [
-        "",
-        "## Acceptance",
-        "",
-        "| Check | Result |",
-        "|---|---|",
-        *(f"| {check} | {'pass' if ok else 'FAIL'} |" for check, ok in result.checks.items()),
-        "",
-        *(f"![{p}]({p})" for p in plots),
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def _json(result: PilotResult) -> dict[str, Any]:

@@ -92,7 +92,11 @@ class InProcessAggregator(Aggregator):
         subset = tuple(range(1, self.setup.threshold + 1))
         shares = [
             decryption_share(
-                self.setup.members[k - 1].threshold_share, aggregate[:, 1], subset, self.params, digest
+                self.setup.members[k - 1].threshold_share,
+                aggregate[:, 1],
+                subset,
+                self.params,
+                digest,
             )
             for k in subset
         ]

@@ -12,7 +12,6 @@ import math
 import secrets
 from dataclasses import dataclass
 
-import dp_accounting
 import numpy as np
 import numpy.typing as npt
 
@@ -47,6 +46,8 @@ def epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta: f
         return 0.0
     if noise_multiplier == 0:
         return math.inf
+    import dp_accounting  # slow to import; only the accountant needs it
+
     accountant = dp_accounting.rdp.RdpAccountant()
     event = dp_accounting.PoissonSampledDpEvent(
         sampling_rate, dp_accounting.GaussianDpEvent(noise_multiplier)

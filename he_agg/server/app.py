@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -14,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from he_agg.errors import HeAggError, ServiceError, SignatureError
+from he_agg.errors import HeAggError, ServiceError, SignatureError, StoreError
 from he_agg.server import metrics
 from he_agg.server.config import Settings
 from he_agg.server.deps import AppState
@@ -38,6 +39,53 @@ def _state(settings: Settings) -> AppState:
 def _error(status: int, detail: str) -> JSONResponse:
     metrics.REJECTED.labels(status=str(status)).inc()
     return JSONResponse(status_code=status, content={"detail": detail})
+
+
+def _validation_detail(errors: Sequence[Any]) -> str:
+    """pydantic's errors as "field.path: message; …" (no empty location for body-level ones)."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(part) for part in error["loc"] if part != "body")
+        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return "; ".join(parts)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error becomes one JSON ``detail`` with its status; no traceback ever leaves."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status, exc.detail)
+
+    @app.exception_handler(SignatureError)
+    async def signature_error(request: Request, exc: SignatureError) -> JSONResponse:
+        return _error(401, str(exc))
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("storage failed", extra={"path": request.url.path, "error": str(exc)})
+        return _error(503, "storage is unavailable; try again later")
+
+    @app.exception_handler(HeAggError)
+    async def he_agg_error(request: Request, exc: HeAggError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_detail(exc.errors()))
+
+    @app.exception_handler(ValidationError)
+    async def body_invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        return _error(422, _validation_detail(exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", extra={"path": request.url.path})
+        return _error(500, "internal error; the server log has the details")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -71,37 +119,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, federations, keygen, rounds, uploads, decryption, model):
         app.include_router(module.router)
 
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status, exc.detail)
-
-    @app.exception_handler(SignatureError)
-    async def signature_error(request: Request, exc: SignatureError) -> JSONResponse:
-        return _error(401, str(exc))
-
-    @app.exception_handler(HeAggError)
-    async def he_agg_error(request: Request, exc: HeAggError) -> JSONResponse:
-        return _error(422, str(exc))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(
-            422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        )
-
-    @app.exception_handler(ValidationError)
-    async def body_invalid(request: Request, exc: ValidationError) -> JSONResponse:
-        return _error(
-            422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error", extra={"path": request.url.path})
-        return _error(500, "internal error; the server log has the details")
-
+    _install_error_handlers(app)
     return app

@@ -7,6 +7,8 @@ from fastapi import APIRouter, Response
 from he_agg.api.models import DecryptionRequest
 from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, member_caller
 
+__all__ = ["router"]
+
 router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tags=["decryption"])
 
 

@@ -7,6 +7,8 @@ from fastapi import APIRouter, Response
 from he_agg.api.models import FederationCreate, FederationOut
 from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_admin, require_party
 
+__all__ = ["router"]
+
 router = APIRouter(prefix="/v1/federations", tags=["federations"])
 
 

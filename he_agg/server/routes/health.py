@@ -9,6 +9,8 @@ from he_agg.server import metrics
 from he_agg.server.auth import body_digest, complete, read_headers, request_target
 from he_agg.server.deps import StateDep, require_admin
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["operations"])
 
 

@@ -15,6 +15,8 @@ from he_agg.server.deps import (
     require_party,
 )
 
+__all__ = ["router"]
+
 router = APIRouter(prefix="/v1/federations/{federation_id}/keygen", tags=["keygen"])
 
 

@@ -8,6 +8,8 @@ from he_agg.packing import Manifest
 from he_agg.request_signing import HEADER_MANIFEST
 from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_party
 
+__all__ = ["router"]
+
 router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tags=["model"])
 
 

@@ -8,6 +8,8 @@ from he_agg.api.models import RoundOpen, RoundOut
 from he_agg.api.states import RoundState
 from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_admin, require_party
 
+__all__ = ["router"]
+
 router = APIRouter(prefix="/v1/federations/{federation_id}/rounds", tags=["rounds"])
 
 

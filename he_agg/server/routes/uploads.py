@@ -14,6 +14,8 @@ from he_agg.errors import ServiceError
 from he_agg.server.auth import complete, read_headers, request_target
 from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, member_caller
 
+__all__ = ["router"]
+
 router = APIRouter(
     prefix="/v1/federations/{federation_id}/rounds/{number}/updates", tags=["uploads"]
 )

@@ -29,9 +29,9 @@ __all__ = [
 ]
 
 # DOUBLE PRECISION on PostgreSQL, REAL (also 8 bytes) on SQLite.
-Real = sa.Double().with_variant(sa.REAL(), "sqlite")
+Real: sa.types.TypeEngine[float] = sa.Double().with_variant(sa.REAL(), "sqlite")
 # BIGINT on PostgreSQL, INTEGER (already up to 8 bytes) on SQLite.
-BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+BigInt: sa.types.TypeEngine[int] = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 metadata = sa.MetaData()
 

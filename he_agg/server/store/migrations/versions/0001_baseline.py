@@ -23,13 +23,18 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # SQLite: REAL and INTEGER exactly as before; PostgreSQL: 8-byte float and integer.
-_REAL = sa.Double().with_variant(sa.REAL(), "sqlite")
-_BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_REAL: sa.types.TypeEngine[float] = sa.Double().with_variant(sa.REAL(), "sqlite")
+_BIGINT: sa.types.TypeEngine[int] = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _ZERO = sa.text("0")
 
 
 def upgrade() -> None:
     """Create the seven tables and the parties_by_key index."""
+    _create_federation_tables()
+    _create_round_tables()
+
+
+def _create_federation_tables() -> None:
     op.create_table(
         "federations",
         sa.Column("id", sa.Text, primary_key=True),
@@ -58,6 +63,9 @@ def upgrade() -> None:
         sa.Column("recipient", sa.Integer, primary_key=True),
         sa.Column("value", sa.Text, nullable=False),
     )
+
+
+def _create_round_tables() -> None:
     op.create_table(
         "rounds",
         sa.Column("federation", sa.Text, primary_key=True),

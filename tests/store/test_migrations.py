@@ -1,0 +1,255 @@
+"""Schema migrations: pre-Alembic databases keep every row, newer ones are left alone,
+and each revision's downgrade undoes its upgrade."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from he_agg.api.states import PartyRole, RoundState
+from he_agg.errors import SchemaError
+from he_agg.server.store import (
+    FederationRow,
+    PartyRow,
+    RoundRow,
+    ShareRow,
+    SqlStore,
+    UploadRow,
+    sqlite_url,
+    tables,
+)
+from he_agg.server.store.migrations import BASELINE, alembic_config, current_revisions
+
+HEAD = "0002"
+NEW_INDEXES = {"uploads_by_sha256", "nonces_by_seen"}
+
+# Copied verbatim from `git show f98981c:he_agg/server/storage.py` (_SCHEMA): the schema
+# the server created before Alembic, which every existing database has.
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS federations (
+    id TEXT PRIMARY KEY, config TEXT NOT NULL, created REAL NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 0, public_key TEXT, decryptions_used INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS parties (
+    federation TEXT NOT NULL, name TEXT NOT NULL, role TEXT NOT NULL, signing_key TEXT NOT NULL,
+    encryption_key TEXT, member_index INTEGER, PRIMARY KEY (federation, name)
+);
+CREATE INDEX IF NOT EXISTS parties_by_key ON parties (signing_key);
+CREATE TABLE IF NOT EXISTS keygen (
+    federation TEXT NOT NULL, epoch INTEGER NOT NULL, kind TEXT NOT NULL, sender INTEGER NOT NULL,
+    recipient INTEGER NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (federation, epoch, kind, sender, recipient)
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    federation TEXT NOT NULL, number INTEGER NOT NULL, state TEXT NOT NULL, deadline REAL NOT NULL,
+    opened REAL NOT NULL, closed REAL, reason TEXT, manifest TEXT, aggregate TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0, decryption_set TEXT, attempt_started REAL,
+    unresponsive TEXT NOT NULL DEFAULT '[]', model TEXT, PRIMARY KEY (federation, number)
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    federation TEXT NOT NULL, round INTEGER NOT NULL, client TEXT NOT NULL, sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL, signature TEXT NOT NULL, timestamp INTEGER NOT NULL, nonce TEXT NOT NULL,
+    target TEXT NOT NULL, manifest TEXT NOT NULL, received REAL NOT NULL,
+    PRIMARY KEY (federation, round, client)
+);
+CREATE TABLE IF NOT EXISTS shares (
+    federation TEXT NOT NULL, round INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    member INTEGER NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (federation, round, attempt, member)
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    key TEXT NOT NULL, nonce TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY (key, nonce)
+);
+"""
+
+CONFIG = {"id": "fed", "threshold": 2, "params": {"n": 8192, "primes": [1, 2]}}
+MANIFEST = '{"layers": [[3, 4]], "scale": 40}'
+
+
+def old_database(path: Path) -> None:
+    """A database as the pre-Alembic server left it: its pragmas, its schema, its rows."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(OLD_SCHEMA)
+    db.execute("BEGIN IMMEDIATE")
+    db.execute(
+        "INSERT INTO federations (id, config, created) VALUES (?, ?, ?)",
+        ("fed", json.dumps(CONFIG), 1714000000.25),
+    )
+    db.execute("UPDATE federations SET public_key = ?, decryptions_used = 1", ("9" * 64,))
+    db.execute(
+        "INSERT INTO parties VALUES (?, ?, 'client', ?, NULL, NULL)", ("fed", "bob", "b" * 64)
+    )
+    db.execute(
+        "INSERT INTO parties VALUES (?, ?, 'member', ?, ?, ?)", ("fed", "m1", "1" * 64, "e" * 64, 1)
+    )
+    db.execute(
+        "INSERT INTO rounds (federation, number, state, deadline, opened) VALUES (?, ?, ?, ?, ?)",
+        ("fed", 1, "open", 1714000600.5, 1714000000.5),
+    )
+    db.execute(
+        "UPDATE rounds SET state = ?, closed = ?, manifest = ?, aggregate = ?, attempt = ?, "
+        "decryption_set = ?, attempt_started = ?, unresponsive = ?, model = ?",
+        ("published", 1714000300.0, MANIFEST, "a" * 64, 1, json.dumps([1, 2]), 1714000301.0,
+         json.dumps([3]), "f" * 64),
+    )  # fmt: skip
+    for client, digest in (("bob", "c" * 64), ("alice", "d" * 64)):
+        db.execute(
+            "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("fed", 1, client, digest, 12345, "5" * 128, 1714000100, f"n-{client}",
+             f"/v1/federations/fed/rounds/1/updates/{client}", MANIFEST, 1714000101.5),
+        )  # fmt: skip
+    db.execute("INSERT INTO shares VALUES (?, ?, ?, ?, ?)", ("fed", 1, 1, 2, "7" * 64))
+    db.execute("INSERT INTO nonces (key, nonce, seen) VALUES (?, ?, ?)", ("b" * 64, "n1", 5.0))
+    db.execute("COMMIT")
+    db.close()
+
+
+def revisions(store: SqlStore) -> tuple[str, ...]:
+    with store.engine.connect() as connection:
+        return current_revisions(connection)
+
+
+def indexes(store: SqlStore) -> set[str]:
+    with store.engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        return {
+            str(index["name"])
+            for table in inspector.get_table_names()
+            for index in inspector.get_indexes(table)
+        }
+
+
+def test_a_pre_alembic_database_keeps_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "he-agg.db"
+    old_database(path)
+    store = SqlStore(sqlite_url(path))
+    try:
+        assert revisions(store) == (HEAD,)
+        assert NEW_INDEXES | {"parties_by_key"} <= indexes(store)
+        assert store.federation("fed") == FederationRow(
+            "fed", CONFIG, 1714000000.25, 0, "9" * 64, 1
+        )
+        assert store.party_by_key("fed", "b" * 64) == PartyRow(
+            "fed", "bob", PartyRole.CLIENT, "b" * 64
+        )
+        assert store.party_by_key("fed", "1" * 64) == PartyRow(
+            "fed", "m1", PartyRole.MEMBER, "1" * 64, "e" * 64, 1
+        )
+        assert store.rounds() == [
+            RoundRow("fed", 1, RoundState.PUBLISHED, 1714000600.5, 1714000000.5,
+                     1714000300.0, None, MANIFEST, "a" * 64, 1, (1, 2), 1714000301.0, (3,),
+                     "f" * 64)
+        ]  # fmt: skip
+        uploads = store.uploads("fed", 1)
+        assert [u.client for u in uploads] == ["alice", "bob"]
+        assert uploads[1] == UploadRow(
+            "fed", 1, "bob", "c" * 64, 12345, "5" * 128, 1714000100, "n-bob",
+            "/v1/federations/fed/rounds/1/updates/bob", MANIFEST, 1714000101.5,
+        )  # fmt: skip
+        assert store.blob_in_use("d" * 64)
+        assert store.shares("fed", 1, 1) == [ShareRow("fed", 1, 1, 2, "7" * 64)]
+        assert not store.spend_nonce("b" * 64, "n1", 6.0)  # the old nonce still counts
+        assert store.insert_round("fed", 1.0, 0.0).number == 2
+    finally:
+        store.close()
+
+
+def _stamp_unknown(url: str) -> None:
+    store = SqlStore(url)
+    store.insert_federation(FederationRow("fed", {}, 1.0), [])
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    store.close()
+
+
+def test_a_newer_schema_is_refused_and_left_alone(database_url: str, tmp_path: Path) -> None:
+    _stamp_unknown(database_url)
+    path = tmp_path / "store.db"
+    before = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+    with pytest.raises(SchemaError, match=r"'0099' is newer .*head is 0002.*upgrade he-agg"):
+        SqlStore(database_url)
+    if database_url.startswith("sqlite"):  # not a byte of the file changed
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    unmigrated = SqlStore(database_url, migrate=False)
+    try:
+        assert revisions(unmigrated) == ("0099",)
+        assert unmigrated.federation("fed") is not None
+    finally:
+        unmigrated.close()
+
+
+def _migrate(store: SqlStore, target: str) -> None:
+    with store.engine.begin() as connection:
+        config = alembic_config(connection)
+        if target == "head":
+            command.upgrade(config, target)
+        else:
+            command.downgrade(config, target)
+
+
+def test_downgrade_and_upgrade_again(store: SqlStore) -> None:
+    store.insert_federation(FederationRow("fed", {"x": 1}, 1.0), [])
+    assert indexes(store) >= NEW_INDEXES
+    _migrate(store, BASELINE)
+    assert revisions(store) == (BASELINE,)
+    assert not NEW_INDEXES & indexes(store)
+    assert "parties_by_key" in indexes(store)
+    _migrate(store, "head")
+    assert revisions(store) == (HEAD,)
+    assert indexes(store) >= NEW_INDEXES
+    assert store.federation("fed") == FederationRow("fed", {"x": 1}, 1.0)
+
+
+def test_downgrade_to_nothing_then_reopen(database_url: str) -> None:
+    store = SqlStore(database_url)
+    _migrate(store, "base")
+    with store.engine.connect() as connection:
+        assert sa.inspect(connection).get_table_names() == ["alembic_version"]
+    store.close()
+    reopened = SqlStore(database_url)
+    try:
+        assert revisions(reopened) == (HEAD,)
+        assert reopened.federation("fed") is None
+    finally:
+        reopened.close()
+
+
+def test_stores_opening_together_migrate_once(database_url: str) -> None:
+    barrier = threading.Barrier(4)
+    opened: list[SqlStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            opened.append(SqlStore(database_url))
+        except BaseException as error:  # reported below, with the others
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert [revisions(store) for store in opened] == [(HEAD,)] * 4
+    finally:
+        for store in opened:
+            store.close()
+
+
+def test_tables_match_what_the_migrations_build(store: SqlStore) -> None:
+    """tables.py is what autogenerate compares against: it must describe head exactly."""
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), tables.metadata)
+    assert differences == []
