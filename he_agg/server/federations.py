@@ -10,9 +10,9 @@ from he_agg.api.models import FederationCreate, FederationOut
 from he_agg.api.states import FederationMode, KeygenPhase, PartyRole
 from he_agg.errors import ParameterError, ServiceError, StoreConflict
 from he_agg.params import DEFAULT, ParameterSet
-from he_agg.server.store import BlobStore, FederationRow, PartyRow, Store
+from he_agg.server.store import BlobStore, FederationRow, PartyRow, RoundRow, Store
 
-__all__ = ["Federation", "Federations"]
+__all__ = ["Federation", "Federations", "round_row"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,14 @@ class Federation:
             if member.index == index:
                 return bytes.fromhex(member.signing_key)
         raise ServiceError(404, f"no member {index}")
+
+
+def round_row(store: Store, federation_id: str, number: int) -> RoundRow:
+    """A round's row, or 404."""
+    row = store.round(federation_id, number)
+    if row is None:
+        raise ServiceError(404, f"no round {number} in federation {federation_id!r}")
+    return row
 
 
 def _parties(body: FederationCreate) -> list[PartyRow]:

@@ -25,7 +25,7 @@ from he_agg.packing import Manifest
 from he_agg.plain import decode_plain_upload, plain_size
 from he_agg.server import metrics
 from he_agg.server.auth import Caller
-from he_agg.server.federations import Federation
+from he_agg.server.federations import Federation, round_row
 from he_agg.server.store import BlobStore, Store, UploadRow
 
 __all__ = ["Intake"]
@@ -48,9 +48,7 @@ class Intake:
         return self.store.upload(federation, number, client)
 
     def require_open(self, federation: str, number: int) -> None:
-        row = self.store.round(federation, number)
-        if row is None:
-            raise ServiceError(404, f"no round {number} in federation {federation!r}")
+        row = round_row(self.store, federation, number)
         if row.state != RoundState.OPEN or time.time() > row.deadline:
             raise ServiceError(409, f"round {number} is {row.state}; it takes no uploads")
 

@@ -19,7 +19,7 @@ from he_agg.modarith import F64Array
 from he_agg.packing import Manifest, weighted_average
 from he_agg.plain import decode_plain_upload
 from he_agg.server import metrics
-from he_agg.server.federations import Federation
+from he_agg.server.federations import Federation, round_row
 from he_agg.server.store import BlobStore, RoundRow, ShareRow, Store, UploadRow
 
 __all__ = ["Publisher", "abort_round", "upload_record"]
@@ -57,15 +57,9 @@ class Publisher:
         self.store = store
         self.blobs = blobs
 
-    def _row(self, federation: str, number: int) -> RoundRow:
-        row = self.store.round(federation, number)
-        if row is None:
-            raise ServiceError(404, f"no round {number} in federation {federation!r}")
-        return row
-
     # ---- what members read -----------------------------------------------------
     def decryption_request(self, federation: Federation, number: int) -> DecryptionRequest:
-        row = self._row(federation.id, number)
+        row = round_row(self.store, federation.id, number)
         if row.aggregate is None:
             raise ServiceError(409, f"round {number} has no aggregate (state {row.state})")
         return DecryptionRequest(
@@ -125,7 +119,7 @@ class Publisher:
 
     def _maybe_publish(self, federation: Federation, number: int) -> None:
         with self.store.transaction():
-            row = self._row(federation.id, number)
+            row = round_row(self.store, federation.id, number)
             rows = self.store.shares(federation.id, number, row.attempt)
             if row.state != RoundState.DECRYPTING or len(rows) < len(row.decryption_set):
                 return
@@ -164,7 +158,7 @@ class Publisher:
         log.info("model published", extra={"federation": row.federation, "round": row.number})
 
     def model(self, federation: Federation, number: int) -> tuple[str, bytes]:
-        row = self._row(federation.id, number)
+        row = round_row(self.store, federation.id, number)
         if row.model is None or row.manifest is None:
             raise ServiceError(409, f"round {number} has no published model (state {row.state})")
         return row.manifest, self.blobs.read(row.model)

@@ -20,7 +20,7 @@ from he_agg.api.states import FederationMode, KeygenPhase, RoundState
 from he_agg.envelope import decode_upload
 from he_agg.errors import ServiceError
 from he_agg.server import metrics
-from he_agg.server.federations import Federation, Federations
+from he_agg.server.federations import Federation, Federations, round_row
 from he_agg.server.keygen import KeygenRelay
 from he_agg.server.publishing import Publisher, abort_round
 from he_agg.server.store import BlobStore, RoundRow, Store, UploadRow
@@ -47,10 +47,7 @@ class Rounds:
 
     # ---- reading -------------------------------------------------------------
     def row(self, federation: str, number: int) -> RoundRow:
-        row = self.store.round(federation, number)
-        if row is None:
-            raise ServiceError(404, f"no round {number} in federation {federation!r}")
-        return row
+        return round_row(self.store, federation, number)
 
     def status(self, federation: str, number: int) -> RoundOut:
         return self._out(self.row(federation, number))
