@@ -17,7 +17,7 @@ from he_agg.aggregate import aggregate_uploads
 from he_agg.combine import average_from_shares
 from he_agg.modarith import F64Array, U64Array
 from he_agg.packing import Manifest, flatten, unflatten
-from he_agg.params import DEFAULT, ParameterSet
+from he_agg.params import ParameterSet, derive_parameters
 from keys.committee import CommitteeSetup, run_committee_setup
 from keys.decrypt import decryption_share
 
@@ -85,7 +85,7 @@ def _decrypt_with(
 
 
 def run_demo(
-    params: ParameterSet = DEFAULT,
+    params: ParameterSet | None = None,
     clients: int = 10,
     members: int = 5,
     threshold: int = 3,
@@ -93,6 +93,8 @@ def run_demo(
     console: Console | None = None,
 ) -> DemoResult:
     console = console or Console()
+    if params is None:  # sized for the demo: its sums stay below 2^14
+        params = derive_parameters("demo", k_max=clients, committee_max=members, value_bits=14)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     setup = run_committee_setup(params, FEDERATION, members, threshold)

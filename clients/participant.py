@@ -1,4 +1,10 @@
-"""The participant SDK: a client of a federation, over signed HTTP (httpx)."""
+"""The participant SDK: a client of a federation, over signed HTTP (httpx).
+
+A client trusts the server for nothing but delivery. It encrypts only under a key that
+every member of its pinned roster signed and whose second polynomial it recomputed from
+the CRS itself (:func:`he_agg.key_statement.verify_collective_key`), and only for a
+federation whose served configuration says what that roster says.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,24 @@ from rich.progress import Progress
 
 from clients.upload import prepare_upload
 from he_agg.api import paths
-from he_agg.api.models import FederationCreate, FederationOut, RoundOut, UploadReceipt
+from he_agg.api.models import (
+    FederationCreate,
+    FederationOut,
+    KeyStatements,
+    RoundOut,
+    UploadReceipt,
+)
+from he_agg.api.roster_check import roster_mismatch
 from he_agg.api.states import FederationMode, RoundState
-from he_agg.api.transport import SignedClient
-from he_agg.errors import ServiceError
+from he_agg.api.transport import SignedClient, Verify
+from he_agg.errors import ProtocolError, ServiceError
+from he_agg.key_statement import KeyStatement, verify_collective_key
 from he_agg.packing import Manifest, flatten, unflatten, weighted_vector
 from he_agg.params import DEFAULT, ParameterSet
 from he_agg.plain import encode_plain_upload
 from he_agg.public import PublicContext
 from he_agg.request_signing import HEADER_MANIFEST
-from he_agg.seal_codec import ciphertext_from_bytes
+from he_agg.roster import SignedRoster
 
 __all__ = ["Participant", "read_model"]
 
@@ -40,9 +54,14 @@ class Participant:
         signing_key: Ed25519PrivateKey,
         *,
         transport: httpx.BaseTransport | None = None,
+        verify: Verify = True,
         show_progress: bool = True,
+        roster: SignedRoster | None = None,
     ) -> None:
-        self.http = SignedClient(base_url, signing_key, transport=transport)
+        """``roster``: the admin's roster this client pinned (out of band, fingerprint
+        compared); required to encrypt, since the server's own word is worth nothing."""
+        self.roster = None if roster is None else roster.verify()
+        self.http = SignedClient(base_url, signing_key, transport=transport, verify=verify)
         self.federation = federation
         self.name = name
         self.show_progress = show_progress
@@ -66,7 +85,13 @@ class Participant:
         return self._federation
 
     def config(self) -> FederationCreate:
-        return self.federation_info().config
+        """The served configuration, checked against the pinned roster when there is one."""
+        config = self.federation_info().config
+        if self.roster is not None:
+            problem = roster_mismatch(config, self.roster)
+            if problem:
+                raise ProtocolError(f"the server's federation configuration: {problem}")
+        return config
 
     def parameters(self) -> ParameterSet:
         parameters = self.config().parameters
@@ -75,8 +100,17 @@ class Participant:
     def fetch_public_context(self) -> PublicContext:
         """The parameter set and the collective public key (no secret ever reaches a client)."""
         if self._public is None:
+            if self.roster is None:
+                raise ProtocolError(
+                    "no pinned roster: a client encrypts only under a key its roster's "
+                    "members signed (pass roster=, or --roster on the command line)"
+                )
             blob = self.http.request("GET", paths.public_key(self.federation)).content
-            self._public = PublicContext(self.parameters(), ciphertext_from_bytes(blob))
+            response = self.http.request("GET", paths.key_statements(self.federation))
+            served = KeyStatements.model_validate_json(response.content).statements
+            statements = {index: KeyStatement.from_bytes(text) for index, text in served.items()}
+            params = self.parameters()  # checked against the roster's fingerprint below
+            self._public = verify_collective_key(blob, statements, self.roster, params)
         return self._public
 
     def round_status(self, round: int) -> RoundOut:

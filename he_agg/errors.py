@@ -20,9 +20,11 @@
     ├── StoreError              the server's database cannot do what was asked
     │   ├── StoreConflict       a row with that key exists already
     │   └── SchemaError         the database schema is newer than this he-agg, or unknown
-    └── ServiceError            an HTTP error status, with ``status`` and ``detail``
+    ├── ServiceError            an HTTP error status, with ``status`` and ``detail``
+    └── TransportError          the server cannot be reached or spoken to (connection, TLS:
+                                ``tls`` is set when the handshake or certificate failed)
 
-Errors from libraries below (cryptography, SEAL) are converted where they enter with
+Errors from libraries below (cryptography, SEAL, httpx) are converted where they enter with
 ``raise Mapped(...) from exc``.
 """
 
@@ -48,6 +50,7 @@ __all__ = [
     "SizeError",
     "StoreConflict",
     "StoreError",
+    "TransportError",
     "VersionError",
     "WordRangeError",
 ]
@@ -144,3 +147,12 @@ class ServiceError(HeAggError):
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
+
+
+class TransportError(HeAggError):
+    """No HTTP answer: the connection failed, or TLS did (``tls``: the handshake or the
+    server's certificate, which the client's CA file or the system store does not vouch for)."""
+
+    def __init__(self, message: str, *, tls: bool = False) -> None:
+        super().__init__(message)
+        self.tls = tls

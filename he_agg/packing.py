@@ -6,7 +6,12 @@ buffers are carried as reals and rounded back, so they come back exactly wheneve
 averaged value is within the CKKS bound of an integer.
 
 Weighting: a client uploads [n_k, n_k·x_k] (its sample count in reserved slot 0); after
-decryption the server-free average is Σ n_k x_k / Σ n_k.
+decryption the server-free average is Σ n_k x_k / Σ n_k. Every real of that vector must
+satisfy |n_k·x| ≤ V/K_max, so that K_max clients stay under the parameter set's V; the
+default set allows about 1.1·10^9, for example n_k ≤ 10^6 samples with |x| ≤ 10^3
+(:mod:`he_agg.params`). Every decoded real, Σ n_k included, is off by about
+E = ``params.expected_max_error()``, so the average is off by about E·(1 + |x|)/Σ n_k:
+the count's error rescales every value.
 """
 
 from __future__ import annotations
@@ -149,7 +154,10 @@ def unflatten(vector: F64Array, manifest: Manifest) -> dict[str, Any]:
 
 
 def weighted_vector(vector: F64Array, num_samples: float, params: ParameterSet) -> F64Array:
-    """[n_k, n_k·x_k], refusing anything that could push the sum past the value bound V."""
+    """[n_k, n_k·x_k], refusing anything that could push the sum past the value bound V.
+
+    The bound is checked on every real, the count in slot 0 included: |n_k·x| ≤ V/K_max.
+    """
     if not math.isfinite(num_samples) or num_samples <= 0:
         raise PackingError("num_samples must be a positive number")
     limit = params.client_value_bound
@@ -157,11 +165,13 @@ def weighted_vector(vector: F64Array, num_samples: float, params: ParameterSet) 
     weighted[0] = num_samples
     np.multiply(vector, num_samples, out=weighted[1:])
     peak = float(np.abs(weighted).max())
-    if peak > limit:
+    if not peak <= limit:  # NaN fails too
         raise PackingError(
             f"|n_k·x| reaches {peak:.4g}, above this parameter set's per-client bound "
-            f"V/K_max = {limit:.4g}; clip the update, weight by a smaller unit, or derive a "
-            f"parameter set with a larger value bound"
+            f"V/K_max = 2^{params.value_bits}/{params.k_max} = {limit:.4g} (at n_k = "
+            f"{num_samples:.4g} samples, |x| ≤ {limit / num_samples:.4g}); clip the update, "
+            f"pass n_k in a larger unit the federation agrees on, or derive a parameter set "
+            f"with a larger V"
         )
     return weighted
 

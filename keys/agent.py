@@ -1,9 +1,17 @@
 """The committee member agent: the loop that polls the aggregator over HTTP, joins the DKG
 (:mod:`keys.dkg`), then decrypts only round aggregates that :func:`keys.verify.verify` accepts.
 
-A refusal is logged with its reason. A share is counted in the ledger and stored (fsynced)
-before it is sent, and re-sent byte for byte on a retry: recomputing it with fresh noise
-would let the two be averaged.
+For every round it sees decrypting, named or not, the member first endorses the round's
+upload set (:func:`keys.verify.endorse`; the round is pinned in the ledger, fsynced,
+before the signed endorsement is PUT), at most one set per round. A member of the
+decryption set then releases its share only once the request carries a quorum of
+endorsements of that set (:mod:`he_agg.endorsement`); until then it waits, saying so once.
+
+A refusal is logged with its reason. A share is kept (fsynced) as ``shares/{r}-{a}.pending``,
+then counted in the ledger with the round's pinned upload set (fsynced), then moved to
+``shares/{r}-{a}.bin``, and only then sent; it is re-sent byte for byte on a retry or after a
+crash: recomputing it with fresh noise would let the two be averaged. A ledger that fails its
+integrity or rollback checks (:mod:`keys.ledger`) stops every release, with a log line.
 """
 
 from __future__ import annotations
@@ -20,16 +28,34 @@ from pydantic import TypeAdapter
 
 from he_agg.api import paths
 from he_agg.api.models import DecryptionRequest, FederationCreate, FederationOut, RoundOut
+from he_agg.api.roster_check import roster_mismatch
 from he_agg.api.states import RoundState
 from he_agg.api.transport import SignedClient
-from he_agg.errors import DecryptionRefused, HeAggError, ProtocolError, ServiceError
+from he_agg.endorsement import Endorsement, quorum, upload_set_digest
+from he_agg.errors import (
+    DecryptionRefused,
+    HeAggError,
+    KeyStoreError,
+    ProtocolError,
+    ServiceError,
+)
 from he_agg.params import ParameterSet
+from he_agg.roster import SignedRoster
 from keys.decrypt import decryption_share
 from keys.dkg import MEMBER_KEY, MemberKeygen
 from keys.identity import Identity
-from keys.ledger import Ledger, LedgerState, write_durably
+from keys.ledger import (
+    Ledger,
+    LedgerState,
+    Pin,
+    ledger_key,
+    replace_durably,
+    share_path,
+    write_durably,
+)
 from keys.member import MemberSecrets
-from keys.verify import Decision, parameters, verify
+from keys.pinning import pin_roster
+from keys.verify import Decision, endorse, endorsers, parameters, verify
 
 __all__ = ["MemberAgent", "wait"]
 
@@ -39,6 +65,9 @@ _ROUNDS = TypeAdapter(list[RoundOut])
 
 
 class MemberAgent:
+    epoch: int = 0
+    """The key epoch this member holds a share of (only epoch 0 until re-keying exists)."""
+
     def __init__(
         self,
         client: SignedClient,
@@ -46,6 +75,7 @@ class MemberAgent:
         identity: Identity,
         state_dir: Path,
         passphrase: str,
+        roster: SignedRoster | None = None,
     ) -> None:
         self.http = client
         self.federation = federation
@@ -53,10 +83,14 @@ class MemberAgent:
         self.state_dir = Path(state_dir)
         (self.state_dir / "shares").mkdir(parents=True, exist_ok=True)
         self.passphrase = passphrase
-        self.dkg = MemberKeygen(client, federation, identity, self.state_dir, passphrase)
-        self._ledger = Ledger(self.state_dir)
+        self.roster = pin_roster(self.state_dir, federation, roster)
+        self.dkg = MemberKeygen(
+            client, federation, identity, self.state_dir, passphrase, self.roster.roster
+        )
+        self._ledger = Ledger(self.state_dir, ledger_key(identity, federation), federation)
         self._secrets: MemberSecrets | None = None
         self._sent: set[tuple[int, int]] = set()  # delivered since start; re-sent after a restart
+        self._said: set[tuple[int, int, str]] = set()  # (round, attempt, what) logged once
 
     @property
     def index(self) -> int:
@@ -74,6 +108,9 @@ class MemberAgent:
         config = FederationCreate.model_validate_json(pinned.read_bytes())
         if _canonical(served) != _canonical(config):
             raise ProtocolError("the server's federation configuration changed since enrolment")
+        problem = roster_mismatch(config, self.roster.roster)
+        if problem:
+            raise ProtocolError(f"the server's federation configuration: {problem}")
         return config
 
     def rounds(self) -> list[RoundOut]:
@@ -89,7 +126,15 @@ class MemberAgent:
         return self.http.request("GET", paths.update(self.federation, number, client)).content
 
     def ledger(self) -> LedgerState:
-        return self._ledger.load()
+        """The checked ledger; an edited, deleted or rolled-back one is logged and raises."""
+        try:
+            return self._ledger.load()
+        except KeyStoreError as exc:
+            log.error(
+                "member ledger refused: no decryption share is released",
+                extra={"member": self.index, "reason": str(exc)},
+            )
+            raise
 
     # ---- the loop ------------------------------------------------------------------
     def run(
@@ -116,13 +161,91 @@ class MemberAgent:
         self._decryption_step(config)
 
     def _decryption_step(self, config: FederationCreate) -> None:
-        ledger = self._ledger.load()
+        ledger = self.ledger()
         for status in self.rounds():
             number = status.number
-            if status.state.finished and ledger.shared(number) and number not in ledger.completed:
+            touched = ledger.shared(number) or ledger.pin(number) is not None
+            if status.state.finished and touched and number not in ledger.completed:
                 ledger = self._ledger.record_completed(number)  # re-reads: handle() may write
-            if status.state == RoundState.DECRYPTING and self.index in status.decryption_set:
-                self.handle(config, self.decryption_request(number))
+            if status.state == RoundState.DECRYPTING:
+                self._decrypting(config, number)
+
+    def _decrypting(self, config: FederationCreate, number: int) -> None:
+        """Endorse the round's upload set; if named, decrypt once a quorum endorsed it."""
+        request = self.decryption_request(number)
+        if self.endorse(config, request):
+            request = self.decryption_request(number)  # now with this member's endorsement
+        if request.state != RoundState.DECRYPTING or self.index not in request.decryption_set:
+            return
+        if (request.round, request.attempt) in self._sent:
+            return
+        roster = self.roster.roster
+        have = endorsers(request, roster, self.federation, epoch=self.epoch)
+        needed = quorum(len(roster.members), roster.threshold)
+        if len(have) < needed:
+            self._once(
+                request,
+                "waiting for a quorum of endorsements",
+                logging.INFO,
+                endorsed=sorted(have),
+                quorum=needed,
+            )
+            return
+        self.handle(config, request)
+
+    # ---- endorsement -------------------------------------------------------------------
+    def endorse(self, config: FederationCreate, request: DecryptionRequest) -> bool:
+        """Endorse the round's upload set if :func:`keys.verify.endorse` allows it and the
+        server does not hold this endorsement yet: the ledger pins the round first, then
+        the endorsement is PUT. True if it was PUT; a refusal is logged once."""
+        mine = self._own_endorsement(request)
+        if mine is not None and request.endorsements.get(self.index) == mine:
+            return False  # pinned and delivered: nothing to check again
+        decision = endorse(
+            request, config, self.ledger(), self.index, self.federation, epoch=self.epoch
+        )
+        if decision.endorsement is None or decision.pin is None:
+            self._once(request, "endorsement refused", logging.WARNING, reason=decision.reason)
+            return False
+        try:  # the round's upload set is on disk before the endorsement leaves
+            self._ledger.record_endorsement(request.round, decision.pin)
+        except DecryptionRefused as exc:
+            self._once(request, "endorsement refused", logging.WARNING, reason=str(exc))
+            return False
+        signed = decision.endorsement.signed(self.identity.sign)
+        if request.endorsements.get(self.index) == signed.to_bytes().decode():
+            return False
+        try:
+            self.http.request(
+                "PUT",
+                paths.endorsement(self.federation, request.round, self.index),
+                content=signed.to_bytes(),
+            )
+        except ServiceError as exc:
+            self._once(request, "endorsement not taken", logging.WARNING, reason=str(exc))
+            return False
+        log.info("upload set endorsed", extra={"member": self.index, "round": request.round})
+        return True
+
+    def _own_endorsement(self, request: DecryptionRequest) -> str | None:
+        """This member's endorsement of the listed set, if its ledger is pinned to that set."""
+        pin = self.ledger().pin(request.round)
+        listed = upload_set_digest(request.uploads)
+        if pin is None or pin.uploads != listed or request.epoch != self.epoch:
+            return None
+        statement = Endorsement(
+            self.federation, self.epoch, request.round, bytes.fromhex(listed), self.index
+        )
+        return statement.signed(self.identity.sign).to_bytes().decode()
+
+    def _once(self, request: DecryptionRequest, event: str, level: int, **extra: object) -> None:
+        """Log ``event`` for this (round, attempt) once, not on every poll."""
+        key = (request.round, request.attempt, event + str(extra.get("reason", "")))
+        if key in self._said:
+            return
+        self._said.add(key)
+        fields = {"member": self.index, "round": request.round, "attempt": request.attempt}
+        log.log(level, event, extra={**fields, **extra})
 
     # ---- decryption ------------------------------------------------------------------
     def decide(self, config: FederationCreate, request: DecryptionRequest) -> Decision:
@@ -130,24 +253,25 @@ class MemberAgent:
         return verify(
             request,
             config,
-            self._ledger.load(),
+            self.ledger(),
             self.index,
             self.federation,
             functools.partial(self.upload_blob, request.round),
+            epoch=self.epoch,
+            roster=self.roster.roster,
         )
 
     def handle(self, config: FederationCreate, request: DecryptionRequest) -> bool:
-        """Verify one decryption request and send the share; False (and a log line) if refused."""
+        """Verify one decryption request and send the share; False (and a log line) if refused.
+
+        The ledger is checked first, so a tampered one stops even a re-send."""
         number, attempt = request.round, request.attempt
         if (number, attempt) in self._sent:
             return True
-        path = self.state_dir / "shares" / f"{number}-{attempt}.bin"
-        if not path.exists():
-            blob = self._make_share(config, request)
-            if blob is None:
-                return False
-            write_durably(path, blob)
-        self._ledger.record_share(number, attempt)  # τ is counted before the share leaves
+        ledger = self.ledger()
+        path = share_path(self.state_dir, number, attempt)
+        if not path.exists() and not self._release(config, request, ledger, path):
+            return False
         self.http.request(
             "PUT",
             paths.decryption_share(self.federation, number, attempt, self.index),
@@ -156,10 +280,34 @@ class MemberAgent:
         self._sent.add((number, attempt))
         return True
 
-    def _make_share(self, config: FederationCreate, request: DecryptionRequest) -> bytes | None:
-        """d_k for the verified aggregate, or None (logged) if this member refuses."""
+    def _release(
+        self, config: FederationCreate, request: DecryptionRequest, ledger: LedgerState, path: Path
+    ) -> bool:
+        """Put the share for ``path`` in place, counted first; False (logged) if refused.
+
+        A ``.pending`` share the ledger records was stopped by a crash between recording and
+        sending: it goes out as it is. One the ledger lacks never left, so it is remade."""
+        pending = path.with_suffix(".pending")
+        if (request.round, request.attempt) not in ledger.shares or not pending.exists():
+            made = self._make_share(config, request)
+            if made is None:
+                return False
+            blob, pin = made
+            write_durably(pending, blob)
+            try:  # τ and the round's upload set are on disk before the share leaves
+                self._ledger.record_share(request.round, request.attempt, pin)
+            except DecryptionRefused as exc:
+                self._refused(request, str(exc))
+                return False
+        replace_durably(pending, path)
+        return True
+
+    def _make_share(
+        self, config: FederationCreate, request: DecryptionRequest
+    ) -> tuple[bytes, Pin] | None:
+        """d_k for the verified aggregate and the round's pin, or None (logged) if refused."""
         decision = self.decide(config, request)
-        if decision.aggregate is None or decision.digest is None:
+        if decision.aggregate is None or decision.digest is None or decision.pin is None:
             self._refused(request, decision.reason)
             return None
         params = parameters(config)
@@ -178,7 +326,7 @@ class MemberAgent:
             "decryption share made",
             extra={"member": self.index, "round": request.round, "attempt": request.attempt},
         )
-        return share.to_bytes(params)
+        return share.to_bytes(params), decision.pin
 
     def _refused(self, request: DecryptionRequest, reason: str) -> None:
         log.warning(

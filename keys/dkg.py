@@ -1,7 +1,9 @@
 """One member's side of the distributed key generation, over the aggregator's REST API.
 
-commit H(p_i) → reveal p_i → check the served key is Σ p_i → deal Shamir shares of s_i
-→ assemble S_k. Each step keeps what it made on disk and is safe to repeat after a crash.
+commit H(p_i) → reveal p_i → check the served key is Σ p_i and sign a statement saying so
+(with the pinned roster's digest; clients require one from every member) → deal Shamir
+shares of s_i → assemble S_k. Each step keeps what it made on disk and is safe to repeat
+after a crash.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from he_agg.api.states import KeygenPhase
 from he_agg.api.transport import SignedClient
 from he_agg.crs import common_reference_polynomial
 from he_agg.errors import ProtocolError
+from he_agg.key_statement import KeyStatement, key_digest
 from he_agg.params import ParameterSet
+from he_agg.roster import Roster
 from he_agg.seal_codec import ciphertext_to_bytes
 from keys import keygen, shamir
 from keys.identity import Identity, PublicIdentity
@@ -51,7 +55,9 @@ class MemberKeygen:
         identity: Identity,
         state_dir: Path,
         passphrase: str,
+        roster: Roster | None = None,
     ) -> None:
+        self.roster = roster  # the pinned roster: its digest goes into the key statement
         self.http = client
         self.federation = federation
         self.identity = identity
@@ -95,9 +101,11 @@ class MemberKeygen:
         if status.phase == KeygenPhase.REVEAL:
             return
         members = committee(config)
+        if self.index not in status.key_statements:
+            served = self._check_public_key(members, params, status.commitments, epoch)
+            self._sign_key(served, epoch)
         dealt = set(status.shamir_shares)
         if any((self.index, m.index) not in dealt for m in members):
-            self._check_public_key(members, params, status.commitments, epoch)
             self._deal(config.threshold, params, secret, members, epoch)
             return
         if status.phase != KeygenPhase.READY:
@@ -129,7 +137,7 @@ class MemberKeygen:
         params: ParameterSet,
         commitments: dict[int, str],
         epoch: int,
-    ) -> None:
+    ) -> bytes:
         """Every revealed share matches its commitment, and the served key is their sum."""
         shares = []
         for member in members:
@@ -147,6 +155,17 @@ class MemberKeygen:
         served = self.http.request("GET", paths.public_key(self.federation)).content
         if served != ciphertext_to_bytes(expected):
             raise ProtocolError("the served public key is not the sum of the revealed shares")
+        return served
+
+    def _sign_key(self, served: bytes, epoch: int) -> None:
+        """Vouch for the key just checked, under the pinned roster (what clients verify)."""
+        if self.roster is None:
+            raise ProtocolError("no pinned roster: a member signs the key only under one")
+        statement = KeyStatement(
+            self.federation, epoch, self.index, self.roster.digest, key_digest(served)
+        ).signed(self.identity.sign)
+        path = paths.key_statement(self.federation, self.index)
+        self.http.request("PUT", path, content=statement.to_bytes())
 
     def _deal(
         self,

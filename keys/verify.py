@@ -1,19 +1,43 @@
 """What a committee member checks before it decrypts: a decryption request plus the
 member's local state in, a :class:`Decision` with its reason out. No I/O of its own.
 
-The checks, in order (the first that fails is the reason):
+Two decisions, both pure. :func:`endorse` (every member, for every round it sees
+decrypting, whether or not it is named to decrypt): may this member endorse the round's
+upload set (:mod:`he_agg.endorsement`)? It checks the state, the epoch, the ledger (not
+finished, not pinned to another set), the upload list (step 5 below) and every record's
+target and client signature (the signature covers the body's sha256 in the record, so no
+blob is fetched). :func:`verify` (a member of the decryption set): may it release a share?
+
+The checks of :func:`verify`, in order (the first that fails is the reason):
   1. the round is decrypting and this member is in the named set;
-  2. the set is t distinct enrolled members;
-  3. the ledger has not seen the round complete, nor a share for this attempt or a later
-     one, and the budget τ is not spent;
-  4. the upload list names each client once, only enrolled clients, and at least K_min;
-  5. each upload's blob has the recorded sha256, was signed for this federation's and
+  2. the request is for the key epoch this member holds a share of (``epoch``);
+  3. the set is t distinct enrolled members;
+  4. the ledger has not seen the round complete, nor a share for this attempt or a later
+     one, nor a share for this round released before upload sets were pinned (a legacy
+     ledger), and the budget τ is not spent;
+  5. the upload list names each client once, only enrolled clients, and
+     K_min ≤ count ≤ K_max (K_min from the pinned config, K_max from its parameter set);
+  6. if this member endorsed the round or already released a share for it, the list is
+     exactly the set that pinned (:func:`upload_set_digest` of the (client, sha256)
+     pairs, and the same aggregate digest): at most one upload set per round, whatever the
+     attempt; only the decryption set may change;
+  7. the request carries valid endorsements of exactly this set from at least
+     q = ⌈(n + t)/2⌉ distinct members of the pinned roster (this member's own counts):
+     two quorums share ≥ t members, so at least one honest one, who endorses one set per
+     round; no other set of this round can reach a quorum, whichever members the server
+     shows it to (the argument in full: :mod:`he_agg.endorsement`);
+  8. each upload's blob has the recorded sha256, was signed for this federation's and
      round's upload target (:func:`he_agg.api.paths.update`, as the server builds it),
      carries its client's Ed25519 signature, and is a valid envelope for this round;
-  6. the aggregate recomputed here (:func:`he_agg.aggregate.aggregate_envelope`, as the
+  9. the aggregate recomputed here (:func:`he_agg.aggregate.aggregate_envelope`, as the
      server builds it) has the sha256 the server announced.
 Blobs come one at a time from the injected ``upload_blob`` and are summed as they come,
-so a round's uploads are never all held in memory.
+so a round's uploads are never all held in memory. An accepted :class:`Decision` carries
+the :class:`keys.ledger.Pin` that the agent records before the share leaves.
+
+An upload is bound to its federation and round by its client's signature over the
+target; it is bound to the epoch only through its round (the target names no epoch), so
+the epoch check is on the request: a member holds epoch 0 keys only, for now.
 """
 
 from __future__ import annotations
@@ -26,13 +50,24 @@ from he_agg.aggregate import aggregate_envelope
 from he_agg.api import paths
 from he_agg.api.models import DecryptionRequest, FederationCreate, UploadRecord
 from he_agg.api.states import RoundState
+from he_agg.endorsement import Endorsement, count_valid, quorum, upload_set_digest
 from he_agg.envelope import Upload, decode_upload
 from he_agg.errors import DecryptionRefused, EnvelopeError, ProtocolError
 from he_agg.params import DEFAULT, ParameterSet
 from he_agg.request_signing import SignedRequest, verify_signature
-from keys.ledger import LedgerState
+from he_agg.roster import Roster
+from keys.ledger import LedgerState, Pin
 
-__all__ = ["Decision", "UploadSource", "parameters", "verify"]
+__all__ = [
+    "Decision",
+    "EndorseDecision",
+    "UploadSource",
+    "endorse",
+    "endorsers",
+    "parameters",
+    "upload_set_digest",
+    "verify",
+]
 
 UploadSource = Callable[[str], bytes]
 """The stored upload of one client (by name) in the round being verified."""
@@ -40,21 +75,25 @@ UploadSource = Callable[[str], bytes]
 
 @dataclass(frozen=True)
 class Decision:
-    """Accepted with the recomputed aggregate and its sha256, or refused with a reason."""
+    """Accepted with the recomputed aggregate, its sha256 and the round's upload-set pin,
+    or refused with a reason."""
 
     accepted: bool
     reason: str
     aggregate: Upload | None = None
     digest: bytes | None = None
+    pin: Pin | None = None
 
     def __post_init__(self) -> None:
-        carried = (self.aggregate is not None, self.digest is not None)
-        if carried != (self.accepted, self.accepted):
-            raise ValueError("only an accepted decision carries the aggregate and its digest")
+        carried = (self.aggregate is not None, self.digest is not None, self.pin is not None)
+        if carried != (self.accepted,) * 3:
+            raise ValueError(
+                "only an accepted decision carries the aggregate, its digest and the pin"
+            )
 
     @classmethod
-    def accept(cls, aggregate: Upload, digest: bytes) -> Decision:
-        return cls(True, "every check passed", aggregate, digest)
+    def accept(cls, aggregate: Upload, digest: bytes, pin: Pin) -> Decision:
+        return cls(True, "every check passed", aggregate, digest, pin)
 
     @classmethod
     def refuse(cls, reason: str) -> Decision:
@@ -66,6 +105,65 @@ def parameters(config: FederationCreate) -> ParameterSet:
     return DEFAULT if config.parameters is None else ParameterSet.from_dict(config.parameters)
 
 
+@dataclass(frozen=True)
+class EndorseDecision:
+    """Endorse with this (unsigned) endorsement, pinning the round to ``pin`` first, or
+    refused with a reason."""
+
+    accepted: bool
+    reason: str
+    endorsement: Endorsement | None = None
+    pin: Pin | None = None
+
+    def __post_init__(self) -> None:
+        if (self.endorsement is not None, self.pin is not None) != (self.accepted,) * 2:
+            raise ValueError("only an accepted decision carries the endorsement and the pin")
+
+
+def endorse(
+    request: DecryptionRequest,
+    config: FederationCreate,
+    ledger: LedgerState,
+    member: int,
+    federation: str,
+    *,
+    epoch: int,
+) -> EndorseDecision:
+    """May ``member`` endorse the round's upload set? No blob is fetched: the list, the
+    ledger and each record's target and client signature decide (the module docstring)."""
+    params = parameters(config)
+    try:
+        if request.state != RoundState.DECRYPTING:
+            raise DecryptionRefused(f"round {request.round} is not decrypting")
+        _check_epoch(request, epoch)
+        if request.round in ledger.completed:
+            raise DecryptionRefused(f"round {request.round} was already decrypted")
+        _check_legacy(request.round, ledger)
+        keys = _check_upload_list(request.uploads, config, params.k_max)
+        pin = _check_pin(request, ledger, endorsing=True)
+        for record in request.uploads:
+            _check_record(record, keys[record.client], federation, request.round)
+    except DecryptionRefused as exc:
+        return EndorseDecision(False, str(exc))
+    statement = Endorsement(federation, epoch, request.round, bytes.fromhex(pin.uploads), member)
+    return EndorseDecision(True, "every check passed", statement, pin)
+
+
+def endorsers(
+    request: DecryptionRequest, roster: Roster, federation: str, *, epoch: int
+) -> set[int]:
+    """The roster members whose endorsements in ``request`` validly name its upload set;
+    malformed ones, and ones for another set, round, epoch or federation, do not count."""
+    parsed: list[Endorsement] = []
+    for body in request.endorsements.values():
+        try:
+            parsed.append(Endorsement.from_bytes(body))
+        except ProtocolError:
+            continue
+    digest = bytes.fromhex(upload_set_digest(request.uploads))
+    return count_valid(parsed, roster, federation, epoch, request.round, digest)
+
+
 def verify(
     request: DecryptionRequest,
     config: FederationCreate,
@@ -73,13 +171,20 @@ def verify(
     member: int,
     federation: str,
     upload_blob: UploadSource,
+    *,
+    epoch: int,
+    roster: Roster,
 ) -> Decision:
-    """Every check of the module docstring; the aggregate to decrypt, or why not."""
+    """Every check of the module docstring, for the member ``member`` holding a key share of
+    ``epoch`` and having pinned ``roster``; the aggregate to decrypt, or why not."""
     params = parameters(config)
     try:
         _check_decryption_set(request, config, member)
+        _check_epoch(request, epoch)
         _check_ledger(request, ledger, params.tau)
-        keys = _check_upload_list(request.uploads, config)
+        keys = _check_upload_list(request.uploads, config, params.k_max)
+        pin = _check_pin(request, ledger)
+        _check_quorum(request, roster, federation, epoch)
         uploads = _verified_uploads(request, keys, params, federation, upload_blob)
         try:
             envelope = aggregate_envelope(uploads, params, federation, request.round)
@@ -90,7 +195,7 @@ def verify(
     digest = hashlib.sha256(envelope).digest()
     if digest.hex() != request.aggregate_sha256:
         return Decision.refuse("the aggregate is not the sum of the listed uploads")
-    return Decision.accept(decode_upload(envelope, params), digest)
+    return Decision.accept(decode_upload(envelope, params), digest, pin)
 
 
 def _check_decryption_set(
@@ -110,18 +215,71 @@ def _check_decryption_set(
         )
 
 
+def _check_epoch(request: DecryptionRequest, epoch: int) -> None:
+    if request.epoch != epoch:
+        raise DecryptionRefused(
+            f"the request is for key epoch {request.epoch}; this member holds keys "
+            f"for epoch {epoch} only"
+        )
+
+
 def _check_ledger(request: DecryptionRequest, ledger: LedgerState, tau: int) -> None:
     number, attempt = request.round, request.attempt
     if number in ledger.completed:
         raise DecryptionRefused(f"round {number} was already decrypted")
     if not ledger.is_new_attempt(number, attempt):
         raise DecryptionRefused(f"round {number} attempt {attempt} is not a new attempt")
+    _check_legacy(number, ledger)
     if ledger.spent >= tau:
         raise DecryptionRefused(f"decryption budget τ={tau} is spent")
 
 
-def _check_upload_list(uploads: list[UploadRecord], config: FederationCreate) -> dict[str, bytes]:
-    """The signing key of every listed client, once each, all enrolled, at least K_min."""
+def _check_legacy(number: int, ledger: LedgerState) -> None:
+    if ledger.shared(number) and ledger.pin(number) is None:
+        raise DecryptionRefused(
+            f"round {number} had a share released before upload sets were pinned (a legacy "
+            "ledger): its upload set is unknown, so no further attempt is decrypted"
+        )
+
+
+def _check_pin(request: DecryptionRequest, ledger: LedgerState, *, endorsing: bool = False) -> Pin:
+    """The round's pin: the one this member recorded (its endorsement, or an earlier
+    share), which this list must match, or the one this list sets if there is none yet.
+    An endorsement covers the set only, so ``endorsing`` does not compare the aggregate."""
+    listed = Pin(upload_set_digest(request.uploads), request.aggregate_sha256, len(request.uploads))
+    pinned = ledger.pin(request.round)
+    if pinned is None:
+        return listed
+    if (listed.uploads, listed.count) != (pinned.uploads, pinned.count):
+        raise DecryptionRefused(
+            f"round {request.round} is pinned to the upload set {pinned.uploads[:16]}… "
+            f"({pinned.count} uploads) by this member's endorsement or share; attempt "
+            f"{request.attempt} lists another set ({listed.count} uploads, "
+            f"{listed.uploads[:16]}…)"
+        )
+    if listed.aggregate != pinned.aggregate and not endorsing:
+        raise DecryptionRefused(
+            f"round {request.round} is pinned to the aggregate {pinned.aggregate[:16]}…; "
+            f"attempt {request.attempt} announces {listed.aggregate[:16]}…"
+        )
+    return pinned
+
+
+def _check_quorum(request: DecryptionRequest, roster: Roster, federation: str, epoch: int) -> None:
+    valid = endorsers(request, roster, federation, epoch=epoch)
+    n, t = len(roster.members), roster.threshold
+    needed = quorum(n, t)
+    if len(valid) < needed:
+        raise DecryptionRefused(
+            f"the upload set of round {request.round} is endorsed by {len(valid)} members "
+            f"{sorted(valid)}; a quorum is q={needed} of n={n} (t={t})"
+        )
+
+
+def _check_upload_list(
+    uploads: list[UploadRecord], config: FederationCreate, k_max: int
+) -> dict[str, bytes]:
+    """The signing key of every listed client, once each, all enrolled, K_min to K_max."""
     enrolled = {c.name: bytes.fromhex(c.signing_key) for c in config.clients}
     seen: set[str] = set()
     for upload in uploads:
@@ -134,6 +292,11 @@ def _check_upload_list(uploads: list[UploadRecord], config: FederationCreate) ->
         seen.add(upload.client)
     if len(seen) < config.k_min:
         raise DecryptionRefused(f"only {len(seen)} clients, K_min is {config.k_min}")
+    if len(seen) > k_max:
+        raise DecryptionRefused(
+            f"{len(seen)} clients, more than the parameter set's K_max={k_max}: its noise "
+            "bounds do not cover this aggregate"
+        )
     return {name: enrolled[name] for name in seen}
 
 
@@ -167,12 +330,19 @@ def _check_upload(
         raise DecryptionRefused(
             f"upload of {record.client!r}: its sha256 does not match the record"
         )
+    _check_record(record, key, federation, number)
+
+
+def _check_record(record: UploadRecord, key: bytes, federation: str, number: int) -> None:
+    """The record was signed by its client for a PUT of its sha256 to this round."""
     target = paths.update(federation, number, record.client)
     if record.target != target:
         raise DecryptionRefused(
             f"upload of {record.client!r} was signed for {record.target!r}, not {target!r}"
         )
-    signed = SignedRequest("PUT", target, digest, record.timestamp, record.nonce, record.manifest)
+    signed = SignedRequest(
+        "PUT", target, record.sha256, record.timestamp, record.nonce, record.manifest
+    )
     try:
         verify_signature(key, bytes.fromhex(record.signature), signed.canonical())
     except (ProtocolError, ValueError) as exc:

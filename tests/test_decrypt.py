@@ -1,4 +1,5 @@
 import hashlib
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from he_agg.backend import encrypt_vector
 from he_agg.combine import DecryptionShare, combine, lagrange_coefficient
 from he_agg.encoding import decode_aggregate
 from he_agg.errors import DecryptionRefused, ProtocolError
+from he_agg.params import ParameterSet
 from he_agg.seal_codec import SealCiphertext, ciphertext_to_bytes, plaintext_from_bytes
 from he_agg.seal_context import save_bytes
 from keys.committee import CommitteeSetup
@@ -74,7 +76,14 @@ def test_a_member_outside_the_set_or_below_the_rule_refuses(committee: Committee
     with pytest.raises(DecryptionRefused):
         decryption_share(share, c1, (4, 4, 3), params, DIGEST)
     with pytest.raises(DecryptionRefused, match="below the rule"):
-        decryption_share(share, c1, (4, 2, 3), params, DIGEST, flood_bits=params.flood_bits - 1)
+        decryption_share(
+            share,
+            c1,
+            (4, 2, 3),
+            params,
+            DIGEST,
+            flood_bits=_just_below_the_rule(params),
+        )
 
 
 def test_identical_decryption_shares_differ_by_fresh_flooding(committee: CommitteeSetup) -> None:
@@ -113,3 +122,8 @@ def test_lagrange_coefficients_interpolate_at_zero() -> None:
     # f(x) = 5 + 2x + 7x^2: Σ λ_k f(k) = f(0)
     values = {k: (5 + 2 * k + 7 * k * k) % q for k in subset}
     assert sum(lagrange_coefficient(k, subset, q) * values[k] for k in subset) % q == 5
+
+
+def _just_below_the_rule(params: ParameterSet) -> int:
+    """The largest flooding width in bits that the rule refuses (2^bits < the rule's σ)."""
+    return math.floor(math.log2(params.required_flood_sigma()))

@@ -5,6 +5,7 @@ decryption by every 3-of-5 subset."""
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -180,7 +181,7 @@ def test_flooding_below_the_rule_is_refused(federated_round: Round) -> None:
             (1, 2, 3),
             params,
             r.digest,
-            flood_bits=params.flood_bits - 1,
+            flood_bits=_just_below_the_rule(params),
         )
 
 
@@ -210,3 +211,8 @@ def test_nothing_the_aggregator_holds_contains_secret_material(federated_round: 
     # the scan covered every relayed message: n commitments, n public-key shares, n×n
     # encrypted Shamir shares
     assert len(r.setup.relayed) == MEMBERS + MEMBERS + MEMBERS * MEMBERS
+
+
+def _just_below_the_rule(params: ParameterSet) -> int:
+    """The largest flooding width in bits that the rule refuses (2^bits < the rule's σ)."""
+    return math.floor(math.log2(params.required_flood_sigma()))

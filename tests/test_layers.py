@@ -29,6 +29,9 @@ LAYERS: dict[str, str] = {
     "clients.bench": "bench",
     "clients.demo": "apps",
     "clients.cli": "apps",
+    "clients.cli_common": "apps",
+    "clients.cli_federation": "apps",
+    "clients.cli_parties": "apps",
 }
 
 # Which layers each layer may import (itself included).

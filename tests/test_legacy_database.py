@@ -67,7 +67,7 @@ def test_a_legacy_database_keeps_its_rounds_and_uploads(
     assert np.allclose(flatten(finished)[0], (5 * 2 * X + 15 * 4 * X) / 20)
     with sqlite3.connect(legacy_dir / "he-agg.sqlite3") as db:
         (revision,) = db.execute("SELECT version_num FROM alembic_version").fetchone()
-    assert revision == "0002"
+    assert revision == "0003"
 
 
 def _dump(database: Path) -> list[str]:

@@ -1,8 +1,16 @@
 """The member's pure verify, without a server: a real committee, real signed uploads, and a
-decryption request built the way the aggregator builds it, then one hostile change per test."""
+decryption request built the way the aggregator builds it, then one hostile change per test.
+
+The aggregator may lie: besides tampering with one request, it may ask the same round again
+with another upload set (the measured break: attempt 3 listed a subset, and two published
+results gave away the missing client's update), for another key epoch, or with more clients
+than the parameter set's noise bounds cover. A member also decrypts only a set that a quorum
+of q = ⌈(n + t)/2⌉ members endorsed (here n=3, t=2: all three): the request's endorsements
+are checked against the pinned roster."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -19,24 +27,28 @@ from he_agg.api.models import (
     PartyIn,
     UploadRecord,
 )
+from he_agg.api.roster_check import roster_for
 from he_agg.api.states import RoundState
 from he_agg.api.transport import SignedClient
 from he_agg.combine import average_from_shares
+from he_agg.endorsement import Endorsement
 from he_agg.envelope import AGGREGATE_CLIENT, Upload, decode_upload, encode_upload
 from he_agg.packing import flatten
 from he_agg.params import ParameterSet, derive_parameters
 from he_agg.request_signing import HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from he_agg.roster import Roster
 from keys.committee import CommitteeSetup, run_committee_setup
 from keys.decrypt import decryption_share
 from keys.identity import Identity
-from keys.ledger import LedgerState
-from keys.verify import Decision, UploadSource, verify
+from keys.ledger import LedgerState, Pin
+from keys.verify import Decision, UploadSource, upload_set_digest, verify
 
 FED = "verify-fed"
 CLIENTS = ("bank-1", "bank-2", "bank-3", "bank-4")  # bank-4 is enrolled but does not upload
 ROUND = 1
 MEMBER = 1
 EMPTY_LEDGER = LedgerState()
+EVERY_MEMBER = (1, 2, 3)  # q = ⌈(3 + 2)/2⌉ = 3 of the 3 members
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,34 @@ class Setup(Parties):
     config: FederationCreate
     blobs: dict[str, bytes]
     request: DecryptionRequest
+    roster: Roster
+
+    def endorsement(
+        self,
+        uploads: list[UploadRecord],
+        member: int,
+        *,
+        signer: int | None = None,
+        federation: str = FED,
+        epoch: int = 0,
+        round: int = ROUND,
+    ) -> str:
+        """Member ``member``'s endorsement of this upload list, signed by ``signer``'s key
+        (default: its own)."""
+        digest = bytes.fromhex(upload_set_digest(uploads))
+        statement = Endorsement(federation, epoch, round, digest, member)
+        key = self.committee.members[(signer or member) - 1].identity
+        return statement.signed(key.sign).to_bytes().decode()
+
+    def endorsed(
+        self, request: DecryptionRequest, members: tuple[int, ...] = EVERY_MEMBER
+    ) -> DecryptionRequest:
+        """``request`` carrying these members' endorsements of its own upload list."""
+        bodies = {
+            m: self.endorsement(request.uploads, m, epoch=request.epoch, round=request.round)
+            for m in members
+        }
+        return request.model_copy(update={"endorsements": bodies})
 
 
 def _update(seed: int) -> tuple[dict[str, np.ndarray], int]:
@@ -103,13 +143,13 @@ def _update(seed: int) -> tuple[dict[str, np.ndarray], int]:
     return update, int(rng.integers(10, 50))
 
 
-def _digest_of_sum(blobs: list[bytes], params: ParameterSet) -> str:
+def digest_of_sum(blobs: list[bytes], params: ParameterSet) -> str:
     uploads = (decode_upload(b, params) for b in blobs)
     return hashlib.sha256(aggregate_envelope(uploads, params, FED, ROUND)).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def setup() -> Setup:
+def build_setup() -> Setup:
+    """A committee of 3 (t=2), four enrolled clients, and round 1 with three uploads."""
     params = derive_parameters("member-verify", k_max=8, committee_max=3, value_bits=12)
     committee = run_committee_setup(params, FED, members=3, threshold=2)
     clients = {name: Identity.generate(0) for name in (*CLIENTS, "intruder")}
@@ -138,10 +178,17 @@ def setup() -> Setup:
         state=RoundState.DECRYPTING,
         attempt=1,
         decryption_set=[1, 2],
-        aggregate_sha256=_digest_of_sum(list(blobs.values()), params),
+        aggregate_sha256=digest_of_sum(list(blobs.values()), params),
         uploads=[parties.record(name, blob) for name, blob in blobs.items()],
     )
-    return Setup(params, committee, clients, updates, manifests, config, blobs, request)
+    roster = roster_for(config, Identity.generate(0).public.signing_key.hex())
+    setup = Setup(params, committee, clients, updates, manifests, config, blobs, request, roster)
+    return dataclasses.replace(setup, request=setup.endorsed(request))
+
+
+@pytest.fixture(scope="module")
+def setup() -> Setup:
+    return build_setup()
 
 
 def _verify(
@@ -152,9 +199,26 @@ def _verify(
     member: int = MEMBER,
     blobs: dict[str, bytes] | None = None,
     upload_blob: UploadSource | None = None,
+    config: FederationCreate | None = None,
+    epoch: int = 0,
+    endorsed_by: tuple[int, ...] | None = EVERY_MEMBER,
 ) -> Decision:
+    """verify(); the request re-endorsed by ``endorsed_by`` for its own upload list (so a
+    test changes one thing at a time), or, with None, carrying the endorsements it has."""
     source = upload_blob or {**setup.blobs, **(blobs or {})}.__getitem__
-    return verify(request or setup.request, setup.config, ledger, member, FED, source)
+    request = request or setup.request
+    if endorsed_by is not None:
+        request = setup.endorsed(request, endorsed_by)
+    return verify(
+        request,
+        config or setup.config,
+        ledger,
+        member,
+        FED,
+        source,
+        epoch=epoch,
+        roster=setup.roster,
+    )
 
 
 def _refused(decision: Decision, *reason: str) -> None:
@@ -245,8 +309,17 @@ def test_refuses_a_repeated_or_older_attempt(setup: Setup, attempt: int) -> None
 
 
 def test_accepts_a_newer_attempt(setup: Setup) -> None:
-    ledger = LedgerState(shares=((ROUND, 2),))
+    ledger = _pinned_by(setup, setup.request, attempt=2)
     assert _verify(setup, _with(setup, attempt=3), ledger=ledger).accepted
+
+
+def test_refuses_another_attempt_of_a_round_shared_before_pinning(setup: Setup) -> None:
+    """A legacy ledger counted the round's share but not its upload set: never again."""
+    ledger = LedgerState(shares=((ROUND, 2),))
+    decision = _verify(setup, _with(setup, attempt=3), ledger=ledger)
+    _refused(decision, f"round {ROUND} had a share released before upload sets were pinned")
+    other_round = LedgerState(shares=((ROUND + 1, 1),))
+    assert _verify(setup, ledger=other_round).accepted  # only that round is affected
 
 
 def test_refuses_once_tau_is_spent(setup: Setup) -> None:
@@ -255,6 +328,21 @@ def test_refuses_once_tau_is_spent(setup: Setup) -> None:
     _refused(_verify(setup, ledger=spent), f"τ={tau} is spent")
     one_left = LedgerState(shares=spent.shares[1:])
     assert _verify(setup, ledger=one_left).accepted
+
+
+# ---- the key epoch --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requested", "held"), [(1, 0), (0, 1)], ids=["later-epoch", "earlier-epoch"]
+)
+def test_refuses_a_request_for_an_epoch_this_member_holds_no_keys_for(
+    setup: Setup, requested: int, held: int
+) -> None:
+    request = _with(setup, epoch=requested)
+    decision = _verify(setup, request, epoch=held)
+    _refused(decision, f"key epoch {requested}", f"keys for epoch {held} only")
+    assert _verify(setup, request, epoch=requested).accepted  # the epoch was the only fault
 
 
 # ---- the upload list -----------------------------------------------------------------
@@ -274,8 +362,141 @@ def test_refuses_a_client_not_enrolled(setup: Setup) -> None:
 
 def test_refuses_fewer_than_k_min_clients(setup: Setup) -> None:
     two = setup.request.uploads[:2]
-    digest = _digest_of_sum([setup.blobs[u.client] for u in two], setup.params)
+    digest = digest_of_sum([setup.blobs[u.client] for u in two], setup.params)
     _refused(_verify(setup, _with(setup, uploads=two, aggregate_sha256=digest)), "K_min is 3")
+
+
+def _with_k_max(setup: Setup, k_max: int) -> FederationCreate:
+    """The federation's config on a parameter set with this K_max (and K_min 2)."""
+    params = derive_parameters("member-verify", k_max=k_max, committee_max=3, value_bits=12)
+    return setup.config.model_copy(update={"parameters": params.to_dict(), "k_min": 2})
+
+
+def test_refuses_more_clients_than_k_max(setup: Setup) -> None:
+    """Three uploads, K_max 2: the flooding noise was sized for at most two."""
+    fetched: list[str] = []
+
+    def upload_blob(client: str) -> bytes:
+        fetched.append(client)
+        return setup.blobs[client]
+
+    config = _with_k_max(setup, 2)
+    decision = _verify(setup, config=config, upload_blob=upload_blob)
+    _refused(decision, "3 clients", "K_max=2")
+    assert fetched == []  # refused from the list alone
+
+
+def test_k_max_clients_are_not_too_many(setup: Setup) -> None:
+    # K_max 3 and 3 uploads: not refused for the count (the uploads, made for another
+    # parameter set, are refused later, for what they are)
+    decision = _verify(setup, config=_with_k_max(setup, 3))
+    assert not decision.accepted and "K_max" not in decision.reason
+    assert "not a valid envelope" in decision.reason
+
+
+# ---- one upload set per round ----------------------------------------------------------
+
+
+def _pinned_by(
+    setup: Setup,
+    request: DecryptionRequest,
+    attempt: int = 1,
+    upload_blob: UploadSource | None = None,
+) -> LedgerState:
+    """The ledger after this member released a share for ``request`` at ``attempt``."""
+    changed = request.model_copy(update={"attempt": attempt, "decryption_set": [1, 2]})
+    decision = _verify(setup, changed, upload_blob=upload_blob)
+    assert decision.accepted and decision.pin is not None, decision.reason
+    return LedgerState().with_share(ROUND, attempt, decision.pin)
+
+
+def _relisted(setup: Setup, clients: dict[str, bytes]) -> tuple[DecryptionRequest, UploadSource]:
+    """Round 1 asked again (attempt 2), listing these uploads, honestly summed and signed."""
+    request = _with(
+        setup,
+        attempt=2,
+        decryption_set=[1, 3],
+        uploads=[setup.record(name, blob) for name, blob in clients.items()],
+        aggregate_sha256=digest_of_sum(list(clients.values()), setup.params),
+    )
+    return request, clients.__getitem__
+
+
+@pytest.fixture(scope="module")
+def other_blobs(setup: Setup) -> dict[str, bytes]:
+    """bank-4's upload, and a second, different upload that bank-3 signed for round 1."""
+    second = setup.updates["bank-3"][0]["layer.weight"] * 0.5
+    blob, _ = prepare_upload(
+        {"layer.weight": second},
+        7,
+        setup.committee.public,
+        federation=FED,
+        round=ROUND,
+        client="bank-3",
+    )
+    return {"bank-4": setup.upload("bank-4"), "bank-3-again": blob}
+
+
+@pytest.mark.parametrize("change", ["subset", "superset", "other-client", "other-body"])
+def test_refuses_a_round_asked_again_with_another_upload_set(
+    setup: Setup, other_blobs: dict[str, bytes], change: str
+) -> None:
+    four = {**setup.blobs, "bank-4": other_blobs["bank-4"]}
+    pinned_clients = four if change == "subset" else dict(setup.blobs)
+    pinned_request, pinned_source = _relisted(setup, pinned_clients)
+    ledger = _pinned_by(setup, pinned_request, upload_blob=pinned_source)
+    pin = ledger.pin(ROUND)
+    assert pin is not None and pin.count == len(pinned_clients)
+    relisted = {
+        "subset": dict(setup.blobs),
+        "superset": four,
+        "other-client": {**_without(setup.blobs, "bank-3"), "bank-4": other_blobs["bank-4"]},
+        "other-body": {**setup.blobs, "bank-3": other_blobs["bank-3-again"]},
+    }[change]
+    request, source = _relisted(setup, relisted)
+    assert _verify(setup, request, upload_blob=source).accepted  # valid but for the pin
+    decision = _verify(setup, request, ledger=ledger, upload_blob=source)
+    _refused(decision, f"round {ROUND} is pinned to the upload set {pin.uploads[:16]}")
+    assert f"({len(pinned_clients)} uploads)" in decision.reason
+    assert f"lists another set ({len(relisted)} uploads" in decision.reason
+
+
+def _without(blobs: dict[str, bytes], client: str) -> dict[str, bytes]:
+    return {name: blob for name, blob in blobs.items() if name != client}
+
+
+def test_accepts_the_pinned_set_again_with_another_decryption_set(setup: Setup) -> None:
+    ledger = _pinned_by(setup, setup.request)
+    reordered = list(reversed(setup.request.uploads))  # the order is not part of the set
+    request = _with(setup, attempt=2, decryption_set=[1, 3], uploads=reordered)
+    decision = _verify(setup, request, ledger=ledger)
+    assert decision.accepted, decision.reason
+    assert decision.pin == ledger.pin(ROUND)
+    assert decision.digest is not None
+    assert decision.digest.hex() == setup.request.aggregate_sha256
+
+
+def test_refuses_the_pinned_set_with_another_aggregate_digest(setup: Setup) -> None:
+    honest = _pinned_by(setup, setup.request).pin(ROUND)
+    assert honest is not None
+    other = Pin(honest.uploads, "ab" * 32, honest.count)
+    ledger = LedgerState().with_share(ROUND, 1, other)
+    decision = _verify(setup, _with(setup, attempt=2), ledger=ledger)
+    _refused(decision, f"round {ROUND} is pinned to the aggregate abababab")
+
+
+def test_the_upload_set_digest_is_the_sorted_client_and_sha256_pairs(setup: Setup) -> None:
+    uploads = setup.request.uploads
+    digest = upload_set_digest(uploads)
+    assert digest == upload_set_digest(reversed(uploads))
+    resigned = [setup.record(u.client, setup.blobs[u.client]) for u in uploads]
+    assert resigned[0].signature != uploads[0].signature  # fresh nonce and timestamp …
+    assert upload_set_digest(resigned) == digest  # … same set
+    changed = uploads[0].model_copy(update={"sha256": "00" * 32})
+    assert upload_set_digest([changed, *uploads[1:]]) != digest
+    renamed = uploads[0].model_copy(update={"client": "bank-4"})
+    assert upload_set_digest([renamed, *uploads[1:]]) != digest
+    assert upload_set_digest(uploads[:2]) != digest
 
 
 # ---- each upload ---------------------------------------------------------------------
@@ -373,3 +594,130 @@ def test_a_decision_is_accepted_exactly_when_it_carries_an_aggregate() -> None:
         Decision(True, "accepted but empty")
     with pytest.raises(ValueError):
         Decision(False, "refused", digest=b"\0" * 32)
+    with pytest.raises(ValueError):
+        Decision(False, "refused", pin=Pin("00" * 32, "00" * 32, 3))
+
+
+def test_an_accepted_decision_carries_the_pin_of_its_upload_list(setup: Setup) -> None:
+    decision = _verify(setup)
+    assert decision.pin == Pin(
+        upload_set_digest(setup.request.uploads),
+        setup.request.aggregate_sha256,
+        len(setup.request.uploads),
+    )
+
+
+# ---- the quorum of endorsements ------------------------------------------------------------
+
+
+def _carrying(setup: Setup, bodies: dict[int, str]) -> Decision:
+    """verify() on the honest request carrying exactly these endorsements."""
+    request = _with(setup, endorsements=bodies)
+    return _verify(setup, request, endorsed_by=None)
+
+
+def _mine(setup: Setup, *members: int) -> dict[int, str]:
+    return {m: setup.endorsement(setup.request.uploads, m) for m in members}
+
+
+def test_a_quorum_of_the_pinned_roster_is_enough(setup: Setup) -> None:
+    decision = _carrying(setup, _mine(setup, 1, 2, 3))
+    assert decision.accepted, decision.reason
+
+
+@pytest.mark.parametrize("members", [(1, 2), (2, 3), (1,), ()], ids=str)
+def test_one_short_of_a_quorum_is_refused(setup: Setup, members: tuple[int, ...]) -> None:
+    """n=3, t=2: q=3; two members (a decryption set) are not enough to fix the set."""
+    decision = _carrying(setup, _mine(setup, *members))
+    _refused(decision, f"endorsed by {len(members)} members {sorted(members)}", "q=3 of n=3")
+
+
+def test_endorsements_of_another_upload_set_do_not_count(setup: Setup) -> None:
+    subset = setup.request.uploads[:2]  # what the members endorsed: another set
+    other = {m: setup.endorsement(subset, m) for m in EVERY_MEMBER}
+    _refused(_carrying(setup, other), "endorsed by 0 members []")
+    mixed = {**other, 3: setup.endorsement(setup.request.uploads, 3)}
+    _refused(_carrying(setup, mixed), "endorsed by 1 members [3]")
+
+
+@pytest.mark.parametrize(
+    ("federation", "epoch", "round"),
+    [("other-fed", 0, ROUND), (FED, 1, ROUND), (FED, 0, ROUND + 1)],
+    ids=["federation", "epoch", "round"],
+)
+def test_endorsements_of_another_round_epoch_or_federation_do_not_count(
+    setup: Setup, federation: str, epoch: int, round: int
+) -> None:
+    bodies = _mine(setup, 1, 2)
+    bodies[3] = setup.endorsement(
+        setup.request.uploads, 3, federation=federation, epoch=epoch, round=round
+    )
+    _refused(_carrying(setup, bodies), "endorsed by 2 members [1, 2]")
+
+
+def test_a_forged_endorsement_does_not_count(setup: Setup) -> None:
+    """Member 3's endorsement, signed with member 2's key (a corrupt member can do that)."""
+    bodies = {**_mine(setup, 1, 2), 3: setup.endorsement(setup.request.uploads, 3, signer=2)}
+    _refused(_carrying(setup, bodies), "endorsed by 2 members [1, 2]")
+    garbled = {**_mine(setup, 1, 2), 3: "not an endorsement"}
+    _refused(_carrying(setup, garbled), "endorsed by 2 members [1, 2]")
+
+
+def test_the_same_member_counts_once(setup: Setup) -> None:
+    """Member 2's endorsement handed out under two indices still counts once."""
+    two = _mine(setup, 1, 2)
+    bodies = {**two, 3: two[2]}
+    _refused(_carrying(setup, bodies), "endorsed by 2 members [1, 2]")
+
+
+def test_a_signer_outside_the_pinned_roster_does_not_count(setup: Setup) -> None:
+    stranger = Identity.generate(9)
+    statement = Endorsement(
+        FED, 0, ROUND, bytes.fromhex(upload_set_digest(setup.request.uploads)), 9
+    ).signed(stranger.sign)
+    bodies = {**_mine(setup, 1, 2), 9: statement.to_bytes().decode()}
+    _refused(_carrying(setup, bodies), "endorsed by 2 members [1, 2]")
+    # … nor does a member of the served config that the pinned roster lacks
+    smaller = dataclasses.replace(setup.roster, members=setup.roster.members[:2])
+    decision = verify(
+        _with(setup, endorsements=_mine(setup, 1, 2, 3)),
+        setup.config,
+        EMPTY_LEDGER,
+        MEMBER,
+        FED,
+        setup.blobs.__getitem__,
+        epoch=0,
+        roster=smaller,
+    )
+    assert decision.accepted  # n=2, t=2 → q=2: members 1 and 2; member 3 is not counted
+    decision = verify(
+        _with(setup, endorsements=_mine(setup, 1, 3)),
+        setup.config,
+        EMPTY_LEDGER,
+        MEMBER,
+        FED,
+        setup.blobs.__getitem__,
+        epoch=0,
+        roster=smaller,
+    )
+    _refused(decision, "endorsed by 1 members [1]", "q=2 of n=2")
+
+
+def test_the_quorum_is_checked_after_the_pin(setup: Setup) -> None:
+    """A set this member pinned otherwise is refused for the pin, even with a quorum."""
+    ledger = LedgerState().with_pin(ROUND, Pin("00" * 32, setup.request.aggregate_sha256, 3))
+    decision = _verify(setup, ledger=ledger)
+    _refused(decision, f"round {ROUND} is pinned to the upload set 0000000000000000")
+
+
+def test_an_endorsement_pin_lets_the_same_set_be_decrypted(setup: Setup) -> None:
+    """The pin an endorsement records (no share yet) is the set the share is for."""
+    pin = Pin(
+        upload_set_digest(setup.request.uploads),
+        setup.request.aggregate_sha256,
+        len(setup.request.uploads),
+    )
+    ledger = LedgerState().with_pin(ROUND, pin)
+    assert ledger.spent == 0
+    decision = _verify(setup, ledger=ledger)
+    assert decision.accepted and decision.pin == pin

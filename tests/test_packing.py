@@ -1,10 +1,17 @@
 import numpy as np
 import pytest
+import tenseal.sealapi as sealapi
 import torch
 
+from he_agg import ntt
+from he_agg.encoding import decode_words, encode_block
 from he_agg.errors import PackingError
+from he_agg.modarith import add_mod
 from he_agg.packing import Manifest, flatten, unflatten, weighted_average, weighted_vector
-from he_agg.params import DEFAULT
+from he_agg.params import DEFAULT, FLOOD_TAIL, SUPPORTED_MAX_SAMPLES, SUPPORTED_MAX_VALUE
+from he_agg.sampling import flooding_noise, to_rns
+from he_agg.seal_codec import plaintext_from_bytes
+from he_agg.seal_context import save_bytes, seal_context
 
 
 def _model_state() -> dict[str, torch.Tensor]:
@@ -63,6 +70,47 @@ def test_weighted_vector_refuses_values_beyond_the_client_bound() -> None:
     weighted_vector(np.array([limit / 2]), 2, DEFAULT)
     with pytest.raises(PackingError, match="per-client bound"):
         weighted_vector(np.array([limit]), 2, DEFAULT)
+
+
+def _decrypt_like_a_committee(weighted: np.ndarray, members: int) -> np.ndarray:
+    """SEAL-encode one block, add the flooding noise of ``members`` shares, decode."""
+    params, ctx = DEFAULT, seal_context(DEFAULT)
+    encoder = sealapi.CKKSEncoder(ctx.context)
+    block = np.zeros(params.slots)
+    block[: weighted.size] = weighted
+    plain = encode_block(block, ctx, encoder)
+    words = plaintext_from_bytes(save_bytes(plain)).data.reshape(len(params.data_primes), -1).copy()
+    total = sum(
+        flooding_noise((params.poly_degree,), params.flood_bits, FLOOD_TAIL) for _ in range(members)
+    )
+    rns = to_rns(np.asarray(total), params.data_primes)
+    for j, q in enumerate(params.data_primes):
+        words[j] = add_mod(words[j], ntt.forward(rns[j], q), q)
+    return decode_words(words, ctx, encoder)
+
+
+def test_the_supported_range_round_trips_within_the_precision_bound() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.choice([-1.0, 1.0], DEFAULT.slots - 1) * SUPPORTED_MAX_VALUE
+    values[:10] = rng.uniform(-SUPPORTED_MAX_VALUE, SUPPORTED_MAX_VALUE, 10)
+    weighted = weighted_vector(values, SUPPORTED_MAX_SAMPLES, DEFAULT)  # |n_k·x| = 10^9
+    members = DEFAULT.committee_max
+    decoded = _decrypt_like_a_committee(weighted, members)
+    bound = DEFAULT.error_bound(members)
+    assert abs(decoded[0] - SUPPORTED_MAX_SAMPLES) <= bound
+    # avg − x = (e_i − x·e_0)/(n + e_0): the count's error scales every value
+    error = bound * (1 + np.abs(values)) / (SUPPORTED_MAX_SAMPLES - bound)
+    average = weighted_average(decoded, values.size)
+    assert (np.abs(average - values) <= error).all()
+
+
+def test_a_client_beyond_the_range_is_refused_with_the_bound_named() -> None:
+    values = np.full(4, float(SUPPORTED_MAX_VALUE))
+    weighted_vector(values, SUPPORTED_MAX_SAMPLES, DEFAULT)
+    with pytest.raises(PackingError, match=r"V/K_max = 2\^40/1000 = 1\.1e\+09"):
+        weighted_vector(values, 2 * SUPPORTED_MAX_SAMPLES, DEFAULT)
+    with pytest.raises(PackingError, match="per-client bound"):
+        weighted_vector(np.array([2.0 * SUPPORTED_MAX_VALUE]), SUPPORTED_MAX_SAMPLES, DEFAULT)
 
 
 def test_bad_inputs_are_refused() -> None:

@@ -32,7 +32,8 @@ def test_a_round_left_open_by_a_crash_is_closed_on_restart(
     rounds, federations = state.rounds, state.federations
     clients = [{"name": f"c{i}", "signing_key": f"{i:064x}"} for i in range(2)]
     federations.create(
-        FederationCreate(id="f", mode="plaintext", threshold=1, k_min=2, clients=clients)
+        FederationCreate(id="f", mode="plaintext", threshold=1, k_min=2, clients=clients),
+        admin_key="ad" * 32,
     )
     federation = federations.get("f")
     number = rounds.open(federation, deadline_seconds=3600).number

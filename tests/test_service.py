@@ -1,7 +1,11 @@
-"""The aggregator over real HTTP: uvicorn on loopback, three member agents, five clients.
+"""The aggregator over real HTTP: uvicorn on loopback, four member agents, five clients.
 
 Tests run in order and share one federation: keygen, a full round, a round with a
 dropped client and an offline member, refusals, bad requests, then kill -9 mid-round.
+
+The committee is n=4, t=2: a member decrypts only an upload set that q = ⌈(n + t)/2⌉ = 3
+members endorsed (he_agg.endorsement), so one member may be offline and rounds still
+publish; with n=3, t=2 the quorum would be all three.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from he_agg.api.transport import SignedClient
 from he_agg.errors import ServiceError
 from he_agg.packing import flatten
 from he_agg.params import ParameterSet, derive_parameters
+from he_agg.roster import SignedRoster
 from he_agg.server.store import open_store
 from keys.agent import MemberAgent, wait
 from keys.identity import Identity
@@ -48,6 +53,7 @@ class Federation:
     stops: list[threading.Event] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
     tmp: Path = Path()
+    roster: SignedRoster | None = None  # what the admin hands every party out of band
 
     @property
     def database_url(self) -> str:
@@ -55,7 +61,12 @@ class Federation:
 
     def participant(self, name: str) -> Participant:
         return Participant(
-            self.server.url, FED, name, self.clients[name].signing, show_progress=False
+            self.server.url,
+            FED,
+            name,
+            self.clients[name].signing,
+            show_progress=False,
+            roster=self.roster,
         )
 
     def admin_api(self) -> Admin:
@@ -100,8 +111,8 @@ def fed(
         database = request.getfixturevalue("postgres").new_schema_url()
     admin = Identity.generate(0)
     clients = {name: Identity.generate(0) for name in CLIENTS}
-    members = [Identity.generate(i) for i in (1, 2, 3)]
-    params = derive_parameters("service-test", k_max=8, committee_max=3, value_bits=12)
+    members = [Identity.generate(i) for i in (1, 2, 3, 4)]
+    params = derive_parameters("service-test", k_max=8, committee_max=4, value_bits=12)
     server = ServerProcess(tmp / "server", [admin.public.signing_key.hex()], database=database)
     server.start()
     federation = Federation(server, params, admin, clients, members, tmp=tmp)
@@ -116,6 +127,8 @@ def fed(
         share_timeout=3,
     )
     federation.admin_api().create_federation(spec)
+    roster = federation.admin_api().roster(FED)  # what the admin hands out of band
+    federation.roster = roster
     for member in members:
         agent = MemberAgent(
             SignedClient(server.url, member.signing),
@@ -123,6 +136,7 @@ def fed(
             member,
             tmp / f"member-{member.index}",
             "member passphrase",
+            roster,
         )
         federation.agents.append(agent)
         federation.stops.append(threading.Event())
@@ -173,9 +187,18 @@ def test_dropped_client_and_offline_member(fed: Federation) -> None:
     assert closed.state == RoundState.DECRYPTING and closed.decryption_set == [1, 2]
     model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=60)
     assert np.abs(flatten(model)[0] - _fedavg(updates)).max() <= _bound(fed, updates)
+    # Members 1, 3 and 4 endorse the upload set (the quorum of 3; member 2 is silent), so
+    # member 1 shares in attempt 1 while member 2 never does; the server then replaces the
+    # silent set with the next two members that did not time out: {1, 3}, attempt 2.
     status = fed.admin_api().round(FED, number)
     assert status.attempt == 2 and status.decryption_set == [1, 3]
     assert fed.admin_api().federation(FED).decryptions_used == 3  # 1 + 2 attempts
+    store = open_store(fed.database_url)
+    try:
+        endorsed = set(store.endorsements(FED, number))
+    finally:
+        store.close()
+    assert endorsed == {1, 3, 4}  # the quorum that let the round publish, without member 2
     fed.start_agent(1)
 
 
@@ -221,7 +244,7 @@ def _fresh_agent(fed: Federation) -> MemberAgent:
     source = fed.agents[0].state_dir
     target = fed.tmp / "member-1-copy"
     target.mkdir(exist_ok=True)
-    for name in ("member.key", "federation.json"):
+    for name in ("member.key", "federation.json", "roster.json"):
         shutil.copy2(source / name, target / name)
     member = fed.members[0]
     return MemberAgent(
@@ -431,23 +454,26 @@ def test_fuzzed_requests_never_get_a_server_error(fed: Federation) -> None:
 def test_a_round_closes_at_k_max_uploads(fed: Federation) -> None:
     """The noise budget covers K_max uploads: a round closes when it has that many."""
     small = derive_parameters("service-small", k_max=2, committee_max=3, value_bits=12)
+    committee = fed.members[:3]  # n=3, t=2: the quorum is all three
     spec = federation_spec(
         "small",
         {n: fed.clients[n].public for n in CLIENTS[:3]},
-        [m.public for m in fed.members],
+        [m.public for m in committee],
         params=small,
         threshold=2,
         k_min=2,
     )
     fed.admin_api().create_federation(spec)
+    small_roster = fed.admin_api().roster("small")
     stops = []
-    for member in fed.members:
+    for member in committee:
         agent = MemberAgent(
             SignedClient(fed.server.url, member.signing),
             "small",
             member,
             fed.tmp / f"small-member-{member.index}",
             "member passphrase",
+            small_roster,
         )
         stop = threading.Event()
         threading.Thread(target=agent.run, kwargs={"stop": stop, "poll": 0.1}, daemon=True).start()
@@ -459,7 +485,12 @@ def test_a_round_closes_at_k_max_uploads(fed: Federation) -> None:
         updates = [_update(70 + i) for i in range(3)]
         for name, (update, samples) in zip(CLIENTS[:2], updates[:2], strict=True):
             Participant(
-                fed.server.url, "small", name, fed.clients[name].signing, show_progress=False
+                fed.server.url,
+                "small",
+                name,
+                fed.clients[name].signing,
+                show_progress=False,
+                roster=small_roster,
             ).submit(update, samples, round=number)
         assert admin.round("small", number).state in (RoundState.DECRYPTING, RoundState.PUBLISHED)
         third = Participant(
@@ -468,6 +499,7 @@ def test_a_round_closes_at_k_max_uploads(fed: Federation) -> None:
             CLIENTS[2],
             fed.clients[CLIENTS[2]].signing,
             show_progress=False,
+            roster=small_roster,
         )
         with pytest.raises(ServiceError) as caught:
             third.submit(*updates[2], round=number)

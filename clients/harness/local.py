@@ -1,5 +1,6 @@
 """A whole federation on this machine: the aggregator, committee members and admin keys,
-each party in its own process, talking over loopback HTTP. Used by the pilot, the
+each party in its own process, talking over loopback HTTP (https with ``tls=True``: a
+throwaway CA in ``root/tls`` that every party is given). Used by the pilot, the
 simulation's http transport and the benchmarks; the CLI does the same by hand (README)."""
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 from clients.admin import Admin
 from clients.harness.server_process import ServerProcess
 from clients.harness.spec import federation_spec
+from clients.harness.tls import make_test_ca
 from clients.participant import Participant
 from he_agg.api.states import FederationMode, KeygenPhase
 from he_agg.params import ParameterSet
+from he_agg.roster import SignedRoster
 from keys.identity import Identity, save_identity
 
 __all__ = ["LocalFederation"]
@@ -38,18 +41,25 @@ class LocalFederation:
     mode: FederationMode = FederationMode.CKKS
     share_timeout: float = 30.0
     max_parameters: int = 10_000_000
+    tls: bool = False  # serve https with a throwaway CA in root/tls; every party trusts it
     server: ServerProcess = field(init=False)
     admin: Identity = field(init=False)
     identities: dict[str, Identity] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _admin_client: Admin | None = field(default=None, init=False, repr=False)
+    roster: SignedRoster | None = field(default=None, init=False)
+
+    @property
+    def roster_file(self) -> Path:
+        """The admin-signed roster every party pins (a file, as it would travel)."""
+        return self.root / f"{self.federation}.roster.json"
 
     def start(self, timeout: float = 120.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.admin = Identity.generate(0)
         self.identities = {name: Identity.generate(0) for name in self.clients}
         committee = [Identity.generate(i) for i in range(1, self.members + 1)]
-        self.server = ServerProcess(self.root / "server", [self.admin.public.signing_key.hex()])
+        self.server = self._server()
         self.server.start()
         spec = federation_spec(
             self.federation,
@@ -64,9 +74,29 @@ class LocalFederation:
         )
         self.admin_api().create_federation(spec)
         if self.mode == FederationMode.CKKS:
+            # the admin hands every party the roster out of band: here, a file they all read
+            self.roster = self.admin_api().signed_roster(spec)
+            self.roster_file.write_text(self.roster.to_json())
             for member in committee:
                 self._start_member(member)
             self._wait_for_keys(timeout)
+
+    def _server(self) -> ServerProcess:
+        admin_keys = [self.admin.public.signing_key.hex()]
+        if not self.tls:
+            return ServerProcess(self.root / "server", admin_keys)
+        ca, cert, key = make_test_ca(self.root / "tls")
+        return ServerProcess(self.root / "server", admin_keys, tls=(cert, key), ca_file=ca)
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA file the parties verify the server with; None over plain http."""
+        return self.server.ca_file
+
+    @property
+    def verify(self) -> Path | bool:
+        """``verify=`` for a :class:`SignedClient` (or the SDK) talking to this server."""
+        return self.ca_file if self.ca_file is not None else True
 
     def _start_member(self, member: Identity) -> None:
         folder = self.root / f"member-{member.index}"
@@ -78,7 +108,10 @@ class LocalFederation:
             *(sys.executable, "-m", "clients.cli", "committee", "run", self.federation),
             *("--key", str(key), "--state-dir", str(folder / "state")),
             *("--server", self.server.url, "--poll", "0.2"),
+            *("--roster", str(self.roster_file)),
         ]
+        if self.ca_file is not None:
+            command += ["--ca-file", str(self.ca_file)]
         with open(folder / "agent.log", "ab") as log:  # the child keeps its own copy
             self.processes.append(
                 subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -90,6 +123,10 @@ class LocalFederation:
             info = self.admin_api().federation(self.federation)
             if info.keygen_phase == KeygenPhase.READY and self._members_ready():
                 return
+            for index, process in enumerate(self.processes, start=1):
+                if process.poll() is not None:  # e.g. refused the server's certificate
+                    log = (self.root / f"member-{index}" / "agent.log").read_text()
+                    raise RuntimeError(f"committee member {index} exited: {log[-2000:]}")
             time.sleep(0.2)
         raise TimeoutError("the committee did not finish key generation")
 
@@ -102,7 +139,7 @@ class LocalFederation:
     def admin_api(self) -> Admin:
         """The admin's client (one per federation, closed by ``stop``)."""
         if self._admin_client is None:
-            self._admin_client = Admin(self.server.url, self.admin.signing)
+            self._admin_client = Admin(self.server.url, self.admin.signing, verify=self.verify)
         return self._admin_client
 
     def participant(self, name: str, show_progress: bool = False) -> Participant:
@@ -111,7 +148,9 @@ class LocalFederation:
             self.federation,
             name,
             self.identities[name].signing,
+            verify=self.verify,
             show_progress=show_progress,
+            roster=self.roster,
         )
 
     def client_key_file(self, name: str) -> Path:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from he_agg.api.transport import ssl_context
+
 __all__ = ["ServerProcess", "free_port"]
 
 
@@ -25,7 +27,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``start`` waits for /health; ``kill`` is kill -9; ``stop`` asks politely first."""
+    """``start`` waits for /health; ``kill`` is kill -9; ``stop`` asks politely first.
+    With ``tls`` (certificate, key) it serves https, and ``url`` is https://127.0.0.1:PORT."""
 
     def __init__(
         self,
@@ -33,8 +36,15 @@ class ServerProcess:
         admin_keys: list[str],
         port: int | None = None,
         database: str | None = None,
+        *,
+        tls: tuple[Path, Path] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.tls = tls  # (certificate, key): serve https
+        # the CA the health wait (and the harness's parties) trust; a self-signed
+        # certificate is its own CA, the default
+        self.ca_file = ca_file if ca_file is not None or tls is None else tls[0]
         self.database = database  # a URL; None: SQLite in data_dir
         self.port = port or free_port()
         self.admin_keys = admin_keys
@@ -43,7 +53,17 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        command = [
+            *(sys.executable, "-m", "uvicorn", "--factory", "he_agg.server:create_app"),
+            *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"),
+        ]
+        if self.tls is not None:
+            cert, key = self.tls
+            command += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+        return command
 
     def start(self) -> None:
         env = {
@@ -57,27 +77,14 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "he_agg.server:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                self._command(), env=env, stdout=log, stderr=subprocess.STDOUT
             )
+        verify = ssl_context(self.ca_file) if self.ca_file is not None else False
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                response = httpx.get(f"{self.url}/health", timeout=1, verify=verify)
+                if response.status_code == 200:
                     return
             except httpx.TransportError:
                 pass

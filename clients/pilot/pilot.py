@@ -1,10 +1,11 @@
 """The finance consortium pilot: banks train a credit-risk model together over he-agg.
 
 The server, the committee (n=3, t=2) and every bank run as separate processes talking
-HTTP on loopback. The coordinator here only opens rounds and evaluates each published
-model on held-out loans; it never sees a bank's rows or update. In the same run it trains
-the comparisons with the same seeds: plaintext FedAvg, centralised training, and each
-bank alone, plus differentially private FedAvg at a few noise levels.
+HTTP on loopback, over TLS by default (a throwaway CA in the run's work folder). The
+coordinator here only opens rounds and evaluates each published model on held-out loans;
+it never sees a bank's rows or update. In the same run it trains the comparisons with the
+same seeds: plaintext FedAvg, centralised training, and each bank alone, plus
+differentially private FedAvg at a few noise levels.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def _bank_processes(
     data, config = result.data, result.config
     spec = {
         "server": local.server.url,
+        "ca_file": None if local.ca_file is None else str(local.ca_file),
+        "roster": str(local.roster_file),  # each bank pins the admin's roster
         "federation": FEDERATION,
         "seed": config.seed,
         "data": config.data,
@@ -98,8 +101,8 @@ def _run_round(local: LocalFederation, number: int, timeout: float = 300.0) -> d
     return {"model": model, "seconds": time.perf_counter() - opened}
 
 
-def _federated_he(result: PilotResult, folder: Path, console: Console) -> None:
-    """HE-FedAvg: every party its own process, every message over loopback HTTP."""
+def _federated_he(result: PilotResult, folder: Path, console: Console, tls: bool) -> None:
+    """HE-FedAvg: every party its own process, every message over loopback HTTP(S)."""
     banks = result.data.bank_names
     local = LocalFederation(
         folder / "federation",
@@ -109,6 +112,7 @@ def _federated_he(result: PilotResult, folder: Path, console: Console) -> None:
         members=3,
         threshold=2,
         k_min=len(banks),
+        tls=tls,
     )
     local.start()
     processes = _bank_processes(local, result, folder)
@@ -169,7 +173,10 @@ def _acceptance(result: PilotResult) -> None:
     result.checks["whole run within 5 minutes"] = result.seconds <= 300
 
 
-def run_pilot(config: PilotConfig, console: Console | None = None) -> PilotResult:
+def run_pilot(
+    config: PilotConfig, console: Console | None = None, *, tls: bool = True
+) -> PilotResult:
+    """The whole pilot; ``tls`` False: plain http on loopback instead of https."""
     console = console or Console()
     torch.set_num_threads(1)  # as in the bank processes: same arithmetic, same results
     started = time.perf_counter()
@@ -179,10 +186,10 @@ def run_pilot(config: PilotConfig, console: Console | None = None) -> PilotResul
     console.print(
         f"[bold]he-agg finance pilot[/]: {data.source}, {len(data.y)} loans, "
         f"{len(data.bank_names)} banks, committee 2-of-3, {config.rounds} rounds "
-        f"per model"
+        f"per model, {'over TLS' if tls else 'plain HTTP'}"
     )
     with tempfile.TemporaryDirectory(prefix="he-agg-pilot-") as folder:
-        _federated_he(result, Path(folder), console)
+        _federated_he(result, Path(folder), console, tls)
     run_baselines(result, console)
     result.seconds = time.perf_counter() - started
     _acceptance(result)

@@ -28,6 +28,7 @@ from clients.upload import prepare_upload
 from he_agg.api.states import RoundState
 from he_agg.errors import ServiceError
 from he_agg.public import PublicContext
+from he_agg.roster import SignedRoster
 from keys.identity import load_identity
 
 __all__ = ["run_bank"]
@@ -132,7 +133,13 @@ def run_bank(config: dict[str, Any], bank: str) -> None:
     x_raw, y = data.x[rows], torch.as_tensor(data.y[rows])
     identity = load_identity(Path(config["keys"][bank]), os.environ["HE_AGG_PASSPHRASE"])
     participant = Participant(
-        config["server"], config["federation"], bank, identity.signing, show_progress=False
+        config["server"],
+        config["federation"],
+        bank,
+        identity.signing,
+        verify=config.get("ca_file") or True,  # the CA the server's certificate chains to
+        show_progress=False,
+        roster=SignedRoster.from_json(Path(config["roster"]).read_text()),
     )
     public = participant.fetch_public_context()
     weight = len(rows) / float(config["weight_unit"])

@@ -17,6 +17,7 @@ __all__ = [
     "DecryptionRequest",
     "FederationCreate",
     "FederationOut",
+    "KeyStatements",
     "KeygenStatus",
     "MemberIn",
     "PartyIn",
@@ -52,6 +53,12 @@ class FederationCreate(BaseModel):
     members: list[MemberIn] = Field(default_factory=list, max_length=255)
     max_parameters: int = Field(default=10_000_000, ge=1, le=200_000_000)
     share_timeout_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    roster: str | None = Field(
+        default=None,
+        max_length=50_000_000,
+        description="the admin-signed roster (he_agg.roster.SignedRoster JSON) that every "
+        "party pins; the server checks it matches this body",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FederationCreate:
@@ -83,6 +90,14 @@ class KeygenStatus(BaseModel):
     commitments: dict[int, str]
     public_key_shares: list[int]
     shamir_shares: list[tuple[int, int]]
+    key_statements: list[int] = Field(default_factory=list, description="members who signed pk")
+
+
+class KeyStatements(BaseModel):
+    """Members' signed statements about the collective key, by member index."""
+
+    epoch: int
+    statements: dict[int, str] = Field(description="he_agg.key_statement.KeyStatement JSON")
 
 
 class CommitmentIn(BaseModel):
@@ -126,8 +141,14 @@ class UploadRecord(BaseModel):
 
 class DecryptionRequest(BaseModel):
     round: int
+    epoch: int = Field(default=0, ge=0, description="the key epoch the round's uploads use")
     state: RoundState
     attempt: int
     decryption_set: list[int]
     aggregate_sha256: str
     uploads: list[UploadRecord]
+    endorsements: dict[int, str] = Field(
+        default_factory=dict,
+        description="member index → he_agg.endorsement.Endorsement JSON: the members who "
+        "endorsed this round's upload set; a member decrypts only with a quorum of them",
+    )

@@ -11,12 +11,16 @@ __all__ = [
     "commitment",
     "decryption",
     "decryption_share",
+    "endorsement",
     "federation",
     "federations",
+    "key_statement",
+    "key_statements",
     "keygen",
     "model",
     "public_key",
     "public_key_share",
+    "roster",
     "round",
     "rounds",
     "shamir_share",
@@ -36,6 +40,18 @@ def federation(federation_id: str) -> str:
 
 def public_key(federation_id: str) -> str:
     return f"{federation(federation_id)}/public-key"
+
+
+def roster(federation_id: str) -> str:
+    return f"{federation(federation_id)}/roster"
+
+
+def key_statements(federation_id: str) -> str:
+    return f"{federation(federation_id)}/key-statements"
+
+
+def key_statement(federation_id: str, member: int) -> str:
+    return f"{keygen(federation_id)}/statements/{member}"
 
 
 def keygen(federation_id: str) -> str:
@@ -82,6 +98,11 @@ def decryption(federation_id: str, number: int) -> str:
 
 def decryption_share(federation_id: str, number: int, attempt: int, member: int) -> str:
     return f"{decryption(federation_id, number)}/{attempt}/shares/{member}"
+
+
+def endorsement(federation_id: str, number: int, member: int) -> str:
+    """Where a member PUTs its endorsement of the round's upload set."""
+    return f"{round(federation_id, number)}/endorsements/{member}"
 
 
 def model(federation_id: str, number: int) -> str:

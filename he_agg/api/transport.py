@@ -3,21 +3,28 @@
 Retries (connection errors and 503) re-sign with a fresh timestamp and nonce but send
 the same body, so an idempotent PUT gives the same answer however often it arrives.
 The transport is injectable: tests run it against the app in-process or over loopback.
+
+Over https the server's certificate is verified against ``verify``: a CA file (PEM), an
+``ssl.SSLContext``, or True for the system store. A certificate that does not verify, or
+a refused handshake, is not retried: it raises :class:`he_agg.errors.TransportError` with
+``tls`` set at once. Connection errors that outlast the retries raise it too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from he_agg.errors import ServiceError
+from he_agg.errors import ServiceError, TransportError
 from he_agg.request_signing import (
     HEADER_KEY,
     HEADER_MANIFEST,
@@ -27,9 +34,31 @@ from he_agg.request_signing import (
     canonical_request,
 )
 
-__all__ = ["SignedClient"]
+__all__ = ["SignedClient", "Verify", "ssl_context"]
 
 _CHUNK = 1 << 20
+
+Verify = str | Path | bool | ssl.SSLContext
+"""How a client checks the server's certificate: a CA file, a context, True (the system
+store) or False (no check; never for a real federation)."""
+
+
+def ssl_context(verify: Verify) -> ssl.SSLContext:
+    """The client-side TLS context for ``verify``; a CA file that cannot be read raises
+    :class:`TransportError` naming it."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is True:
+        return ssl.create_default_context()
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        return ssl.create_default_context(cafile=str(verify))
+    except (OSError, ssl.SSLError) as exc:  # ssl.SSLError: no certificate in the file
+        raise TransportError(f"cannot read the CA file {verify}: {exc}", tls=True) from exc
 
 
 class SignedClient:
@@ -42,8 +71,11 @@ class SignedClient:
         timeout: float = 120.0,
         retries: int = 6,
         backoff: float = 0.25,
+        verify: Verify = True,
     ) -> None:
-        self._http = httpx.Client(base_url=base_url, transport=transport, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=base_url, transport=transport, timeout=timeout, verify=ssl_context(verify)
+        )
         self._key = signing_key
         self.public_key = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.retries = retries
@@ -102,9 +134,9 @@ class SignedClient:
                     body = _chunks(content, progress)
                     signed["content-length"] = str(len(content))
                 response = self._http.request(method, path, content=body, headers=signed)
-            except httpx.TransportError:
-                if attempt >= self.retries:
-                    raise
+            except httpx.TransportError as exc:
+                if _tls_refusal(exc) is not None or attempt >= self.retries:
+                    self._unreachable(exc)
             else:
                 if response.status_code != 503 or attempt >= self.retries:
                     break
@@ -117,6 +149,47 @@ class SignedClient:
                 detail = response.text
             raise ServiceError(response.status_code, detail)
         return response
+
+    def _unreachable(self, exc: httpx.TransportError) -> NoReturn:
+        """Raise the :class:`TransportError` for an httpx error, saying what to do about TLS."""
+        url = str(self._http.base_url).rstrip("/")
+        cause = _ssl_failure(exc)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            reason = cause.verify_message or str(cause)
+            raise TransportError(
+                f"the server's TLS certificate at {url} is not trusted ({reason}): pass the CA "
+                "file that signed it (--ca-file or HE_AGG_CA_FILE; verify= in the SDK)",
+                tls=True,
+            ) from exc
+        if cause is not None:
+            raise TransportError(f"TLS with {url} failed: {cause}", tls=True) from exc
+        hint = ""
+        if self._http.base_url.scheme == "http" and isinstance(exc, httpx.RemoteProtocolError):
+            hint = " (if the server uses TLS, its URL starts with https://)"
+        detail = str(exc) or repr(exc)
+        raise TransportError(f"cannot reach the server at {url}: {detail}{hint}") from exc
+
+
+def _tls_refusal(exc: httpx.TransportError) -> ssl.SSLError | None:
+    """The ssl error that retrying will not cure: a certificate that does not verify, or a
+    handshake refused (not a connection cut short, as by a restarting server)."""
+    cause = _ssl_failure(exc)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return cause
+    cut_short = isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError)
+    if isinstance(exc, httpx.ConnectError) and cause is not None and not cut_short:
+        return cause
+    return None
+
+
+def _ssl_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl error under an httpx error (its cause chain), if TLS is what failed."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _chunks(content: bytes, progress: Callable[[int], None]) -> Iterator[bytes]:

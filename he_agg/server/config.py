@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +31,27 @@ class Settings(BaseSettings):
     tick_seconds: float = 0.5
     metrics_open: bool = False
     log_level: str = "INFO"
+    tls_cert: Path | None = Field(default=None, description="PEM certificate chain for https")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    insecure_http: bool = Field(
+        default=False, description="allow plain http on an address other than loopback"
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def url(self) -> str:
+        """The base URL the server is reached at (an IPv6 host in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     @property
     def database_url(self) -> str:

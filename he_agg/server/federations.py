@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from he_agg.api.models import FederationCreate, FederationOut
+from he_agg.api.roster_check import roster_mismatch
 from he_agg.api.states import FederationMode, KeygenPhase, PartyRole
-from he_agg.errors import ParameterError, ServiceError, StoreConflict
+from he_agg.errors import HeAggError, ParameterError, ServiceError, StoreConflict
 from he_agg.params import DEFAULT, ParameterSet
+from he_agg.roster import SignedRoster
 from he_agg.server.store import BlobStore, FederationRow, PartyRow, RoundRow, Store
 
 __all__ = ["Federation", "Federations", "round_row"]
@@ -64,6 +66,23 @@ def round_row(store: Store, federation_id: str, number: int) -> RoundRow:
     return row
 
 
+def _check_roster(body: FederationCreate, admin_key: str) -> None:
+    """The signed roster the parties will pin must say what this body says."""
+    if body.roster is None:
+        raise ServiceError(
+            422, "roster: a federation needs the admin-signed roster its parties pin"
+        )
+    try:
+        roster = SignedRoster.from_json(body.roster).verify()
+    except HeAggError as exc:
+        raise ServiceError(422, f"roster: {exc}") from exc
+    if roster.admin_key != admin_key:
+        raise ServiceError(422, "roster: it is signed by another admin key than the caller's")
+    problem = roster_mismatch(body, roster)
+    if problem:
+        raise ServiceError(422, f"roster: {problem}")
+
+
 def _parties(body: FederationCreate) -> list[PartyRow]:
     clients = [PartyRow(body.id, c.name, PartyRole.CLIENT, c.signing_key) for c in body.clients]
     members = [
@@ -78,7 +97,7 @@ class Federations:
         self.store = store
         self.blobs = blobs
 
-    def create(self, body: FederationCreate) -> Federation:
+    def create(self, body: FederationCreate, admin_key: str) -> Federation:
         try:
             params = DEFAULT if body.parameters is None else ParameterSet.from_dict(body.parameters)
         except ParameterError as exc:
@@ -91,6 +110,8 @@ class Federations:
             )
         if body.k_min > params.k_max:
             raise ServiceError(422, f"k_min exceeds the parameter set's K_max = {params.k_max}")
+        if body.mode == FederationMode.CKKS or body.roster is not None:
+            _check_roster(body, admin_key)
         config = body.model_dump(mode="json")
         config["parameters"] = params.to_dict()
         row = FederationRow(body.id, config, time.time())
@@ -118,6 +139,11 @@ class Federations:
             public_key_ready=federation.row.public_key is not None,
             decryptions_used=federation.row.decryptions_used,
         )
+
+    def roster(self, federation: Federation) -> str:
+        if federation.spec.roster is None:
+            raise ServiceError(404, f"federation {federation.id!r} has no roster")
+        return federation.spec.roster
 
     def public_key(self, federation: Federation) -> bytes:
         if federation.row.public_key is None:

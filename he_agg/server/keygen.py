@@ -7,7 +7,7 @@ then the encrypted, signed Shamir shares are relayed, n² of them.
 
 from __future__ import annotations
 
-from he_agg.api.models import KeygenStatus
+from he_agg.api.models import KeygenStatus, KeyStatements
 from he_agg.api.states import FederationMode, KeygenPhase
 from he_agg.collective_key import (
     PublicKeyShare,
@@ -17,15 +17,17 @@ from he_agg.collective_key import (
 )
 from he_agg.crs import common_reference_polynomial
 from he_agg.errors import CommitmentError, HeAggError, ProtocolError, ServiceError, StoreConflict
+from he_agg.key_statement import KeyStatement, key_digest
 from he_agg.request_signing import verify_signature
+from he_agg.roster import SignedRoster
 from he_agg.seal_codec import ciphertext_to_bytes
 from he_agg.server.federations import Federation, Federations
 from he_agg.server.store import BlobStore, Store
 from he_agg.share_message import EncryptedShare
 
-__all__ = ["COMMITMENT", "PK_SHARE", "SHAMIR", "KeygenRelay"]
+__all__ = ["COMMITMENT", "PK_SHARE", "SHAMIR", "STATEMENT", "KeygenRelay"]
 
-COMMITMENT, PK_SHARE, SHAMIR = "commitment", "pk_share", "shamir"
+COMMITMENT, PK_SHARE, SHAMIR, STATEMENT = "commitment", "pk_share", "shamir", "statement"
 
 
 class KeygenRelay:
@@ -47,6 +49,8 @@ class KeygenRelay:
             return KeygenPhase.REVEAL
         if len(self._values(federation, SHAMIR)) < n * n:
             return KeygenPhase.DEAL
+        if len(self._values(federation, STATEMENT)) < n:
+            return KeygenPhase.DEAL  # a key no member has vouched for is not ready
         return KeygenPhase.READY
 
     def status(self, federation: Federation) -> KeygenStatus:
@@ -56,6 +60,7 @@ class KeygenRelay:
             commitments={s: v for (s, _), v in self._values(federation, COMMITMENT).items()},
             public_key_shares=sorted(s for s, _ in self._values(federation, PK_SHARE)),
             shamir_shares=sorted(self._values(federation, SHAMIR)),
+            key_statements=sorted(s for s, _ in self._values(federation, STATEMENT)),
         )
 
     def _store(
@@ -148,6 +153,36 @@ class KeygenRelay:
         except ProtocolError as exc:
             raise ServiceError(422, "the share is not signed by its sender") from exc
         self._store(federation, SHAMIR, sender, recipient, self.blobs.put(blob))
+
+    def add_statement(self, federation: Federation, member: int, blob: bytes) -> None:
+        """Store a member's key statement after the checks anyone can make."""
+        self._require_phase(federation, KeygenPhase.DEAL, KeygenPhase.READY)
+        try:
+            statement = KeyStatement.from_bytes(blob)
+        except HeAggError as exc:
+            raise ServiceError(422, str(exc)) from exc
+        roster = SignedRoster.from_json(federation.spec.roster or "").roster
+        expected = (federation.id, federation.epoch, member, roster.digest)
+        got = (statement.federation, statement.epoch, statement.member, statement.roster_digest)
+        if got != expected:
+            raise ServiceError(
+                422, "the statement names another federation, epoch, member or roster"
+            )
+        if statement.public_key_digest != key_digest(self.federations.public_key(federation)):
+            raise ServiceError(422, "the statement is about another public key")
+        try:
+            verify_signature(
+                federation.member_key(member), statement.signature, statement.message()
+            )
+        except ProtocolError as exc:
+            raise ServiceError(422, "the statement is not signed by its member") from exc
+        self._store(federation, STATEMENT, member, 0, statement.to_bytes().decode())
+
+    def statements(self, federation: Federation) -> KeyStatements:
+        values = self._values(federation, STATEMENT)
+        return KeyStatements(
+            epoch=federation.epoch, statements={s: v for (s, _), v in values.items()}
+        )
 
     def shamir_share(self, federation: Federation, sender: int, recipient: int) -> bytes:
         digest = self._values(federation, SHAMIR).get((sender, recipient))

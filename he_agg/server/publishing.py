@@ -1,5 +1,11 @@
 """From a closed round to a published model: the decryption request members verify,
-their shares, and the FedAvg vector (combining is public arithmetic in the core)."""
+members' endorsements of the round's upload set, their shares, and the FedAvg vector
+(combining is public arithmetic in the core).
+
+The server keeps endorsements (:mod:`he_agg.endorsement`) only to relay them: members
+decrypt only for an upload set a quorum of them endorsed, and check every signature
+themselves. The server's own checks (signed by that member, for the uploads it lists)
+just keep garbage out of the store; they protect nothing a member relies on."""
 
 from __future__ import annotations
 
@@ -13,8 +19,16 @@ import numpy as np
 from he_agg.api.models import DecryptionRequest, UploadRecord
 from he_agg.api.states import RoundState
 from he_agg.combine import DecryptionShare, average_from_shares
+from he_agg.endorsement import Endorsement, upload_set_digest
 from he_agg.envelope import decode_upload
-from he_agg.errors import HeAggError, PackingError, ServiceError, StoreConflict
+from he_agg.errors import (
+    HeAggError,
+    PackingError,
+    ProtocolError,
+    ServiceError,
+    SignatureError,
+    StoreConflict,
+)
 from he_agg.modarith import F64Array
 from he_agg.packing import Manifest, weighted_average
 from he_agg.plain import decode_plain_upload
@@ -69,6 +83,9 @@ class Publisher:
             decryption_set=list(row.decryption_set),
             aggregate_sha256=row.aggregate,
             uploads=[upload_record(u) for u in self.store.uploads(federation.id, number)],
+            endorsements={
+                m: body for m, (_, body) in self.store.endorsements(federation.id, number).items()
+            },
         )
 
     def aggregate(self, federation: Federation, number: int) -> bytes:
@@ -79,6 +96,56 @@ class Publisher:
         if upload is None:
             raise ServiceError(404, f"no update from {client!r} in round {number}")
         return self.blobs.read(upload.sha256)
+
+    # ---- endorsements --------------------------------------------------------------
+    def accept_endorsement(
+        self, federation: Federation, number: int, member: int, body: bytes
+    ) -> None:
+        """Store one member's endorsement of the round's upload set (idempotent: the same
+        endorsement again is accepted, a different one is 409)."""
+        endorsement = self._parse_endorsement(body)
+        canonical = endorsement.to_bytes().decode()
+        stored = self.store.endorsements(federation.id, number).get(member)
+        if stored is not None:
+            if stored[1] != canonical:
+                raise ServiceError(409, f"member {member} already endorsed another statement")
+            return
+        row = round_row(self.store, federation.id, number)
+        if row.state != RoundState.DECRYPTING:
+            raise ServiceError(409, f"round {number} is not decrypting (state {row.state})")
+        expected = (federation.id, federation.epoch, number, member)
+        got = (endorsement.federation, endorsement.epoch, endorsement.round, endorsement.member)
+        if got != expected:
+            raise ServiceError(
+                422, "the endorsement names another federation, epoch, round or member"
+            )
+        listed = upload_set_digest(self.store.uploads(federation.id, number))
+        if endorsement.upload_set.hex() != listed:
+            raise ServiceError(422, "the endorsement is for another upload set than the round's")
+        try:
+            endorsement.verify(federation.member_key(member))
+        except SignatureError as exc:
+            raise ServiceError(422, "the endorsement is not signed by its member") from exc
+        try:
+            self.store.insert_endorsement(federation.id, number, member, listed, canonical)
+        except StoreConflict as exc:  # the same member's retry won a race
+            again = self.store.endorsements(federation.id, number).get(member)
+            if again is None or again[1] != canonical:
+                raise ServiceError(
+                    409, f"member {member} already endorsed another statement"
+                ) from exc
+            return
+        log.info(
+            "endorsement stored",
+            extra={"federation": federation.id, "round": number, "member": member},
+        )
+
+    @staticmethod
+    def _parse_endorsement(body: bytes) -> Endorsement:
+        try:
+            return Endorsement.from_bytes(body)
+        except ProtocolError as exc:
+            raise ServiceError(422, f"invalid endorsement: {exc}") from exc
 
     # ---- shares ------------------------------------------------------------------
     def accept_share(

@@ -29,8 +29,9 @@ from he_agg.server.store import (
 )
 from he_agg.server.store.migrations import BASELINE, alembic_config, current_revisions
 
-HEAD = "0002"
+HEAD = "0003"
 NEW_INDEXES = {"uploads_by_sha256", "nonces_by_seen"}
+NEW_TABLES = {"endorsements"}  # 0003
 
 # Copied verbatim from `git show f98981c:he_agg/server/storage.py` (_SCHEMA): the schema
 # the server created before Alembic, which every existing database has.
@@ -135,6 +136,8 @@ def test_a_pre_alembic_database_keeps_every_row(tmp_path: Path) -> None:
     try:
         assert revisions(store) == (HEAD,)
         assert NEW_INDEXES | {"parties_by_key"} <= indexes(store)
+        assert table_names(store) >= NEW_TABLES
+        assert store.endorsements("fed", 1) == {}  # an old round has none
         assert store.federation("fed") == FederationRow(
             "fed", CONFIG, 1714000000.25, 0, "9" * 64, 1
         )
@@ -175,7 +178,7 @@ def test_a_newer_schema_is_refused_and_left_alone(database_url: str, tmp_path: P
     _stamp_unknown(database_url)
     path = tmp_path / "store.db"
     before = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
-    with pytest.raises(SchemaError, match=r"'0099' is newer .*head is 0002.*upgrade he-agg"):
+    with pytest.raises(SchemaError, match=r"'0099' is newer .*head is 0003.*upgrade he-agg"):
         SqlStore(database_url)
     if database_url.startswith("sqlite"):  # not a byte of the file changed
         assert hashlib.sha256(path.read_bytes()).hexdigest() == before
@@ -196,8 +199,18 @@ def _migrate(store: SqlStore, target: str) -> None:
             command.downgrade(config, target)
 
 
+def table_names(store: SqlStore) -> set[str]:
+    with store.engine.connect() as connection:
+        return set(sa.inspect(connection).get_table_names())
+
+
 def test_downgrade_and_upgrade_again(store: SqlStore) -> None:
     store.insert_federation(FederationRow("fed", {"x": 1}, 1.0), [])
+    assert indexes(store) >= NEW_INDEXES
+    assert table_names(store) >= NEW_TABLES
+    _migrate(store, "0002")  # 0003's downgrade drops the endorsements, nothing else
+    assert revisions(store) == ("0002",)
+    assert not NEW_TABLES & table_names(store)
     assert indexes(store) >= NEW_INDEXES
     _migrate(store, BASELINE)
     assert revisions(store) == (BASELINE,)
@@ -206,7 +219,10 @@ def test_downgrade_and_upgrade_again(store: SqlStore) -> None:
     _migrate(store, "head")
     assert revisions(store) == (HEAD,)
     assert indexes(store) >= NEW_INDEXES
+    assert table_names(store) >= NEW_TABLES
     assert store.federation("fed") == FederationRow("fed", {"x": 1}, 1.0)
+    store.insert_endorsement("fed", 1, 2, "ab" * 32, "{}")  # the re-created table works
+    assert store.endorsements("fed", 1) == {2: ("ab" * 32, "{}")}
 
 
 def test_downgrade_to_nothing_then_reopen(database_url: str) -> None:

@@ -1,4 +1,5 @@
-"""The aggregate, the decryption request (set and uploads) and members' decryption shares."""
+"""The aggregate, the decryption request (set, uploads and endorsements), members'
+endorsements of a round's upload set, and their decryption shares."""
 
 from __future__ import annotations
 
@@ -43,4 +44,18 @@ def put_decryption_share(
 ) -> Response:
     member_caller(state, federation, signed.caller, member)
     state.publisher.accept_share(federation, number, attempt, member, signed.body)
+    return Response(status_code=204)
+
+
+@router.put("/endorsements/{member}", status_code=204, openapi_extra={"requestBody": OCTETS})
+def put_endorsement(
+    number: int,
+    member: int,
+    federation: FederationDep,
+    signed: CallerDep,
+    state: StateDep,
+) -> Response:
+    """A member's signed endorsement of the round's upload set (he_agg.endorsement JSON)."""
+    member_caller(state, federation, signed.caller, member)
+    state.publisher.accept_endorsement(federation, number, member, signed.body)
     return Response(status_code=204)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from he_agg.api.models import FederationCreate, FederationOut
+from he_agg.api.models import FederationCreate, FederationOut, KeyStatements
 from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_admin, require_party
 
 __all__ = ["router"]
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/federations", tags=["federations"])
 def create_federation(signed: CallerDep, state: StateDep) -> FederationOut:
     require_admin(signed.caller)
     body = FederationCreate.model_validate_json(signed.body)
-    federation = state.federations.create(body)
+    federation = state.federations.create(body, signed.caller.key)
     return state.federations.describe(federation, state.keygen.phase(federation))
 
 
@@ -35,6 +35,20 @@ def create_federation(signed: CallerDep, state: StateDep) -> FederationOut:
 def read_federation(federation: FederationDep, signed: CallerDep, state: StateDep) -> FederationOut:
     require_party(state, federation, signed.caller, "client", "member", "admin")
     return state.federations.describe(federation, state.keygen.phase(federation))
+
+
+@router.get("/{federation_id}/roster", response_class=Response)
+def roster(federation: FederationDep, signed: CallerDep, state: StateDep) -> Response:
+    """The admin-signed roster as created. Parties compare it with the one they pinned."""
+    require_party(state, federation, signed.caller, "client", "member", "admin")
+    return Response(state.federations.roster(federation), media_type="application/json")
+
+
+@router.get("/{federation_id}/key-statements", response_model=KeyStatements)
+def key_statements(federation: FederationDep, signed: CallerDep, state: StateDep) -> KeyStatements:
+    """Every member's signed statement about the collective key (clients check all n)."""
+    require_party(state, federation, signed.caller, "client", "member", "admin")
+    return state.keygen.statements(federation)
 
 
 @router.get("/{federation_id}/public-key", response_class=Response)

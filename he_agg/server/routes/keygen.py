@@ -46,6 +46,16 @@ def put_commitment(
     return Response(status_code=204)
 
 
+@router.put("/statements/{member}", status_code=204, openapi_extra={"requestBody": OCTETS})
+def put_key_statement(
+    member: int, federation: FederationDep, signed: CallerDep, state: StateDep
+) -> Response:
+    """A member's signed statement that the published key is the sum of the reveals."""
+    member_caller(state, federation, signed.caller, member)
+    state.keygen.add_statement(federation, member, signed.body)
+    return Response(status_code=204)
+
+
 @router.put("/public-key-shares/{member}", status_code=204, openapi_extra={"requestBody": OCTETS})
 def put_public_key_share(
     member: int, federation: FederationDep, signed: CallerDep, state: StateDep

@@ -1,7 +1,8 @@
 """The storage seam: what the server keeps, as typed rows, behind two protocols.
 
 :class:`Store` holds the metadata (federations, enrolments, key generation messages,
-rounds, uploads, decryption shares, nonces and the decryption budget τ);
+rounds, uploads, members' endorsements of upload sets, decryption shares, nonces and the
+decryption budget τ);
 :class:`BlobStore` holds the bytes (uploads, aggregates, shares, models), content-addressed.
 
 Implementations: :mod:`he_agg.server.store.sql` (SQLAlchemy Core; SQLite is the embedded
@@ -169,6 +170,19 @@ class Store(Protocol):
 
     def shares(self, federation_id: str, number: int, attempt: int) -> list[ShareRow]:
         """One attempt's shares, ordered by member."""
+        ...
+
+    # ---- endorsements of a round's upload set ------------------------------------
+    def insert_endorsement(
+        self, federation_id: str, number: int, member: int, upload_set: str, body: str
+    ) -> None:
+        """A member's endorsement (``upload_set``: the set digest, hex; ``body``: the
+        :class:`~he_agg.endorsement.Endorsement` JSON); StoreConflict if this member
+        already has one for this round."""
+        ...
+
+    def endorsements(self, federation_id: str, number: int) -> dict[int, tuple[str, str]]:
+        """A round's endorsements: member → (upload_set hex, body)."""
         ...
 
     # ---- request nonces (replay protection) --------------------------------------

@@ -355,6 +355,26 @@ class SqlStore:
         )
         return [ShareRow(**row._mapping) for row in self._all("shares", query)]
 
+    # ---- endorsements -------------------------------------------------------------------
+    def insert_endorsement(
+        self, federation_id: str, number: int, member: int, upload_set: str, body: str
+    ) -> None:
+        statement = sa.insert(t.endorsements).values(
+            federation=federation_id, round=number, member=member, upload_set=upload_set, body=body
+        )
+        with self._write("insert_endorsement") as connection:
+            connection.execute(statement)
+
+    def endorsements(self, federation_id: str, number: int) -> dict[int, tuple[str, str]]:
+        c = t.endorsements.c
+        query = (
+            sa.select(c.member, c.upload_set, c.body)
+            .where(c.federation == federation_id, c.round == number)
+            .order_by(c.member)
+        )
+        rows = self._all("endorsements", query)
+        return {int(r.member): (r.upload_set, r.body) for r in rows}
+
     # ---- request nonces ----------------------------------------------------------------
     def spend_nonce(self, key: str, nonce: str, seen: float) -> bool:
         values = {"key": key, "nonce": nonce, "seen": seen}

@@ -3,7 +3,8 @@
 This mirrors what the migrations in :mod:`he_agg.server.store.migrations` build; it is what
 :mod:`he_agg.server.store.sql` queries and what ``alembic revision --autogenerate`` compares
 against. The table and column names, types and keys are those of the pre-Alembic SQLite
-schema (migration 0001), plus the indexes of migration 0002. JSON values (``config``,
+schema (migration 0001), plus the indexes of migration 0002 and the endorsements table of
+migration 0003. JSON values (``config``,
 ``decryption_set``, ``unresponsive``) stay TEXT holding JSON, as they always were.
 
 Two portable types keep SQLite's DDL exactly as it was while giving PostgreSQL the width
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 __all__ = [
     "BigInt",
     "Real",
+    "endorsements",
     "federations",
     "keygen",
     "metadata",
@@ -114,6 +116,17 @@ shares = sa.Table(
     sa.Column("attempt", sa.Integer, primary_key=True),
     sa.Column("member", sa.Integer, primary_key=True),
     sa.Column("sha256", sa.Text, nullable=False),
+)
+
+# 0003: members' endorsements of a round's upload set (he_agg.endorsement), one per member.
+endorsements = sa.Table(
+    "endorsements",
+    metadata,
+    sa.Column("federation", sa.Text, primary_key=True),
+    sa.Column("round", sa.Integer, primary_key=True),
+    sa.Column("member", sa.Integer, primary_key=True),
+    sa.Column("upload_set", sa.Text, nullable=False),  # the set digest, hex
+    sa.Column("body", sa.Text, nullable=False),  # the signed Endorsement JSON
 )
 
 nonces = sa.Table(

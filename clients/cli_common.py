@@ -1,0 +1,109 @@
+"""What every ``he-agg`` command shares: server and CA options, passphrases, key files,
+and turning an error into one line on stderr (never a traceback for a user's mistake)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+__all__ = [
+    "CA_FILE",
+    "PASSPHRASE_ENV",
+    "SERVER",
+    "admin_client",
+    "call",
+    "fail",
+    "party_key",
+    "passphrase",
+    "public_file",
+    "read_roster",
+]
+
+SERVER = typer.Option("http://127.0.0.1:8750", "--server", help="aggregator base URL")
+CA_FILE = typer.Option(
+    None,
+    "--ca-file",
+    envvar="HE_AGG_CA_FILE",
+    help="CA certificate (PEM) an https server's certificate must chain to; "
+    "default: the system store",
+)
+PASSPHRASE_ENV = "HE_AGG_PASSPHRASE"
+
+
+def passphrase(confirm: bool = False) -> str:
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return value
+    return str(
+        typer.prompt("passphrase for the key file", hide_input=True, confirmation_prompt=confirm)
+    )
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def party_key(path: Path) -> Any:
+    from he_agg.errors import HeAggError
+    from keys.identity import load_identity
+
+    try:
+        return load_identity(path, passphrase())
+    except HeAggError as exc:
+        fail(str(exc))
+
+
+def admin_client(server: str, key: Path, ca_file: Path | None = None) -> Any:
+    from clients.admin import Admin
+
+    return Admin(server, party_key(key).signing, verify=ca_file or True)
+
+
+def call(action: Any) -> Any:
+    """Run ``action``; any error he-agg raises on purpose becomes one line and exit 2."""
+    from pydantic import ValidationError
+
+    from he_agg.errors import HeAggError, ProtocolError, ServiceError, TransportError
+
+    try:
+        return action()
+    except ServiceError as exc:
+        fail(f"the server refused: {exc}")
+    except TransportError as exc:  # unreachable, or a certificate the CA does not vouch for
+        fail(str(exc))
+    except ProtocolError as exc:  # what the server served fails a check: nothing was sent
+        fail(f"refused: {exc}")
+    except HeAggError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot reach the server: {exc}")
+    except ValidationError as exc:
+        fail(f"invalid request or response: {exc}")
+
+
+def public_file(path: Path) -> dict[str, Any]:
+    """A party's .pub.json, as written by ``he-agg keys generate``."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read {path}: {exc}")
+
+
+def read_roster(path: Path) -> Any:
+    """A signed roster file, checked against its own admin signature (one line if not)."""
+    from he_agg.errors import HeAggError
+    from he_agg.roster import SignedRoster
+
+    try:
+        signed = SignedRoster.from_json(path.read_text())
+        signed.verify()
+    except OSError as exc:
+        fail(f"cannot read the roster file {path}: {exc.strerror or exc}")
+    except HeAggError as exc:
+        fail(f"{path}: {exc}")
+    return signed

@@ -1,0 +1,153 @@
+"""The roster: who is in a federation, signed by its admin, pinned by every party.
+
+A roster names the parameter set (by fingerprint), the clients' and members' keys, t,
+K_min, K_max, the key epoch and a version that only grows. The admin signs it; every
+party gets the file out of band and compares its short fingerprint by voice (as with
+SSH host keys) before pinning it. From then on a party trusts only what the pinned
+roster, or a successor signed by the same admin, says: never the server's view.
+
+Canonical bytes are JSON with sorted keys and no spaces, so any reader can recompute
+the digest; the signature covers ``b"he-agg/roster/v1\\x00" ‖ canonical``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from he_agg.errors import ProtocolError, SignatureError
+from he_agg.request_signing import verify_signature
+
+__all__ = [
+    "Roster",
+    "RosterClient",
+    "RosterMember",
+    "SignedRoster",
+]
+
+_DOMAIN = b"he-agg/roster/v1\x00"
+
+
+@dataclass(frozen=True)
+class RosterClient:
+    name: str
+    signing_key: str  # Ed25519, hex
+
+
+@dataclass(frozen=True)
+class RosterMember:
+    name: str
+    index: int
+    signing_key: str  # Ed25519, hex
+    encryption_key: str  # X25519, hex
+
+
+@dataclass(frozen=True)
+class Roster:
+    federation: str
+    version: int  # grows with every change; a party accepts only a higher one
+    epoch: int  # the key epoch this roster's committee holds keys for
+    parameters: str  # ParameterSet.fingerprint, hex
+    threshold: int
+    k_min: int
+    k_max: int
+    clients: tuple[RosterClient, ...]
+    members: tuple[RosterMember, ...]
+    admin_key: str  # Ed25519, hex: who signs this roster and its successors
+
+    def canonical(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(_DOMAIN + self.canonical()).digest()
+
+    @property
+    def fingerprint(self) -> str:
+        """120 bits of the digest as 6 groups of 4 base32 letters: read it aloud to compare."""
+        text = base64.b32encode(self.digest[:15]).decode()
+        return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+    def client_key(self, name: str) -> bytes | None:
+        for client in self.clients:
+            if client.name == name:
+                return bytes.fromhex(client.signing_key)
+        return None
+
+    def member(self, index: int) -> RosterMember | None:
+        for member in self.members:
+            if member.index == index:
+                return member
+        return None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Roster:
+        try:
+            return cls(
+                federation=str(data["federation"]),
+                version=int(data["version"]),
+                epoch=int(data["epoch"]),
+                parameters=str(data["parameters"]),
+                threshold=int(data["threshold"]),
+                k_min=int(data["k_min"]),
+                k_max=int(data["k_max"]),
+                clients=tuple(RosterClient(**c) for c in data["clients"]),
+                members=tuple(RosterMember(**m) for m in data["members"]),
+                admin_key=str(data["admin_key"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"not a roster: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class SignedRoster:
+    roster: Roster
+    signature: bytes  # the admin's Ed25519 signature over _DOMAIN ‖ canonical
+
+    @classmethod
+    def sign(cls, roster: Roster, sign: Any) -> SignedRoster:
+        """``sign`` is the admin's signing function (an Ed25519 private key's ``sign``)."""
+        return cls(roster, sign(_DOMAIN + roster.canonical()))
+
+    def verify(self) -> Roster:
+        """The roster, if its own admin key signed it; SignatureError otherwise."""
+        try:
+            verify_signature(
+                bytes.fromhex(self.roster.admin_key),
+                self.signature,
+                _DOMAIN + self.roster.canonical(),
+            )
+        except (SignatureError, ValueError) as exc:
+            raise SignatureError("the roster is not signed by its admin key") from exc
+        return self.roster
+
+    def check_successor_of(self, pinned: SignedRoster) -> Roster:
+        """A roster change a party may follow: signed by the pinned admin, same federation,
+        a higher version, and an epoch that does not go back."""
+        new, old = self.verify(), pinned.roster
+        if new.admin_key != old.admin_key:
+            raise ProtocolError("the new roster is signed by another admin key than the pinned one")
+        if new.federation != old.federation:
+            raise ProtocolError("the new roster is for another federation")
+        if new.version <= old.version or new.epoch < old.epoch:
+            raise ProtocolError(
+                f"roster version {new.version} (epoch {new.epoch}) does not follow the pinned "
+                f"version {old.version} (epoch {old.epoch})"
+            )
+        return new
+
+    def to_json(self) -> str:
+        body = {"roster": asdict(self.roster), "signature": self.signature.hex()}
+        return json.dumps(body, sort_keys=True, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SignedRoster:
+        try:
+            data = json.loads(text)
+            return cls(Roster.from_dict(data["roster"]), bytes.fromhex(data["signature"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"not a signed roster file: {exc}") from exc

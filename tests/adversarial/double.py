@@ -1,0 +1,286 @@
+"""A test double of the aggregator that lies: it serves whatever a test sets up.
+
+It speaks the real REST API (paths from ``he_agg.api.paths``, bodies from
+``he_agg.api.models``) to real member agents and real participants through
+``httpx.MockTransport``, and records every endorsement, decryption share and upload they
+send. It may show each member its own view of a round (``views``), and it hands out, with
+every decryption request, the endorsements it holds, choosing for each member the one
+that names the listed upload set if it has one: the best a lying server can do.
+The honest parts of a round (uploads signed by real clients, the true aggregate's
+digest) are built by :class:`World`, so each attack differs from an honest round in
+exactly the thing it tries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from clients.harness import federation_spec
+from clients.upload import prepare_upload
+from he_agg.aggregate import aggregate_envelope
+from he_agg.api import paths
+from he_agg.api.models import (
+    DecryptionRequest,
+    FederationCreate,
+    FederationOut,
+    KeygenStatus,
+    KeyStatements,
+    RoundOut,
+    UploadRecord,
+)
+from he_agg.api.roster_check import roster_for
+from he_agg.api.states import KeygenPhase, RoundState
+from he_agg.api.transport import SignedClient
+from he_agg.endorsement import Endorsement, upload_set_digest
+from he_agg.envelope import decode_upload
+from he_agg.key_statement import KeyStatement, key_digest
+from he_agg.params import ParameterSet, derive_parameters
+from he_agg.request_signing import HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from he_agg.roster import SignedRoster
+from he_agg.seal_codec import ciphertext_to_bytes
+from keys.agent import MemberAgent
+from keys.committee import CommitteeSetup, run_committee_setup
+from keys.dkg import MEMBER_KEY
+from keys.identity import Identity
+
+FED = "hostile"
+CLIENTS = ("bank-1", "bank-2", "bank-3", "bank-4")
+PASSPHRASE = "member passphrase"
+BASE = "http://aggregator.hostile"
+
+
+@dataclass
+class World:
+    """An honest federation's parties and data: 3 members (t = 2), 4 clients, K_max = 3."""
+
+    params: ParameterSet
+    committee: CommitteeSetup
+    admin: Identity
+    clients: dict[str, Identity]
+    config: FederationCreate
+    roster: SignedRoster
+
+    @classmethod
+    def build(cls) -> World:
+        params = derive_parameters("hostile-test", k_max=3, committee_max=3, value_bits=12)
+        committee = run_committee_setup(params, FED, members=3, threshold=2)
+        admin = Identity.generate(0)
+        clients = {name: Identity.generate(0) for name in CLIENTS}
+        spec = federation_spec(
+            FED,
+            {n: i.public for n, i in clients.items()},
+            [m.identity.public for m in committee.members],
+            params=params,
+            threshold=2,
+            k_min=2,
+        )
+        roster = SignedRoster.sign(roster_for(spec, admin.public.signing_key.hex()), admin.sign)
+        config = spec.model_copy(update={"roster": roster.to_json()})
+        return cls(params, committee, admin, clients, config, roster)
+
+    def upload(self, client: str, round: int, seed: int = 0) -> tuple[bytes, UploadRecord]:
+        """A real client's encrypted upload for ``round`` and the record of its signed PUT."""
+        rng = np.random.default_rng(seed + 100 * round + CLIENTS.index(client))
+        update = {"w": rng.uniform(-1, 1, 40).astype(np.float32)}
+        blob, manifest = prepare_upload(
+            update, 10.0, self.committee.public, federation=FED, round=round, client=client
+        )
+        target = paths.update(FED, round, client)
+        with SignedClient(BASE, self.clients[client].signing) as sdk:
+            headers = sdk.headers("PUT", target, blob, manifest.to_header())
+        record = UploadRecord(
+            client=client,
+            sha256=hashlib.sha256(blob).hexdigest(),
+            size=len(blob),
+            signature=headers[HEADER_SIGNATURE],
+            timestamp=int(headers[HEADER_TIMESTAMP]),
+            nonce=headers[HEADER_NONCE],
+            target=target,
+            manifest=manifest.to_header(),
+        )
+        return blob, record
+
+    def aggregate_digest(self, blobs: list[bytes], round: int) -> str:
+        decoded = (decode_upload(b, self.params) for b in blobs)
+        envelope = aggregate_envelope(decoded, self.params, FED, round)
+        return hashlib.sha256(envelope).hexdigest()
+
+    def public_key(self) -> bytes:
+        return ciphertext_to_bytes(self.committee.public.public_key)
+
+    def endorsement(self, member: int, request: DecryptionRequest) -> str:
+        """Member ``member``'s valid endorsement of ``request``'s upload set, signed with its
+        own key: what a member colluding with the server signs, for any set."""
+        digest = bytes.fromhex(upload_set_digest(request.uploads))
+        statement = Endorsement(FED, request.epoch, request.round, digest, member)
+        identity = self.committee.members[member - 1].identity
+        return statement.signed(identity.sign).to_bytes().decode()
+
+    def statements(self, public_key: bytes) -> dict[int, str]:
+        roster = self.roster.roster
+        return {
+            m.identity.index: KeyStatement(
+                FED, roster.epoch, m.identity.index, roster.digest, key_digest(public_key)
+            )
+            .signed(m.identity.sign)
+            .to_bytes()
+            .decode()
+            for m in self.committee.members
+        }
+
+
+@dataclass
+class HostileServer:
+    """Serves ``requests`` (round → the decryption request it claims; ``views`` overrides it
+    for one (member, round)), ``blobs`` and the key material a test sets; records the
+    endorsements, shares and uploads it receives."""
+
+    world: World
+    requests: dict[int, DecryptionRequest] = field(default_factory=dict)
+    views: dict[tuple[int, int], DecryptionRequest] = field(default_factory=dict)
+    endorsed: list[tuple[int, int, str]] = field(default_factory=list)  # (round, member, body)
+    blobs: dict[tuple[int, str], bytes] = field(default_factory=dict)
+    config: FederationCreate | None = None
+    public_key: bytes = b""
+    statements: dict[int, str] = field(default_factory=dict)
+    shares: list[tuple[int, int, int]] = field(default_factory=list)  # (round, attempt, member)
+    uploads: list[tuple[int, str]] = field(default_factory=list)
+    tamper: Callable[[httpx.Request, httpx.Response], httpx.Response] | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        response = self._route(request, self._caller(request))
+        return self.tamper(request, response) if self.tamper else response
+
+    def _caller(self, request: httpx.Request) -> int | None:
+        key = request.headers.get(HEADER_KEY, "")
+        for secrets in self.world.committee.members:
+            if secrets.identity.public.signing_key.hex() == key:
+                return secrets.identity.index
+        return None
+
+    def shown(self, number: int, member: int | None) -> DecryptionRequest:
+        """The request ``member`` sees for round ``number``, with the endorsements this
+        server holds: per member, one for the listed set if it has one."""
+        request = self.views.get((member or 0, number), self.requests[number])
+        wanted = bytes.fromhex(upload_set_digest(request.uploads))
+        chosen = dict(request.endorsements)
+        for round_, endorser, body in self.endorsed:
+            if round_ != number:
+                continue
+            matches = Endorsement.from_bytes(body).upload_set == wanted
+            if endorser not in chosen or matches:
+                chosen[endorser] = body
+        return request.model_copy(update={"endorsements": chosen})
+
+    def _federation(self) -> FederationOut:
+        return FederationOut(
+            id=FED,
+            config=self.config or self.world.config,
+            epoch=0,
+            keygen_phase=KeygenPhase.READY,
+            public_key_ready=True,
+            decryptions_used=0,
+        )
+
+    def _round(self, number: int, member: int | None = None) -> RoundOut:
+        request = self.views.get((member or 0, number), self.requests[number])
+        return RoundOut(
+            federation=FED,
+            number=number,
+            state=request.state,
+            deadline=0.0,
+            uploads=[u.client for u in request.uploads],
+            reason=None,
+            attempt=request.attempt,
+            decryption_set=request.decryption_set,
+            model_ready=False,
+        )
+
+    def _route(self, request: httpx.Request, member: int | None) -> httpx.Response:
+        path, method = request.url.path, request.method
+        if method == "PUT":
+            return self._put(path, request.content)
+        if path == paths.federation(FED):
+            return httpx.Response(200, content=self._federation().model_dump_json())
+        if path == paths.rounds(FED):
+            rounds = [self._round(n, member).model_dump_json() for n in self.requests]
+            return httpx.Response(200, content="[" + ",".join(rounds) + "]")
+        if path == paths.keygen(FED):
+            status = KeygenStatus(
+                epoch=0, phase=KeygenPhase.READY, commitments={}, public_key_shares=[],
+                shamir_shares=[], key_statements=sorted(self.statements),
+            )  # fmt: skip
+            return httpx.Response(200, content=status.model_dump_json())
+        if path == paths.public_key(FED):
+            return httpx.Response(200, content=self.public_key)
+        if path == paths.key_statements(FED):
+            body = KeyStatements(epoch=0, statements=self.statements)
+            return httpx.Response(200, content=body.model_dump_json())
+        if path == paths.roster(FED):
+            return httpx.Response(200, content=self.world.roster.to_json())
+        match = re.fullmatch(rf"{paths.rounds(FED)}/(\d+)(/.*)?", path)
+        if match:
+            return self._round_route(int(match.group(1)), match.group(2) or "", member)
+        return httpx.Response(404, json={"detail": f"the double does not serve {path}"})
+
+    def _round_route(self, number: int, rest: str, member: int | None) -> httpx.Response:
+        if rest == "" and number in self.requests:
+            return httpx.Response(200, content=self._round(number, member).model_dump_json())
+        if rest == "/decryption" and number in self.requests:
+            return httpx.Response(200, content=self.shown(number, member).model_dump_json())
+        if rest.startswith("/updates/"):
+            blob = self.blobs.get((number, rest.removeprefix("/updates/")))
+            if blob is not None:
+                return httpx.Response(200, content=blob)
+        return httpx.Response(404, json={"detail": "not found"})
+
+    def _put(self, path: str, body: bytes) -> httpx.Response:
+        endorsement = re.fullmatch(rf"{paths.rounds(FED)}/(\d+)/endorsements/(\d+)", path)
+        if endorsement:
+            number, member = (int(g) for g in endorsement.groups())
+            self.endorsed.append((number, member, body.decode()))
+            return httpx.Response(204)
+        share = re.fullmatch(rf"{paths.rounds(FED)}/(\d+)/decryption/(\d+)/shares/(\d+)", path)
+        if share:
+            number, attempt, member = (int(g) for g in share.groups())
+            self.shares.append((number, attempt, member))
+            return httpx.Response(204)
+        upload = re.fullmatch(rf"{paths.rounds(FED)}/(\d+)/updates/(.+)", path)
+        if upload:
+            self.uploads.append((int(upload.group(1)), upload.group(2)))
+            return httpx.Response(201, json={"detail": "stored"})
+        return httpx.Response(404, json={"detail": "not found"})
+
+    def member(self, index: int, folder: Path) -> MemberAgent:
+        """A real member agent after the DKG (its key file in ``folder``), pinned roster."""
+        secrets = self.world.committee.members[index - 1]
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / MEMBER_KEY).exists():
+            secrets.save(folder / MEMBER_KEY, PASSPHRASE, self.world.params)
+        client = SignedClient(
+            BASE, secrets.identity.signing, transport=httpx.MockTransport(self), retries=0
+        )
+        return MemberAgent(
+            client, FED, secrets.identity, folder, PASSPHRASE, roster=self.world.roster
+        )
+
+    def honest_round(self, number: int, clients: tuple[str, ...], attempt: int = 1) -> None:
+        """What an honest server would ask for ``number``: the uploads and their true sum."""
+        made = [self.world.upload(c, number) for c in clients]
+        for client, (blob, _) in zip(clients, made, strict=True):
+            self.blobs[(number, client)] = blob
+        self.requests[number] = DecryptionRequest(
+            round=number,
+            state=RoundState.DECRYPTING,
+            attempt=attempt,
+            decryption_set=[1, 2],
+            aggregate_sha256=self.world.aggregate_digest([b for b, _ in made], number),
+            uploads=[r for _, r in made],
+        )

@@ -1,0 +1,295 @@
+"""A hostile aggregator against real member agents and a real participant.
+
+Each test changes one thing about an honest round, as a lying server would, and runs
+the real agents' loop (``MemberAgent.step``) against it. No attack may get a share out
+of a member. Members decrypt only an upload set a quorum of q = ⌈(n + t)/2⌉ of them
+endorsed (here n=3, t=2: all three), so the server re-listing a round with a subset,
+showing members different sets, or doing either with t−1 = 1 corrupt member on its side,
+never has two sets decrypted. ``RELEASED`` counts shares released to attacks over the
+whole suite; the last test asserts it is zero and that every attack ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from he_agg.api.models import DecryptionRequest
+from he_agg.endorsement import Endorsement, upload_set_digest
+from keys.agent import MemberAgent
+from tests.adversarial.double import CLIENTS, HostileServer, World
+
+RELEASED: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World.build()
+
+
+@pytest.fixture
+def server(world: World) -> HostileServer:
+    return HostileServer(world)
+
+
+def _members(server: HostileServer, folder: Path) -> list[MemberAgent]:
+    return [server.member(index, folder / f"member-{index}") for index in (1, 2, 3)]
+
+
+def _run(agents: list[MemberAgent], times: int = 2) -> None:
+    """The agents' own loop body, as ``run`` calls it; errors are what ``run`` would log."""
+    for _ in range(times):
+        for agent in agents:
+            with contextlib.suppress(Exception):  # the loop logs and goes on the same way
+                agent.step()
+
+
+def _attack(
+    name: str, server: HostileServer, agents: list[MemberAgent], number: int, attempt: int
+) -> None:
+    before = len(server.shares)
+    _run(agents)
+    released = [s for s in server.shares[before:] if s[:2] == (number, attempt)]
+    RELEASED[name] = len(released)
+    assert released == [], f"{name}: shares released {released}"
+
+
+def _changed(request: DecryptionRequest, **update: object) -> DecryptionRequest:
+    return request.model_copy(update=update)
+
+
+# ---- the control: an honest round gets its shares ----------------------------------------
+
+
+def test_an_honest_round_gets_its_shares(server: HostileServer, tmp_path: Path) -> None:
+    server.honest_round(1, CLIENTS[:3])
+    _run(_members(server, tmp_path))
+    assert sorted(server.shares) == [(1, 1, 1), (1, 1, 2)]
+
+
+# ---- attacks on one round ------------------------------------------------------------------
+
+
+def _lie(
+    name: str,
+    server: HostileServer,
+    tmp_path: Path,
+    change: Callable[[HostileServer, DecryptionRequest], DecryptionRequest],
+) -> None:
+    server.honest_round(1, CLIENTS[:3])
+    server.requests[1] = change(server, server.requests[1])
+    _attack(name, server, _members(server, tmp_path), 1, server.requests[1].attempt)
+
+
+def test_one_clients_upload_presented_as_the_aggregate(
+    server: HostileServer, tmp_path: Path
+) -> None:
+    def as_aggregate(s: HostileServer, r: DecryptionRequest) -> DecryptionRequest:
+        lone = s.blobs[(1, CLIENTS[0])]
+        return _changed(r, aggregate_sha256=hashlib.sha256(lone).hexdigest())
+
+    _lie("upload as aggregate", server, tmp_path, as_aggregate)
+
+
+def test_a_tweaked_aggregate_word(server: HostileServer, tmp_path: Path) -> None:
+    def tweaked(s: HostileServer, r: DecryptionRequest) -> DecryptionRequest:
+        digest = bytearray(bytes.fromhex(r.aggregate_sha256))
+        digest[0] ^= 1  # the digest of an aggregate that differs from the true sum
+        return _changed(r, aggregate_sha256=digest.hex())
+
+    _lie("tweaked aggregate", server, tmp_path, tweaked)
+
+
+def test_fewer_than_k_min_uploads(server: HostileServer, tmp_path: Path) -> None:
+    def fewer(s: HostileServer, r: DecryptionRequest) -> DecryptionRequest:
+        (blob,) = [s.blobs[(1, CLIENTS[0])]]
+        return _changed(
+            r, uploads=r.uploads[:1], aggregate_sha256=s.world.aggregate_digest([blob], 1)
+        )
+
+    _lie("below K_min", server, tmp_path, fewer)
+
+
+def test_more_than_k_max_uploads(server: HostileServer, tmp_path: Path) -> None:
+    server.honest_round(1, CLIENTS)  # four uploads; the parameter set's K_max is 3
+    _attack("above K_max", server, _members(server, tmp_path), 1, 1)
+
+
+@pytest.mark.parametrize("named", [[1, 1], [1, 9], [1]])
+def test_duplicated_unenrolled_or_too_few_members(
+    server: HostileServer, tmp_path: Path, named: list[int]
+) -> None:
+    _lie(
+        f"decryption set {named}", server, tmp_path, lambda s, r: _changed(r, decryption_set=named)
+    )
+
+
+def test_uploads_from_another_round(server: HostileServer, tmp_path: Path) -> None:
+    """Round 1's signed uploads replayed as round 2's."""
+    server.honest_round(1, CLIENTS[:3])
+    old = server.requests.pop(1)
+    for client in CLIENTS[:3]:
+        server.blobs[(2, client)] = server.blobs[(1, client)]
+    server.requests[2] = _changed(old, round=2)
+    _attack("uploads of another round", server, _members(server, tmp_path), 2, 1)
+
+
+def test_a_request_for_another_epoch(server: HostileServer, tmp_path: Path) -> None:
+    _lie("another epoch", server, tmp_path, lambda s, r: _changed(r, epoch=1))
+
+
+def test_a_configuration_that_differs_from_the_pinned_roster(
+    server: HostileServer, tmp_path: Path, world: World
+) -> None:
+    """The server enrols a client of its own in what it serves."""
+    agents = _members(server, tmp_path)
+    _run(agents, times=1)  # the members pin the honest configuration
+    extra = world.config.clients[0].model_copy(update={"name": "server-sybil"})
+    server.config = world.config.model_copy(update={"clients": [*world.config.clients, extra]})
+    server.honest_round(1, CLIENTS[:3])
+    _attack("configuration not the roster", server, agents, 1, 1)
+
+
+# ---- attacks across attempts ---------------------------------------------------------------
+
+
+def test_a_relist_with_a_subset(server: HostileServer, tmp_path: Path) -> None:
+    """The measured break: shares for {c1, c2, c3}, then a new attempt with {c1, c2}."""
+    agents = _members(server, tmp_path)
+    server.honest_round(1, CLIENTS[:3])
+    _run(agents)
+    assert {s[:2] for s in server.shares} == {(1, 1)}
+    first = server.requests[1]
+    subset = [server.blobs[(1, c)] for c in CLIENTS[:2]]
+    server.requests[1] = _changed(
+        first,
+        attempt=2,
+        decryption_set=[1, 3],
+        uploads=first.uploads[:2],
+        aggregate_sha256=server.world.aggregate_digest(subset, 1),
+    )
+    _attack("re-list with a subset", server, agents, 1, 2)
+
+
+def test_a_replayed_request_for_a_finished_round(server: HostileServer, tmp_path: Path) -> None:
+    """After round 1 is published, the server asks for it again as a new attempt."""
+    agents = _members(server, tmp_path)
+    server.honest_round(1, CLIENTS[:3])
+    _run(agents)
+    request = server.requests[1]
+    server.requests[1] = _changed(request, state="published")
+    _run(agents, times=1)  # the members see it published and mark it completed
+    server.requests[1] = _changed(request, attempt=2, decryption_set=[1, 3])
+    _attack("replayed finished round", server, agents, 1, 2)
+
+
+def test_a_rolled_back_ledger(server: HostileServer, tmp_path: Path) -> None:
+    """Member 1's ledger is put back to before its share; the server re-asks with a subset."""
+    agents = _members(server, tmp_path)
+    folder = tmp_path / "member-1"
+    snapshot = tmp_path / "before"
+    _run(agents[:1], times=1)  # the ledger exists (nothing shared yet)
+    shutil.copytree(folder, snapshot)
+    server.honest_round(1, CLIENTS[:3])
+    _run(agents)
+    for name in ("ledger.json", "ledger.seq"):
+        if (snapshot / name).exists():
+            shutil.copy2(snapshot / name, folder / name)
+    first = server.requests[1]
+    subset = [server.blobs[(1, c)] for c in CLIENTS[:2]]
+    server.requests[1] = _changed(
+        first,
+        attempt=2,
+        decryption_set=[1, 3],
+        uploads=first.uploads[:2],
+        aggregate_sha256=server.world.aggregate_digest(subset, 1),
+    )
+    restarted = [server.member(1, folder)]
+    _attack("rolled-back ledger", server, restarted, 1, 2)
+
+
+def _subset_request(server: HostileServer, first: DecryptionRequest) -> DecryptionRequest:
+    """Round 1 re-listed without bank-3 (attempt 2, set {1, 3}), honestly summed."""
+    subset = [server.blobs[(1, c)] for c in CLIENTS[:2]]
+    return _changed(
+        first,
+        attempt=2,
+        decryption_set=[1, 3],
+        uploads=first.uploads[:2],
+        aggregate_sha256=server.world.aggregate_digest(subset, 1),
+        endorsements={},
+    )
+
+
+@pytest.mark.parametrize("colluder", [False, True], ids=["server-alone", "with-member-2"])
+def test_a_split_view_collects_no_quorum_for_either_set(
+    server: HostileServer, tmp_path: Path, colluder: bool
+) -> None:
+    """Members 1 and 2 are shown {c1, c2, c3}, member 3 is shown {c1, c2}; the server (and,
+    with-member-2, the corrupt member 2, who signs whatever it is asked) then shows every
+    member the other set, to complete a quorum for each."""
+    agents = _members(server, tmp_path)
+    if colluder:
+        agents = [agents[0], agents[2]]  # member 2 runs no honest agent
+    server.honest_round(1, CLIENTS[:3])
+    full = server.requests[1]
+    subset = _subset_request(server, full)
+    server.views[(3, 1)] = _changed(subset, attempt=1)
+    if colluder:
+        server.requests[1] = _changed(full, endorsements={2: server.world.endorsement(2, full)})
+        server.views[(3, 1)] = _changed(
+            subset, attempt=1, endorsements={2: server.world.endorsement(2, subset)}
+        )
+    _run(agents)
+    assert server.shares == []  # neither set has a quorum: {1, 2} and {3} (+2 if corrupt)
+    server.views.clear()
+    forged = {2: server.world.endorsement(2, subset)} if colluder else {}
+    server.requests[1] = _changed(subset, endorsements=forged)
+    _attack(
+        "split view, second set" + (" with a colluder" if colluder else ""), server, agents, 1, 2
+    )
+    third = _changed(full, attempt=3, decryption_set=[1, 3])
+    forged = {2: server.world.endorsement(2, third)} if colluder else {}
+    server.requests[1] = _changed(third, endorsements=forged)
+    _run(agents)
+    assert server.shares == []  # member 3 is pinned to the other set: {c1, c2, c3} is stuck
+    endorsers = {(member, body) for _, member, body in server.endorsed}
+    assert len({m for m, _ in endorsers}) == len(endorsers)  # one set per honest member
+
+
+def test_a_colluding_member_and_a_relist_with_a_subset(
+    server: HostileServer, tmp_path: Path
+) -> None:
+    """t−1 = 1 corrupt member (2) signs endorsements for any set; after an honest round the
+    server re-lists it with a subset, endorsed by member 2: members 1 and 3 give nothing."""
+    everyone = _members(server, tmp_path)
+    honest = [everyone[0], everyone[2]]
+    server.honest_round(1, CLIENTS[:3])
+    first = server.requests[1]
+    server.requests[1] = _changed(first, endorsements={2: server.world.endorsement(2, first)})
+    _run(honest)
+    assert sorted(server.shares) == [(1, 1, 1)]  # the honest set had its quorum {1, 2, 3}
+    subset = _subset_request(server, first)
+    server.requests[1] = _changed(subset, endorsements={2: server.world.endorsement(2, subset)})
+    _attack("colluding member, re-list with a subset", server, honest, 1, 2)
+    shown = server.shown(1, 1)
+    assert set(shown.endorsements) == {1, 2, 3}  # the server hands out all it has …
+    subset_digest = bytes.fromhex(upload_set_digest(subset.uploads))
+    matching = [
+        m for m, body in shown.endorsements.items()
+        if Endorsement.from_bytes(body).upload_set == subset_digest
+    ]  # fmt: skip
+    assert matching == [2]  # … but only the corrupt member endorsed the subset
+
+
+ATTACKS = 16  # the tests above that call _attack (the parametrised ones count 3 and 2)
+
+
+def test_no_attack_released_a_share() -> None:
+    assert len(RELEASED) == ATTACKS, sorted(RELEASED)
+    assert sum(RELEASED.values()) == 0
