@@ -33,6 +33,7 @@ from he_agg.api.models import (
     KeygenStatus,
     KeyStatements,
     RoundOut,
+    UploadReceipt,
     UploadRecord,
 )
 from he_agg.api.roster_check import roster_for
@@ -254,8 +255,16 @@ class HostileServer:
             return httpx.Response(204)
         upload = re.fullmatch(rf"{paths.rounds(FED)}/(\d+)/updates/(.+)", path)
         if upload:
-            self.uploads.append((int(upload.group(1)), upload.group(2)))
-            return httpx.Response(201, json={"detail": "stored"})
+            number, client = int(upload.group(1)), upload.group(2)
+            self.uploads.append((number, client))
+            receipt = UploadReceipt(
+                federation=FED,
+                round=number,
+                client=client,
+                sha256=hashlib.sha256(body).hexdigest(),
+                size=len(body),
+            )
+            return httpx.Response(201, content=receipt.model_dump_json())
         return httpx.Response(404, json={"detail": "not found"})
 
     def member(self, index: int, folder: Path) -> MemberAgent:
