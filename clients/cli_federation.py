@@ -148,6 +148,7 @@ def round_status(
     server: str = SERVER,
     ca_file: Path | None = CA_FILE,
 ) -> None:
+    """Print a round's state, uploads, decryption attempt and set, as JSON."""
     result = call(lambda: admin_client(server, admin_key, ca_file).round(federation_id, number))
     typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
 
@@ -160,6 +161,7 @@ def round_close(
     server: str = SERVER,
     ca_file: Path | None = CA_FILE,
 ) -> None:
+    """Close an open round now: below K_min it is aborted, else decryption starts."""
     result = call(
         lambda: admin_client(server, admin_key, ca_file).close_round(federation_id, number)
     )

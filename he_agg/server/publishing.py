@@ -19,7 +19,7 @@ import numpy as np
 from he_agg.api.models import DecryptionRequest, UploadRecord
 from he_agg.api.states import RoundState
 from he_agg.combine import DecryptionShare, average_from_shares
-from he_agg.endorsement import Endorsement, upload_set_digest
+from he_agg.endorsement import Endorsement, quorum, upload_set_digest
 from he_agg.envelope import decode_upload
 from he_agg.errors import (
     HeAggError,
@@ -139,6 +139,18 @@ class Publisher:
             "endorsement stored",
             extra={"federation": federation.id, "round": number, "member": member},
         )
+        self._start_clock_at_quorum(federation, number)
+
+    def _start_clock_at_quorum(self, federation: Federation, number: int) -> None:
+        """The named set can share only once a quorum has endorsed: its share timeout runs
+        from then, so slow endorsers do not make the server replace a set that was waiting."""
+        needed = quorum(len(federation.member_indices), federation.spec.threshold)
+        with self.store.transaction():
+            if len(self.store.endorsements(federation.id, number)) != needed:
+                return
+            row = round_row(self.store, federation.id, number)
+            if row.state == RoundState.DECRYPTING:
+                self.store.save_round(dataclasses.replace(row, attempt_started=time.time()))
 
     @staticmethod
     def _parse_endorsement(body: bytes) -> Endorsement:

@@ -17,6 +17,7 @@ import time
 from he_agg.aggregate import aggregate_envelope
 from he_agg.api.models import RoundOut
 from he_agg.api.states import FederationMode, KeygenPhase, RoundState
+from he_agg.endorsement import quorum
 from he_agg.envelope import decode_upload
 from he_agg.errors import ServiceError
 from he_agg.server import metrics
@@ -28,6 +29,8 @@ from he_agg.server.store import BlobStore, RoundRow, Store, UploadRow
 __all__ = ["Rounds"]
 
 log = logging.getLogger("he_agg.rounds")
+# share timeouts a round waits for a quorum of endorsements before it is aborted
+ENDORSE_PATIENCE = 10
 
 
 class Rounds:
@@ -185,10 +188,28 @@ class Rounds:
                 self.close(federation, row.number)
         for row in self.store.rounds(state=RoundState.DECRYPTING):
             federation = self.federations.get(row.federation)
-            started = row.attempt_started or 0.0
-            if now - started < federation.spec.share_timeout_seconds:
+            timeout = federation.spec.share_timeout_seconds
+            if not self._has_quorum(federation, row):
+                # no share can come before a quorum endorses the upload set: wait for one
+                if now - (row.closed or now) >= ENDORSE_PATIENCE * timeout:
+                    self._abort_unendorsed(federation, row)
                 continue
-            self._replace_silent_set(federation, row)
+            if now - (row.attempt_started or 0.0) >= timeout:
+                self._replace_silent_set(federation, row)
+
+    def _has_quorum(self, federation: Federation, row: RoundRow) -> bool:
+        needed = quorum(len(federation.member_indices), federation.spec.threshold)
+        return len(self.store.endorsements(row.federation, row.number)) >= needed
+
+    def _abort_unendorsed(self, federation: Federation, stale: RoundRow) -> None:
+        with self.store.transaction():
+            row = self.row(stale.federation, stale.number)
+            if row.state != RoundState.DECRYPTING or self._has_quorum(federation, row):
+                return
+            endorsed = len(self.store.endorsements(row.federation, row.number))
+            needed = quorum(len(federation.member_indices), federation.spec.threshold)
+            reason = f"only {endorsed} members endorsed the upload set; a quorum is {needed}"
+            abort_round(self.store, row, reason)
 
     def _replace_silent_set(self, federation: Federation, stale: RoundRow) -> None:
         with self.store.transaction():
