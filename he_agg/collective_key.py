@@ -28,6 +28,7 @@ __all__ = [
     "PublicKeyShare",
     "aggregate_public_key_shares",
     "commit",
+    "commitment_message",
     "key_primes",
     "public_key",
     "verify_reveal",
@@ -67,6 +68,21 @@ def commit(share: PublicKeyShare, params: ParameterSet, federation: str, epoch: 
     digest.update(federation.encode() + b"\x00" + struct.pack("<Q", epoch))
     digest.update(share.to_bytes(params))
     return digest.digest()
+
+
+def commitment_message(
+    federation: str, epoch: int, member: int, roster_digest: bytes, commitment: bytes
+) -> bytes:
+    """What a member signs with its roster key when it posts H(p_i): the commitment is then
+    its own, so a server cannot post commitments (and later reveals) in a member's name."""
+    return (
+        b"he-agg/pk-commitment-signed/v1\x00"
+        + federation.encode()
+        + b"\x00"
+        + struct.pack("<QI", epoch, member)
+        + roster_digest
+        + commitment
+    )
 
 
 def verify_reveal(

@@ -52,6 +52,7 @@ class Roster:
     version: int  # grows with every change; a party accepts only a higher one
     epoch: int  # the key epoch this roster's committee holds keys for
     parameters: str  # ParameterSet.fingerprint, hex
+    mode: str  # "ckks"; "plaintext" only for an unencrypted baseline everyone agreed to
     threshold: int
     k_min: int
     k_max: int
@@ -92,6 +93,7 @@ class Roster:
                 version=int(data["version"]),
                 epoch=int(data["epoch"]),
                 parameters=str(data["parameters"]),
+                mode=str(data["mode"]),
                 threshold=int(data["threshold"]),
                 k_min=int(data["k_min"]),
                 k_max=int(data["k_max"]),

@@ -42,7 +42,7 @@ from he_agg.errors import (
 from he_agg.params import ParameterSet
 from he_agg.roster import SignedRoster
 from keys.decrypt import decryption_share
-from keys.dkg import MEMBER_KEY, MemberKeygen
+from keys.dkg import KEY_STATEMENT_FILE, MEMBER_KEY, MemberKeygen
 from keys.identity import Identity
 from keys.ledger import (
     Ledger,
@@ -91,6 +91,8 @@ class MemberAgent:
         self._secrets: MemberSecrets | None = None
         self._sent: set[tuple[int, int]] = set()  # delivered since start; re-sent after a restart
         self._said: set[tuple[int, int, str]] = set()  # (round, attempt, what) logged once
+        old = _joined_before_endorsements(self.state_dir)
+        self._floor = int(time.time()) if old else None  # recorded on the first ledger load
 
     @property
     def index(self) -> int:
@@ -98,19 +100,20 @@ class MemberAgent:
 
     # ---- what the aggregator serves ----------------------------------------------
     def config(self) -> FederationCreate:
-        """The federation's configuration, pinned on first contact: later changes are refused."""
+        """The served configuration, only if it says what the pinned roster says (checked
+        before anything is done with it, first contact included); later changes are refused."""
         pinned = self.state_dir / "federation.json"
         response = self.http.request("GET", paths.federation(self.federation))
         served = FederationOut.model_validate(response.json()).config
+        problem = roster_mismatch(served, self.roster.roster)
+        if problem:
+            raise ProtocolError(f"the server's federation configuration: {problem}")
         if not pinned.exists():
             write_durably(pinned, _canonical(served))
             return served
         config = FederationCreate.model_validate_json(pinned.read_bytes())
         if _canonical(served) != _canonical(config):
             raise ProtocolError("the server's federation configuration changed since enrolment")
-        problem = roster_mismatch(config, self.roster.roster)
-        if problem:
-            raise ProtocolError(f"the server's federation configuration: {problem}")
         return config
 
     def rounds(self) -> list[RoundOut]:
@@ -128,7 +131,12 @@ class MemberAgent:
     def ledger(self) -> LedgerState:
         """The checked ledger; an edited, deleted or rolled-back one is logged and raises."""
         try:
-            return self._ledger.load()
+            state = self._ledger.load()
+            if self._floor is not None and state.floor is None:  # keys.ledger: Upgrade floor
+                state = self._ledger.record_floor(self._floor)
+                log.info("upgrade floor set", extra={"member": self.index, "floor": state.floor})
+            self._floor = None
+            return state
         except KeyStoreError as exc:
             log.error(
                 "member ledger refused: no decryption share is released",
@@ -162,13 +170,14 @@ class MemberAgent:
 
     def _decryption_step(self, config: FederationCreate) -> None:
         ledger = self.ledger()
-        for status in self.rounds():
-            number = status.number
-            touched = ledger.shared(number) or ledger.pin(number) is not None
-            if status.state.finished and touched and number not in ledger.completed:
-                ledger = self._ledger.record_completed(number)  # re-reads: handle() may write
+        rounds = self.rounds()
+        finished = [r.number for r in rounds if r.state.finished]
+        new = [number for number in finished if number not in ledger.completed]
+        if new:  # every finished round, touched or not, is never endorsed or decrypted again
+            self._ledger.record_completed(*new)  # one write, and none while nothing is new
+        for status in rounds:
             if status.state == RoundState.DECRYPTING:
-                self._decrypting(config, number)
+                self._decrypting(config, status.number)
 
     def _decrypting(self, config: FederationCreate, number: int) -> None:
         """Endorse the round's upload set; if named, decrypt once a quorum endorsed it."""
@@ -348,6 +357,13 @@ class MemberAgent:
 def _canonical(config: FederationCreate) -> bytes:
     """The pinned form: the config's JSON with sorted keys (the format pins always had)."""
     return json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+
+
+def _joined_before_endorsements(state_dir: Path) -> bool:
+    """The member's DKG ran under code without endorsements: ``member.key`` but no key
+    statement record, which :mod:`keys.dkg` writes since (:mod:`keys.ledger`, *Upgrade
+    floor*)."""
+    return (state_dir / MEMBER_KEY).exists() and not (state_dir / KEY_STATEMENT_FILE).exists()
 
 
 def wait(condition: Callable[[], bool], timeout: float, poll: float = 0.2) -> bool:

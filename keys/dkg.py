@@ -8,6 +8,7 @@ after a crash.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from he_agg.api import paths
 from he_agg.api.models import FederationCreate, KeygenStatus
 from he_agg.api.states import KeygenPhase
 from he_agg.api.transport import SignedClient
+from he_agg.collective_key import commitment_message
 from he_agg.crs import common_reference_polynomial
 from he_agg.errors import ProtocolError
 from he_agg.key_statement import KeyStatement, key_digest
@@ -24,15 +26,18 @@ from he_agg.params import ParameterSet
 from he_agg.roster import Roster
 from he_agg.seal_codec import ciphertext_to_bytes
 from keys import keygen, shamir
+from keys.commitments import check_commitments, split_commitment
 from keys.identity import Identity, PublicIdentity
 from keys.keystore import load_secret, save_secret
 from keys.ledger import write_durably
 from keys.member import MemberSecrets
 from keys.verify import parameters
 
-__all__ = ["MEMBER_KEY", "MemberKeygen", "committee"]
+__all__ = ["COMMITMENTS_FILE", "KEY_STATEMENT_FILE", "MEMBER_KEY", "MemberKeygen", "committee"]
 
 MEMBER_KEY = "member.key"  # written last: its presence means the member has joined
+COMMITMENTS_FILE = "commitments.json"  # all n signed commitments, pinned before the reveal
+KEY_STATEMENT_FILE = "key-statement.json"  # the one key statement this member signed
 
 log = logging.getLogger("he_agg.member")
 
@@ -78,22 +83,25 @@ class MemberKeygen:
         return KeygenStatus.model_validate(response.json())
 
     def step(self, config: FederationCreate) -> None:
+        roster = self._pinned_roster()
         params = parameters(config)
         status = self.status()
-        epoch = status.epoch
+        epoch = roster.epoch  # the pinned roster's, never the server's word
+        if status.epoch != epoch:
+            raise ProtocolError(
+                f"the server runs key generation for epoch {status.epoch}; "
+                f"the pinned roster is for epoch {epoch}"
+            )
         secret = self._own_secret(params)
         own_share = self._own_public_share(params, secret)
         share = keygen.PublicKeyShare.from_bytes(own_share, params)
+        own_commitment = keygen.commit(share, params, self.federation, epoch)
         if self.index not in status.commitments:
-            commitment = keygen.commit(share, params, self.federation, epoch)
-            self.http.request(
-                "PUT",
-                paths.commitment(self.federation, self.index),
-                json_body={"commitment": commitment.hex()},
-            )
+            self._post_commitment(own_commitment, roster, epoch)
             return
         if status.phase == KeygenPhase.COMMIT:
             return
+        commitments = self._pin_commitments(status, roster, epoch, own_commitment)
         if self.index not in status.public_key_shares:
             path = paths.public_key_share(self.federation, self.index)
             self.http.request("PUT", path, content=own_share)
@@ -102,8 +110,7 @@ class MemberKeygen:
             return
         members = committee(config)
         if self.index not in status.key_statements:
-            served = self._check_public_key(members, params, status.commitments, epoch)
-            self._sign_key(served, epoch)
+            self._vouch_for_key(members, params, commitments, epoch, own_share)
         dealt = set(status.shamir_shares)
         if any((self.index, m.index) not in dealt for m in members):
             self._deal(config.threshold, params, secret, members, epoch)
@@ -131,22 +138,81 @@ class MemberKeygen:
             write_durably(path, share.to_bytes(params))
         return path.read_bytes()
 
+    def _pinned_roster(self) -> Roster:
+        if self.roster is None:
+            raise ProtocolError("no pinned roster: a member takes part in a DKG only under one")
+        return self.roster
+
+    def _post_commitment(self, commitment: bytes, roster: Roster, epoch: int) -> None:
+        """H(p_i), signed: no one else can post a commitment in this member's name."""
+        message = commitment_message(self.federation, epoch, self.index, roster.digest, commitment)
+        body = {"commitment": commitment.hex(), "signature": self.identity.sign(message).hex()}
+        self.http.request("PUT", paths.commitment(self.federation, self.index), json_body=body)
+
+    def _pin_commitments(
+        self, status: KeygenStatus, roster: Roster, epoch: int, own: bytes
+    ) -> dict[int, bytes]:
+        """All n signed commitments, checked and kept before this member reveals anything;
+        afterwards the server may only ever show the same ones."""
+        path = self.state_dir / COMMITMENTS_FILE
+        if path.exists():
+            pinned: dict[str, str] = json.loads(path.read_text())
+            if {str(k): v for k, v in status.commitments.items()} != pinned:
+                raise ProtocolError("the server changed the commitments after they were pinned")
+            return {int(k): split_commitment(v)[0] for k, v in pinned.items()}
+        checked = check_commitments(
+            status.commitments, roster, self.federation, epoch, own, self.index
+        )
+        body = json.dumps({str(k): v for k, v in status.commitments.items()}, sort_keys=True)
+        write_durably(path, body.encode())
+        return checked
+
+    def _vouch_for_key(
+        self,
+        members: list[PublicIdentity],
+        params: ParameterSet,
+        commitments: dict[int, bytes],
+        epoch: int,
+        own_share: bytes,
+    ) -> None:
+        """Sign the key statement once per epoch (kept on disk); later only re-send it, and
+        never for another key than the one signed."""
+        roster = self._pinned_roster()
+        path = self.state_dir / KEY_STATEMENT_FILE
+        if path.exists():
+            statement = KeyStatement.from_bytes(path.read_bytes())
+            served = self.http.request("GET", paths.public_key(self.federation)).content
+            if statement.public_key_digest != key_digest(served):
+                raise ProtocolError("the server serves another key than the one this member signed")
+        else:
+            served = self._check_public_key(members, params, commitments, epoch, own_share)
+            statement = KeyStatement(
+                self.federation, epoch, self.index, roster.digest, key_digest(served)
+            ).signed(self.identity.sign)
+            write_durably(path, statement.to_bytes())
+        path_out = paths.key_statement(self.federation, self.index)
+        self.http.request("PUT", path_out, content=statement.to_bytes())
+
     def _check_public_key(
         self,
         members: list[PublicIdentity],
         params: ParameterSet,
-        commitments: dict[int, str],
+        commitments: dict[int, bytes],
         epoch: int,
+        own_share: bytes,
     ) -> bytes:
-        """Every revealed share matches its commitment, and the served key is their sum."""
+        """Every revealed share is its member's and matches the pinned commitment (this
+        member's own is the one it made), and the served key is their sum."""
         shares = []
         for member in members:
             path = paths.public_key_share(self.federation, member.index)
             blob = self.http.request("GET", path).content
+            if member.index == self.index and blob != own_share:
+                raise ProtocolError("the server relays another share as this member's own")
             share = keygen.PublicKeyShare.from_bytes(blob, params)
-            keygen.verify_reveal(
-                bytes.fromhex(commitments[member.index]), share, params, self.federation, epoch
-            )
+            if share.member != member.index:
+                raise ProtocolError(f"the share relayed for member {member.index} is another's")
+            keygen.verify_reveal(commitments[member.index], share, params, self.federation, epoch)
             shares.append(share)
         crs = common_reference_polynomial(params, self.federation)
         expected = keygen.public_key(
@@ -156,16 +222,6 @@ class MemberKeygen:
         if served != ciphertext_to_bytes(expected):
             raise ProtocolError("the served public key is not the sum of the revealed shares")
         return served
-
-    def _sign_key(self, served: bytes, epoch: int) -> None:
-        """Vouch for the key just checked, under the pinned roster (what clients verify)."""
-        if self.roster is None:
-            raise ProtocolError("no pinned roster: a member signs the key only under one")
-        statement = KeyStatement(
-            self.federation, epoch, self.index, self.roster.digest, key_digest(served)
-        ).signed(self.identity.sign)
-        path = paths.key_statement(self.federation, self.index)
-        self.http.request("PUT", path, content=statement.to_bytes())
 
     def _deal(
         self,

@@ -11,7 +11,9 @@ created with mode 0600, fsync, rename, fsync of the folder):
 ``ledger.json``
     ``{"format": 2, "federation": F, "seq": n, "shares": [[round, attempt], ...],
     "completed": [round, ...], "pins": [[round, {"uploads": hex, "aggregate": hex,
-    "count": k}], ...], "mac": hex}``, lists in the order recorded. ``pins`` holds, for
+    "count": k}], ...], "floor": t, "mac": hex}``, lists in the order recorded; ``floor``
+    (unix seconds) only in the ledger of a member upgraded from code without endorsements
+    (below), absent otherwise. ``pins`` holds, for
     each round this member endorsed (or, before endorsements, released a share for), the
     canonical digest of its upload list (:func:`he_agg.endorsement.upload_set_digest`),
     the aggregate's sha256 and the upload count. A pin without a share is an endorsement.
@@ -61,12 +63,22 @@ two leaves the ledger one write ahead of the mark, which is never what a rollbac
 like, so loading accepts it and brings the mark up. Written the other way round, a crash
 would leave the mark one ahead: the very picture of a ledger rolled back by one write.
 
+**Upgrade floor.** A member that joined the committee under code without endorsements
+(its folder holds ``member.key`` but no ``key-statement.json``, which the DKG of
+:mod:`keys.dkg` writes since it signs the collective key) gets a floor, the time it first
+runs this code: :mod:`keys.agent` records it on its first ledger load, and a legacy ledger
+upgraded here gets one too. It is MACed like every field and set once. Rounds that code
+decrypted pinned only their t sharers; :mod:`keys.verify` refuses any upload signed
+before the floor (less the server's clock skew), so this member never endorses or
+decrypts them, nor a round in flight during the upgrade.
+
 **Legacy format.** ``{"shares": [[round, attempt], ...], "completed": [round, ...]}``,
 unMACed, as earlier versions wrote it, is accepted once, only while no ``ledger.seq``
 exists: loading upgrades it in place (to ``seq`` 1, then the mark), so existing state
 folders keep working. Share files it lacks (earlier agents stored a share before
 recording it) are counted in. Its rounds have no pinned upload set, so
-:func:`keys.verify.verify` refuses any further attempt of a round shared under it.
+:func:`keys.verify.verify` refuses any further attempt of a round shared under it; and
+the upgrade sets the floor (now).
 """
 
 from __future__ import annotations
@@ -77,6 +89,8 @@ import json
 import logging
 import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,12 +202,19 @@ class Ledger:
     and written. Every read checks integrity and rollback (the module docstring). Records
     only ever add: there is no way to write a smaller ledger through this class."""
 
-    def __init__(self, state_dir: Path, key: bytes, federation: str) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        key: bytes,
+        federation: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / LEDGER_FILE
         self.seq_path = self.state_dir / SEQ_FILE
         self.federation = federation
         self._key = key
+        self._clock = clock  # the floor a legacy ledger's upgrade sets
 
     def load(self) -> LedgerState:
         """The checked ledger; :class:`KeyStoreError` if it was edited, deleted or rolled back."""
@@ -212,9 +233,19 @@ class Ledger:
         current, seq = self._checked()
         return self._keep(current, current.with_pin(round, pin), seq)
 
-    def record_completed(self, round: int) -> LedgerState:
+    def record_completed(self, *rounds: int) -> LedgerState:
+        """Mark rounds finished (never endorsed or decrypted again); one write for all of
+        them, none if every one is recorded already. Spends no τ."""
         current, seq = self._checked()
-        return self._keep(current, current.with_completed(round), seq)
+        changed = current
+        for round in rounds:
+            changed = changed.with_completed(round)
+        return self._keep(current, changed, seq)
+
+    def record_floor(self, at: int) -> LedgerState:
+        """Set the upgrade floor (the module docstring) unless one is set; spends no τ."""
+        current, seq = self._checked()
+        return self._keep(current, current.with_floor(at), seq)
 
     def released(self) -> set[tuple[int, int]]:
         """The (round, attempt) of every share file in ``shares/``."""
@@ -309,11 +340,14 @@ class Ledger:
                 f"the member ledger is unMACed (the legacy format) but {SEQ_FILE} exists: "
                 f"a MACed ledger was replaced{_REFUSING}"
             )
-        state = LedgerState.from_legacy(raw)
+        state = LedgerState.from_legacy(raw).with_floor(int(self._clock()))
         for round, attempt in sorted(self.released() - set(state.shares)):
             state = state.with_share(round, attempt)  # stored, maybe sent: count it
         self._write(state, 1)
-        log.info("legacy member ledger upgraded to the MACed format", extra={"shares": state.spent})
+        log.info(
+            "legacy member ledger upgraded to the MACed format",
+            extra={"shares": state.spent, "floor": state.floor},
+        )
         return state, 1
 
     # ---- writing ------------------------------------------------------------------------

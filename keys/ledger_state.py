@@ -6,11 +6,18 @@ A round is pinned to one upload set (:class:`Pin`) by whichever comes first: thi
 endorsement of the set (:mod:`he_agg.endorsement`; spends no τ) or a share it released
 for the round (older ledgers pinned only then). Either way the pin never changes: a
 member endorses one set per round and decrypts only that set.
+
+The **floor** (unix seconds, or None) is set once, never moved, for a member that joined
+the committee under code without endorsements (:mod:`keys.agent` sets it when such a member
+first runs this code; :mod:`keys.ledger` when it upgrades a legacy ledger). A round that
+code decrypted pinned only its t sharers, so a member without a pin for it could be talked
+into a second set: :mod:`keys.verify` refuses every upload signed before the floor (less
+the allowed clock skew).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from he_agg.errors import DecryptionRefused, KeyStoreError
@@ -47,6 +54,7 @@ class LedgerState:
     shares: tuple[tuple[int, int], ...] = ()
     completed: tuple[int, ...] = ()
     pins: tuple[tuple[int, Pin], ...] = ()
+    floor: int | None = None  # unix seconds: uploads signed before it predate the upgrade
 
     @property
     def spent(self) -> int:
@@ -81,14 +89,14 @@ class LedgerState:
         if (round, attempt) not in shares:
             shares = (*shares, (round, attempt))
         pins = (*self.pins, (round, pin)) if pin is not None and new_pin else self.pins
-        return LedgerState(shares, self.completed, pins)
+        return replace(self, shares=shares, pins=pins)
 
     def with_pin(self, round: int, pin: Pin) -> LedgerState:
         """Pin the round to ``pin`` (this member endorsed it); spends no τ. The same pin again
         changes nothing; another pin for a pinned round is refused."""
         pinned = self.pin(round)
         if pinned is None:
-            return LedgerState(self.shares, self.completed, (*self.pins, (round, pin)))
+            return replace(self, pins=(*self.pins, (round, pin)))
         if pinned != pin:
             raise DecryptionRefused(
                 f"round {round} is pinned to upload set {pinned.uploads[:16]}… (aggregate "
@@ -99,11 +107,18 @@ class LedgerState:
     def with_completed(self, round: int) -> LedgerState:
         if round in self.completed:
             return self
-        return LedgerState(self.shares, (*self.completed, round), self.pins)
+        return replace(self, completed=(*self.completed, round))
+
+    def with_floor(self, at: int) -> LedgerState:
+        """Set the upgrade floor to ``at`` unless one is set: the first floor stays."""
+        return self if self.floor is not None else replace(self, floor=at)
 
     def body(self, federation: str, seq: int) -> dict[str, Any]:
-        """The MACed fields of the file (everything but ``mac``)."""
+        """The MACed fields of the file (everything but ``mac``); ``floor`` only if set,
+        so a ledger without one is byte for byte what earlier format-2 agents wrote."""
+        floor = {} if self.floor is None else {"floor": self.floor}
         return {
+            **floor,
             "format": LEDGER_FORMAT,
             "federation": federation,
             "seq": seq,
@@ -117,10 +132,11 @@ class LedgerState:
         """Parse the fields of a MACed (format 2) ledger; the caller checked the MAC."""
         try:
             pins = tuple((_integer(r), Pin.from_json(p)) for r, p in raw["pins"])
+            floor = _integer(raw["floor"]) if "floor" in raw else None
             legacy = cls.from_legacy(raw)
         except (ValueError, TypeError, KeyError) as exc:
             raise KeyStoreError(f"the member ledger is malformed: {exc!r}") from exc
-        return cls(legacy.shares, legacy.completed, pins)
+        return cls(legacy.shares, legacy.completed, pins, floor)
 
     @classmethod
     def from_legacy(cls, raw: Any) -> LedgerState:

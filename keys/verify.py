@@ -4,7 +4,8 @@ member's local state in, a :class:`Decision` with its reason out. No I/O of its 
 Two decisions, both pure. :func:`endorse` (every member, for every round it sees
 decrypting, whether or not it is named to decrypt): may this member endorse the round's
 upload set (:mod:`he_agg.endorsement`)? It checks the state, the epoch, the ledger (not
-finished, not pinned to another set), the upload list (step 5 below) and every record's
+finished, not pinned to another set, nothing signed before its floor), the upload list
+(step 5 below) and every record's
 target and client signature (the signature covers the body's sha256 in the record, so no
 blob is fetched). :func:`verify` (a member of the decryption set): may it release a share?
 
@@ -15,6 +16,12 @@ The checks of :func:`verify`, in order (the first that fails is the reason):
   4. the ledger has not seen the round complete, nor a share for this attempt or a later
      one, nor a share for this round released before upload sets were pinned (a legacy
      ledger), and the budget τ is not spent;
+  4a. if this member has an upgrade floor (it joined the committee under code without
+     endorsements, :mod:`keys.ledger`), no listed upload was signed (its client-signed
+     ``timestamp``) more than the server's clock skew before the floor: a round that code
+     decrypted pinned only its t sharers, so a quorum could be gathered for a subset of it
+     from members without a pin; the timestamp is under the client's signature (checked
+     in step 8, and by :func:`endorse`), so the server cannot move it;
   5. the upload list names each client once, only enrolled clients, and
      K_min ≤ count ≤ K_max (K_min from the pinned config, K_max from its parameter set);
   6. if this member endorsed the round or already released a share for it, the list is
@@ -59,6 +66,7 @@ from he_agg.roster import Roster
 from keys.ledger import LedgerState, Pin
 
 __all__ = [
+    "UPGRADE_SKEW_SECONDS",
     "Decision",
     "EndorseDecision",
     "UploadSource",
@@ -140,6 +148,7 @@ def endorse(
             raise DecryptionRefused(f"round {request.round} was already decrypted")
         _check_legacy(request.round, ledger)
         keys = _check_upload_list(request.uploads, config, params.k_max)
+        _check_floor(request, ledger)
         pin = _check_pin(request, ledger, endorsing=True)
         for record in request.uploads:
             _check_record(record, keys[record.client], federation, request.round)
@@ -183,6 +192,7 @@ def verify(
         _check_epoch(request, epoch)
         _check_ledger(request, ledger, params.tau)
         keys = _check_upload_list(request.uploads, config, params.k_max)
+        _check_floor(request, ledger)
         pin = _check_pin(request, ledger)
         _check_quorum(request, roster, federation, epoch)
         uploads = _verified_uploads(request, keys, params, federation, upload_blob)
@@ -240,6 +250,27 @@ def _check_legacy(number: int, ledger: LedgerState) -> None:
             f"round {number} had a share released before upload sets were pinned (a legacy "
             "ledger): its upload set is unknown, so no further attempt is decrypted"
         )
+
+
+UPGRADE_SKEW_SECONDS = 300
+"""How far before the floor an upload may be signed and still count as after the upgrade:
+the server's allowed clock skew, the default of ``max_skew_seconds`` in
+:mod:`he_agg.server.config` (a client whose clock lags by that much still uploads)."""
+
+
+def _check_floor(request: DecryptionRequest, ledger: LedgerState) -> None:
+    """No upload predates this member's upgrade floor (step 4a)."""
+    if ledger.floor is None:
+        return
+    earliest = ledger.floor - UPGRADE_SKEW_SECONDS
+    for record in request.uploads:
+        if record.timestamp < earliest:
+            raise DecryptionRefused(
+                f"upload of {record.client!r} was signed at {record.timestamp}, before this "
+                f"member's upgrade floor {ledger.floor} (less {UPGRADE_SKEW_SECONDS} s of clock "
+                f"skew): round {request.round} may have been decrypted before endorsements "
+                "existed, so this member neither endorses nor decrypts it"
+            )
 
 
 def _check_pin(request: DecryptionRequest, ledger: LedgerState, *, endorsing: bool = False) -> Pin:

@@ -3,12 +3,15 @@ the share and its round's upload set before the PUT leaves, a crash at any point
 the stored bytes rather than new ones, a re-listed upload set is refused and logged, and a
 tampered ledger stops every release. Its loop endorses every decrypting round's upload set
 (pinned in the ledger first, no τ spent), once per round, named or not, and a named member
-shares only once a quorum (here all 3 members) endorsed the set."""
+shares only once a quorum (here all 3 members) endorsed the set. A member that joined
+before endorsements (no key statement record) gets an upgrade floor on its first ledger
+load and refuses rounds uploaded before it; every finished round is recorded completed."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +25,14 @@ from he_agg.api.states import KeygenPhase
 from he_agg.api.transport import SignedClient
 from he_agg.endorsement import Endorsement, upload_set_digest
 from he_agg.errors import KeyStoreError, ServiceError
+from he_agg.key_statement import KeyStatement, key_digest
 from he_agg.roster import SignedRoster
+from he_agg.seal_codec import ciphertext_to_bytes
 from keys import agent as agent_module
 from keys.agent import MemberAgent
-from keys.dkg import MEMBER_KEY
+from keys.dkg import KEY_STATEMENT_FILE, MEMBER_KEY
 from keys.identity import Identity
-from keys.ledger import LEDGER_FILE, Ledger, LedgerState, ledger_key, share_path
+from keys.ledger import LEDGER_FILE, SEQ_FILE, Ledger, LedgerState, ledger_key, share_path
 from tests.test_member_verify import FED, ROUND, Setup, build_setup, digest_of_sum
 
 PASSPHRASE = "member passphrase"
@@ -106,10 +111,19 @@ def world() -> Setup:
     return build_setup()
 
 
+def _roster(world: Setup) -> SignedRoster:
+    return SignedRoster.sign(roster_for(world.config, ADMIN.public.signing_key.hex()), ADMIN.sign)
+
+
 @pytest.fixture
 def folder(tmp_path: Path, world: Setup) -> Path:
-    """Member 1's state folder after the DKG: its key file, nothing decrypted yet."""
-    world.committee.members[0].save(tmp_path / MEMBER_KEY, PASSPHRASE, world.params)
+    """Member 1's state folder after a DKG that signed the key (its key statement record,
+    then its key file), nothing decrypted yet."""
+    member = world.committee.members[0]
+    key = key_digest(ciphertext_to_bytes(world.committee.public.public_key))
+    statement = KeyStatement(FED, 0, 1, _roster(world).roster.digest, key)
+    (tmp_path / KEY_STATEMENT_FILE).write_bytes(statement.signed(member.identity.sign).to_bytes())
+    member.save(tmp_path / MEMBER_KEY, PASSPHRASE, world.params)
     return tmp_path
 
 
@@ -126,7 +140,7 @@ def aggregator(world: Setup, folder: Path) -> Aggregator:
 def _agent(world: Setup, folder: Path, aggregator: Aggregator) -> MemberAgent:
     """A fresh agent process on ``folder`` (nothing in memory from an earlier one)."""
     member = world.committee.members[0].identity
-    roster = SignedRoster.sign(roster_for(world.config, ADMIN.public.signing_key.hex()), ADMIN.sign)
+    roster = _roster(world)
     client = SignedClient(
         "http://aggregator.test",
         member.signing,
@@ -365,3 +379,79 @@ def test_a_second_set_for_the_round_is_neither_endorsed_nor_decrypted(
     assert len(refusals) == 1 and "pinned to the upload set" in getattr(refusals[0], "reason", "")
     pin = _ledger(world, folder).load().pin(ROUND)
     assert pin is not None and pin.uploads == upload_set_digest(world.request.uploads)
+
+
+# ---- the upgrade floor; every finished round recorded ---------------------------------------
+
+
+def _seq(folder: Path) -> int:
+    value = json.loads((folder / SEQ_FILE).read_bytes())["seq"]
+    assert isinstance(value, int)
+    return value
+
+
+def test_a_member_that_joined_before_endorsements_gets_a_floor_at_start(
+    world: Setup, folder: Path, aggregator: Aggregator, member_log: pytest.LogCaptureFixture
+) -> None:
+    """member.key without a key statement record: the DKG ran under the old code. A round
+    whose uploads predate the upgrade is neither endorsed nor decrypted; a newer one is."""
+    (folder / KEY_STATEMENT_FILE).unlink()
+    before = int(time.time())
+    agent = _agent(world, folder, aggregator)
+    floor = agent.ledger().floor
+    assert floor is not None and before <= floor <= time.time()
+    assert _agent(world, folder, aggregator).ledger().floor == floor  # set once, kept
+    hour_ago = floor - 3600
+    old = [
+        world.record(u.client, world.blobs[u.client], at=hour_ago) for u in world.request.uploads
+    ]
+    aggregator.round = world.endorsed(world.request.model_copy(update={"uploads": old}))
+    for _ in range(2):
+        agent.step()
+    assert aggregator.puts == [] and _ledger(world, folder).load().pin(ROUND) is None
+    refusals = [r for r in member_log.records if r.getMessage() == "endorsement refused"]
+    assert len(refusals) == 1 and f"upgrade floor {floor}" in getattr(refusals[0], "reason", "")
+    assert agent.handle(world.config, aggregator.served()) is False  # nor decrypted
+    fresh = [world.record(u.client, world.blobs[u.client]) for u in world.request.uploads]
+    aggregator.round = world.endorsed(world.request.model_copy(update={"uploads": fresh}))
+    agent.step()  # a round uploaded after the upgrade
+    assert _share_puts(aggregator) == [_share_put(1)]
+
+
+@pytest.mark.parametrize("joined", [True, False], ids=["dkg-signed-the-key", "not-joined-yet"])
+def test_a_member_with_a_key_statement_or_no_key_gets_no_floor(
+    world: Setup, folder: Path, aggregator: Aggregator, joined: bool
+) -> None:
+    if not joined:
+        for name in (KEY_STATEMENT_FILE, MEMBER_KEY):
+            (folder / name).unlink()
+    assert _agent(world, folder, aggregator).ledger().floor is None
+    assert not (folder / LEDGER_FILE).exists()  # nothing to record
+
+
+def test_an_existing_floor_is_never_moved(
+    world: Setup, folder: Path, aggregator: Aggregator
+) -> None:
+    (folder / KEY_STATEMENT_FILE).unlink()
+    _ledger(world, folder).record_floor(1_000)
+    assert _agent(world, folder, aggregator).ledger().floor == 1_000
+    assert _seq(folder) == 1
+
+
+@pytest.mark.parametrize("state", ["published", "aborted"])
+def test_every_finished_round_is_recorded_completed_once(
+    world: Setup, folder: Path, aggregator: Aggregator, state: str
+) -> None:
+    """A round this member never touched: recorded all the same (no τ, one write), so it
+    is never endorsed or decrypted again, whatever attempt the server shows next."""
+    aggregator.round = world.request.model_copy(update={"state": state})
+    agent = _agent(world, folder, aggregator)
+    agent.step()
+    ledger = _ledger(world, folder).load()
+    assert ledger.completed == (ROUND,) and ledger.spent == 0 and ledger.pins == ()
+    for _ in range(3):
+        agent.step()
+    assert _seq(folder) == 1  # no write per poll
+    aggregator.round = world.request.model_copy(update={"attempt": 2})
+    agent.step()
+    assert aggregator.puts == []

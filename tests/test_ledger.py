@@ -1,6 +1,7 @@
 """The member's ledger on disk: round trips, durable atomic writes with mode 0600, the MAC
 under the member's own key, the high-water mark and share files that catch a rollback, the
-crash between the two writes, and the one-time upgrade of the legacy format."""
+crash between the two writes, the one-time upgrade of the legacy format, and the upgrade
+floor (set once, MACed, absent unless set)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,11 @@ PIN = Pin("11" * 32, "22" * 32, 3)
 OTHER_PIN = Pin("33" * 32, "22" * 32, 2)
 
 
+NOW = 1_700_000_000  # the clock of every ledger here: the floor a legacy upgrade sets
+
+
 def _ledger(folder: Path, identity: Identity = ME, federation: str = FED) -> Ledger:
-    return Ledger(folder, ledger_key(identity, federation), federation)
+    return Ledger(folder, ledger_key(identity, federation), federation, clock=lambda: NOW + 0.7)
 
 
 def _released(folder: Path, round: int, attempt: int) -> None:
@@ -162,6 +166,49 @@ def test_an_edited_endorsement_pin_is_detected(tmp_path: Path) -> None:
         _ledger(tmp_path).load()
 
 
+# ---- the upgrade floor ---------------------------------------------------------------------
+
+
+def test_the_floor_round_trips_is_set_once_and_kept_by_every_record(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    assert ledger.record_floor(NOW).floor == NOW
+    assert ledger.record_floor(NOW + 50).floor == NOW  # the first floor stays …
+    assert _seq(tmp_path, LEDGER_FILE) == 1  # … and a second one writes nothing
+    ledger.record_endorsement(5, PIN)
+    ledger.record_share(5, 1, PIN)
+    ledger.record_completed(5, 6)
+    reopened = _ledger(tmp_path).load()
+    assert (reopened.floor, reopened.pins, reopened.completed) == (NOW, ((5, PIN),), (5, 6))
+    assert json.loads((tmp_path / LEDGER_FILE).read_bytes())["floor"] == NOW
+
+
+def test_a_ledger_without_a_floor_keeps_the_earlier_format_2_layout(tmp_path: Path) -> None:
+    """No floor, no field: what format-2 agents wrote before floors loads unchanged."""
+    _ledger(tmp_path).record_share(1, 1, PIN)
+    raw = json.loads((tmp_path / LEDGER_FILE).read_bytes())
+    assert set(raw) == {"format", "federation", "seq", "shares", "completed", "pins", "mac"}
+    assert raw["format"] == 2 and _ledger(tmp_path).load().floor is None
+
+
+@pytest.mark.parametrize("removed", [False, True], ids=["moved-back", "removed"])
+def test_an_edited_floor_is_detected(tmp_path: Path, removed: bool) -> None:
+    """Moving the floor back (or dropping it) would let older rounds be endorsed."""
+    _ledger(tmp_path).record_floor(NOW)
+    raw = json.loads((tmp_path / LEDGER_FILE).read_bytes())
+    raw["floor"] = NOW - 3600
+    if removed:
+        del raw["floor"]
+    (tmp_path / LEDGER_FILE).write_text(json.dumps(raw))
+    with pytest.raises(KeyStoreError, match="integrity check"):
+        _ledger(tmp_path).load()
+
+
+def test_a_malformed_floor_is_an_error() -> None:
+    body = LedgerState().body(FED, 1)
+    with pytest.raises(KeyStoreError, match="ledger is malformed"):
+        LedgerState.from_body({**body, "floor": "1700000000"})
+
+
 # ---- the file: durable, atomic, 0600 ------------------------------------------------------
 
 
@@ -238,8 +285,8 @@ def _edit(path: Path, **changes: object) -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"shares": []}, {"completed": [1, 2]}, {"pins": []}, {"seq": 9}],
-    ids=["shares-removed", "completed-added", "pin-removed", "seq-changed"],
+    [{"shares": []}, {"completed": [1, 2]}, {"pins": []}, {"seq": 9}, {"floor": NOW}],
+    ids=["shares-removed", "completed-added", "pin-removed", "seq-changed", "floor-added"],
 )
 def test_an_edited_ledger_is_detected(tmp_path: Path, changes: dict[str, object]) -> None:
     ledger = _ledger(tmp_path)
@@ -422,9 +469,10 @@ LEGACY = json.dumps({"shares": [[1, 0], [2, 1], [2, 2]], "completed": [1]}).enco
 def test_the_legacy_format_is_upgraded_in_place_once(tmp_path: Path) -> None:
     (tmp_path / LEDGER_FILE).write_bytes(LEGACY)
     state = _ledger(tmp_path).load()
-    assert state == LedgerState(shares=((1, 0), (2, 1), (2, 2)), completed=(1,))
+    assert state == LedgerState(shares=((1, 0), (2, 1), (2, 2)), completed=(1,), floor=NOW)
     upgraded = json.loads((tmp_path / LEDGER_FILE).read_bytes())
     assert upgraded["format"] == 2 and upgraded["seq"] == 1 and "mac" in upgraded
+    assert upgraded["floor"] == NOW  # the time of the upgrade: its rounds predate it
     assert _seq(tmp_path, SEQ_FILE) == 1
     assert _ledger(tmp_path).load() == state  # read as a MACed ledger from now on
     (tmp_path / LEDGER_FILE).write_bytes(LEGACY)  # … and never again as a legacy one

@@ -11,7 +11,7 @@ from he_agg.api.models import DecryptionRequest
 from he_agg.api.states import RoundState
 from he_agg.endorsement import upload_set_digest
 from keys.ledger import LedgerState, Pin
-from keys.verify import EndorseDecision, endorse
+from keys.verify import UPGRADE_SKEW_SECONDS, EndorseDecision, endorse
 from tests.test_member_verify import FED, MEMBER, ROUND, Setup, build_setup
 
 
@@ -123,6 +123,26 @@ def test_refuses_a_finished_or_legacy_round(setup: Setup) -> None:
     _refused(_endorse(setup, ledger=completed), "already decrypted")
     legacy = LedgerState(shares=((ROUND, 1),))
     _refused(_endorse(setup, ledger=legacy), "before upload sets were pinned")
+
+
+def test_refuses_a_set_with_an_upload_signed_before_the_upgrade_floor(setup: Setup) -> None:
+    """A member that joined before endorsements (floor set, keys.ledger) and holds no pin
+    for the round: an upload signed before floor − skew may be from a round decrypted then,
+    pinned only by its t sharers, so it is not endorsed; a later one is."""
+    earliest = min(u.timestamp for u in setup.request.uploads)
+    floor = earliest + UPGRADE_SKEW_SECONDS + 1
+    decision = _endorse(setup, ledger=LedgerState(floor=floor))
+    _refused(decision, f"before this member's upgrade floor {floor}")
+    assert _endorse(setup, ledger=LedgerState(floor=earliest + UPGRADE_SKEW_SECONDS)).accepted
+    assert _endorse(setup, ledger=LedgerState(floor=earliest - 3600)).accepted
+
+
+def test_the_server_cannot_move_uploads_past_the_floor(setup: Setup) -> None:
+    """The timestamp is under the client's signature: a later one fails it."""
+    floor = max(u.timestamp for u in setup.request.uploads) + UPGRADE_SKEW_SECONDS + 1
+    moved = [u.model_copy(update={"timestamp": floor}) for u in setup.request.uploads]
+    decision = _endorse(setup, _with(setup, uploads=moved), ledger=LedgerState(floor=floor))
+    _refused(decision, "not signed by it")
 
 
 def test_refuses_a_list_outside_k_min_to_k_max_or_not_enrolled(setup: Setup) -> None:

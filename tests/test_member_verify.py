@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,13 +36,24 @@ from he_agg.endorsement import Endorsement
 from he_agg.envelope import AGGREGATE_CLIENT, Upload, decode_upload, encode_upload
 from he_agg.packing import flatten
 from he_agg.params import ParameterSet, derive_parameters
-from he_agg.request_signing import HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from he_agg.request_signing import (
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    canonical_request,
+)
 from he_agg.roster import Roster
 from keys.committee import CommitteeSetup, run_committee_setup
 from keys.decrypt import decryption_share
 from keys.identity import Identity
 from keys.ledger import LedgerState, Pin
-from keys.verify import Decision, UploadSource, upload_set_digest, verify
+from keys.verify import (
+    UPGRADE_SKEW_SECONDS,
+    Decision,
+    UploadSource,
+    upload_set_digest,
+    verify,
+)
 
 FED = "verify-fed"
 CLIENTS = ("bank-1", "bank-2", "bank-3", "bank-4")  # bank-4 is enrolled but does not upload
@@ -81,20 +93,30 @@ class Parties:
         signed_for: str | None = None,
         target: str | None = None,
         signer: str | None = None,
+        at: int | None = None,
     ) -> UploadRecord:
-        """What the server stores for an upload: the client's signed PUT of ``blob``."""
+        """What the server stores for an upload: the client's signed PUT of ``blob``, signed
+        now or, with ``at``, as if at that time."""
         signed_for = signed_for or paths.update(FED, ROUND, client)
         manifest = self.manifests[client]
         key = self.clients[signer or client].signing
-        with SignedClient("http://unused.invalid", key) as sdk:
-            headers = sdk.headers("PUT", signed_for, blob, manifest)
+        digest = hashlib.sha256(blob).hexdigest()
+        if at is None:
+            with SignedClient("http://unused.invalid", key) as sdk:
+                headers = sdk.headers("PUT", signed_for, blob, manifest)
+            timestamp, nonce = int(headers[HEADER_TIMESTAMP]), headers[HEADER_NONCE]
+            signature = headers[HEADER_SIGNATURE]
+        else:  # what SignedClient.headers signs, at another time
+            timestamp, nonce = at, secrets.token_hex(16)
+            message = canonical_request("PUT", signed_for, digest, at, nonce, manifest)
+            signature = key.sign(message).hex()
         return UploadRecord(
             client=client,
-            sha256=hashlib.sha256(blob).hexdigest(),
+            sha256=digest,
             size=len(blob),
-            signature=headers[HEADER_SIGNATURE],
-            timestamp=int(headers[HEADER_TIMESTAMP]),
-            nonce=headers[HEADER_NONCE],
+            signature=signature,
+            timestamp=timestamp,
+            nonce=nonce,
             target=target or signed_for,
             manifest=manifest,
         )
@@ -328,6 +350,17 @@ def test_refuses_once_tau_is_spent(setup: Setup) -> None:
     _refused(_verify(setup, ledger=spent), f"τ={tau} is spent")
     one_left = LedgerState(shares=spent.shares[1:])
     assert _verify(setup, ledger=one_left).accepted
+
+
+def test_refuses_an_upload_signed_before_the_upgrade_floor(setup: Setup) -> None:
+    """A member that joined before endorsements has a floor (keys.ledger): an upload signed
+    more than the clock skew before it may belong to a round decrypted then."""
+    earliest = min(u.timestamp for u in setup.request.uploads)
+    floor = earliest + UPGRADE_SKEW_SECONDS + 1
+    _refused(_verify(setup, ledger=LedgerState(floor=floor)), f"upgrade floor {floor}")
+    at_the_edge = LedgerState(floor=earliest + UPGRADE_SKEW_SECONDS)
+    assert _verify(setup, ledger=at_the_edge).accepted
+    assert _verify(setup, ledger=LedgerState(floor=earliest - 3600)).accepted
 
 
 # ---- the key epoch --------------------------------------------------------------------

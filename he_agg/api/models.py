@@ -87,7 +87,7 @@ class FederationOut(BaseModel):
 class KeygenStatus(BaseModel):
     epoch: int
     phase: KeygenPhase
-    commitments: dict[int, str]
+    commitments: dict[int, str] = Field(description="member → 'commitment:signature', hex")
     public_key_shares: list[int]
     shamir_shares: list[tuple[int, int]]
     key_statements: list[int] = Field(default_factory=list, description="members who signed pk")
@@ -102,6 +102,11 @@ class KeyStatements(BaseModel):
 
 class CommitmentIn(BaseModel):
     commitment: str = Field(pattern=HEX32)
+    signature: str = Field(
+        pattern=r"^[0-9a-f]{128}$",
+        description="the member's Ed25519 signature over he_agg.collective_key."
+        "commitment_message (federation, epoch, member, roster digest, commitment)",
+    )
 
 
 class RoundOpen(BaseModel):

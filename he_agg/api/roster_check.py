@@ -27,6 +27,7 @@ def roster_for(
         version=version,
         epoch=epoch,
         parameters=params.fingerprint.hex(),
+        mode=config.mode.value,
         threshold=config.threshold,
         k_min=config.k_min,
         k_max=params.k_max,
@@ -42,7 +43,7 @@ def roster_for(
 def roster_mismatch(config: FederationCreate, roster: Roster) -> str | None:
     """What differs between the served configuration and the roster, or None."""
     expected = roster_for(config, roster.admin_key, version=roster.version, epoch=roster.epoch)
-    for field in ("federation", "parameters", "threshold", "k_min", "k_max"):
+    for field in ("federation", "mode", "parameters", "threshold", "k_min", "k_max"):
         if getattr(expected, field) != getattr(roster, field):
             return f"{field} differs from the pinned roster"
     if sorted(expected.clients, key=str) != sorted(roster.clients, key=str):

@@ -12,6 +12,7 @@ from he_agg.api.states import FederationMode, KeygenPhase
 from he_agg.collective_key import (
     PublicKeyShare,
     aggregate_public_key_shares,
+    commitment_message,
     public_key,
     verify_reveal,
 )
@@ -85,12 +86,24 @@ class KeygenRelay:
         if phase not in allowed:
             raise ServiceError(409, f"key generation is in phase {phase!r}, not {allowed[0]!r}")
 
-    def add_commitment(self, federation: Federation, member: int, commitment: str) -> None:
+    def add_commitment(
+        self, federation: Federation, member: int, commitment: str, signature: str
+    ) -> None:
+        """H(p_i) with its member's signature (over the roster digest and the epoch)."""
+        value = f"{commitment}:{signature}"
         if self.phase(federation) != KeygenPhase.COMMIT:
-            if self._values(federation, COMMITMENT).get((member, 0)) == commitment:
+            if self._values(federation, COMMITMENT).get((member, 0)) == value:
                 return
             raise ServiceError(409, "commitments are closed for this key epoch")
-        self._store(federation, COMMITMENT, member, 0, commitment)
+        roster = SignedRoster.from_json(federation.spec.roster or "").roster
+        message = commitment_message(
+            federation.id, federation.epoch, member, roster.digest, bytes.fromhex(commitment)
+        )
+        try:
+            verify_signature(federation.member_key(member), bytes.fromhex(signature), message)
+        except ProtocolError as exc:
+            raise ServiceError(422, "the commitment is not signed by its member") from exc
+        self._store(federation, COMMITMENT, member, 0, value)
 
     def add_public_key_share(self, federation: Federation, member: int, blob: bytes) -> None:
         self._require_phase(federation, KeygenPhase.REVEAL, KeygenPhase.DEAL, KeygenPhase.READY)
@@ -101,7 +114,8 @@ class KeygenRelay:
             raise ServiceError(422, str(exc)) from exc
         if share.member != member:
             raise ServiceError(422, "the share names another member")
-        commitment = bytes.fromhex(self._values(federation, COMMITMENT)[(member, 0)])
+        stored = self._values(federation, COMMITMENT)[(member, 0)]
+        commitment = bytes.fromhex(stored.split(":")[0])
         try:
             verify_reveal(commitment, share, params, federation.id, federation.epoch)
         except CommitmentError as exc:

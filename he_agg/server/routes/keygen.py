@@ -42,7 +42,7 @@ def put_commitment(
 ) -> Response:
     member_caller(state, federation, signed.caller, member)
     body = CommitmentIn.model_validate_json(signed.body)
-    state.keygen.add_commitment(federation, member, body.commitment)
+    state.keygen.add_commitment(federation, member, body.commitment, body.signature)
     return Response(status_code=204)
 
 
