@@ -6,6 +6,10 @@ upload set (:func:`keys.verify.endorse`; the round is pinned in the ledger, fsyn
 before the signed endorsement is PUT), at most one set per round. A member of the
 decryption set then releases its share only once the request carries a quorum of
 endorsements of that set (:mod:`he_agg.endorsement`); until then it waits, saying so once.
+Every round it sees published or aborted is recorded completed (one write when one is
+new), touched or not, and never endorsed or decrypted again. A member whose DKG ran before
+endorsements (``member.key`` but no key statement record) gets its upgrade floor on the
+first ledger load (:mod:`keys.ledger`, *Upgrade floor*).
 
 A refusal is logged with its reason. A share is kept (fsynced) as ``shares/{r}-{a}.pending``,
 then counted in the ledger with the round's pinned upload set (fsynced), then moved to

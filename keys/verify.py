@@ -5,9 +5,9 @@ Two decisions, both pure. :func:`endorse` (every member, for every round it sees
 decrypting, whether or not it is named to decrypt): may this member endorse the round's
 upload set (:mod:`he_agg.endorsement`)? It checks the state, the epoch, the ledger (not
 finished, not pinned to another set, nothing signed before its floor), the upload list
-(step 5 below) and every record's
-target and client signature (the signature covers the body's sha256 in the record, so no
-blob is fetched). :func:`verify` (a member of the decryption set): may it release a share?
+(step 5 below) and every record's target and client signature (the signature covers the
+body's sha256 in the record, so no blob is fetched). :func:`verify` (a member of the
+decryption set): may it release a share?
 
 The checks of :func:`verify`, in order (the first that fails is the reason):
   1. the round is decrypting and this member is in the named set;

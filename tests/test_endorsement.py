@@ -25,6 +25,7 @@ def _roster(members: tuple[int, ...] = (1, 2, 3, 4), threshold: int = 2) -> Rost
         version=1,
         epoch=0,
         parameters="00",
+        mode="ckks",
         threshold=threshold,
         k_min=1,
         k_max=8,

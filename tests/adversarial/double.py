@@ -8,7 +8,9 @@ every decryption request, the endorsements it holds, choosing for each member th
 that names the listed upload set if it has one: the best a lying server can do.
 The honest parts of a round (uploads signed by real clients, the true aggregate's
 digest) are built by :class:`World`, so each attack differs from an honest round in
-exactly the thing it tries.
+exactly the thing it tries. Member agents start on a state folder as the DKG leaves it
+(``member.key`` and the key statement record); ``legacy=True`` leaves the record out,
+as the DKG before endorsements did.
 """
 
 from __future__ import annotations
@@ -43,12 +45,18 @@ from he_agg.endorsement import Endorsement, upload_set_digest
 from he_agg.envelope import decode_upload
 from he_agg.key_statement import KeyStatement, key_digest
 from he_agg.params import ParameterSet, derive_parameters
-from he_agg.request_signing import HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from he_agg.request_signing import (
+    HEADER_KEY,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    canonical_request,
+)
 from he_agg.roster import SignedRoster
 from he_agg.seal_codec import ciphertext_to_bytes
 from keys.agent import MemberAgent
 from keys.committee import CommitteeSetup, run_committee_setup
-from keys.dkg import MEMBER_KEY
+from keys.dkg import KEY_STATEMENT_FILE, MEMBER_KEY
 from keys.identity import Identity
 
 FED = "hostile"
@@ -59,7 +67,8 @@ BASE = "http://aggregator.hostile"
 
 @dataclass
 class World:
-    """An honest federation's parties and data: 3 members (t = 2), 4 clients, K_max = 3."""
+    """An honest federation's parties and data: 3 members (t = 2) unless told otherwise,
+    4 clients, K_max = 3."""
 
     params: ParameterSet
     committee: CommitteeSetup
@@ -69,9 +78,9 @@ class World:
     roster: SignedRoster
 
     @classmethod
-    def build(cls) -> World:
-        params = derive_parameters("hostile-test", k_max=3, committee_max=3, value_bits=12)
-        committee = run_committee_setup(params, FED, members=3, threshold=2)
+    def build(cls, members: int = 3, threshold: int = 2) -> World:
+        params = derive_parameters("hostile-test", k_max=3, committee_max=members, value_bits=12)
+        committee = run_committee_setup(params, FED, members=members, threshold=threshold)
         admin = Identity.generate(0)
         clients = {name: Identity.generate(0) for name in CLIENTS}
         spec = federation_spec(
@@ -79,15 +88,18 @@ class World:
             {n: i.public for n, i in clients.items()},
             [m.identity.public for m in committee.members],
             params=params,
-            threshold=2,
+            threshold=threshold,
             k_min=2,
         )
         roster = SignedRoster.sign(roster_for(spec, admin.public.signing_key.hex()), admin.sign)
         config = spec.model_copy(update={"roster": roster.to_json()})
         return cls(params, committee, admin, clients, config, roster)
 
-    def upload(self, client: str, round: int, seed: int = 0) -> tuple[bytes, UploadRecord]:
-        """A real client's encrypted upload for ``round`` and the record of its signed PUT."""
+    def upload(
+        self, client: str, round: int, seed: int = 0, at: int | None = None
+    ) -> tuple[bytes, UploadRecord]:
+        """A real client's encrypted upload for ``round`` and the record of its signed PUT,
+        signed now or, with ``at``, as if at that time."""
         rng = np.random.default_rng(seed + 100 * round + CLIENTS.index(client))
         update = {"w": rng.uniform(-1, 1, 40).astype(np.float32)}
         blob, manifest = prepare_upload(
@@ -96,6 +108,11 @@ class World:
         target = paths.update(FED, round, client)
         with SignedClient(BASE, self.clients[client].signing) as sdk:
             headers = sdk.headers("PUT", target, blob, manifest.to_header())
+        if at is not None:  # what SignedClient.headers signs, at another time
+            digest, nonce = hashlib.sha256(blob).hexdigest(), headers[HEADER_NONCE]
+            message = canonical_request("PUT", target, digest, at, nonce, manifest.to_header())
+            signature = self.clients[client].signing.sign(message).hex()
+            headers = {**headers, HEADER_TIMESTAMP: str(at), HEADER_SIGNATURE: signature}
         record = UploadRecord(
             client=client,
             sha256=hashlib.sha256(blob).hexdigest(),
@@ -267,10 +284,14 @@ class HostileServer:
             return httpx.Response(201, content=receipt.model_dump_json())
         return httpx.Response(404, json={"detail": "not found"})
 
-    def member(self, index: int, folder: Path) -> MemberAgent:
-        """A real member agent after the DKG (its key file in ``folder``), pinned roster."""
+    def member(self, index: int, folder: Path, *, legacy: bool = False) -> MemberAgent:
+        """A real member agent after the DKG (its key file in ``folder``), pinned roster; its
+        key statement record too, unless ``legacy`` (a DKG run before endorsements)."""
         secrets = self.world.committee.members[index - 1]
         folder.mkdir(parents=True, exist_ok=True)
+        statement = folder / KEY_STATEMENT_FILE
+        if not legacy and not (folder / MEMBER_KEY).exists():
+            statement.write_text(self.world.statements(self.world.public_key())[index])
         if not (folder / MEMBER_KEY).exists():
             secrets.save(folder / MEMBER_KEY, PASSPHRASE, self.world.params)
         client = SignedClient(
@@ -280,16 +301,19 @@ class HostileServer:
             client, FED, secrets.identity, folder, PASSPHRASE, roster=self.world.roster
         )
 
-    def honest_round(self, number: int, clients: tuple[str, ...], attempt: int = 1) -> None:
-        """What an honest server would ask for ``number``: the uploads and their true sum."""
-        made = [self.world.upload(c, number) for c in clients]
+    def honest_round(
+        self, number: int, clients: tuple[str, ...], attempt: int = 1, at: int | None = None
+    ) -> None:
+        """What an honest server would ask for ``number`` of members 1 to t: the uploads
+        (signed now, or ``at``) and their true sum."""
+        made = [self.world.upload(c, number, at=at) for c in clients]
         for client, (blob, _) in zip(clients, made, strict=True):
             self.blobs[(number, client)] = blob
         self.requests[number] = DecryptionRequest(
             round=number,
             state=RoundState.DECRYPTING,
             attempt=attempt,
-            decryption_set=[1, 2],
+            decryption_set=list(range(1, self.world.config.threshold + 1)),
             aggregate_sha256=self.world.aggregate_digest([b for b, _ in made], number),
             uploads=[r for _, r in made],
         )

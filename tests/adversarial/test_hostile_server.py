@@ -5,15 +5,19 @@ the real agents' loop (``MemberAgent.step``) against it. No attack may get a sha
 of a member. Members decrypt only an upload set a quorum of q = ⌈(n + t)/2⌉ of them
 endorsed (here n=3, t=2: all three), so the server re-listing a round with a subset,
 showing members different sets, or doing either with t−1 = 1 corrupt member on its side,
-never has two sets decrypted. ``RELEASED`` counts shares released to attacks over the
-whole suite; the last test asserts it is zero and that every attack ran.
+never has two sets decrypted. Members that joined before endorsements existed carry an
+upgrade floor and never take part in a round uploaded before it (the last attack, with
+n=5, t=3, q=4). ``RELEASED`` counts shares released to attacks over the whole suite; the
+last test asserts it is zero and that every attack ran.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +26,8 @@ import pytest
 from he_agg.api.models import DecryptionRequest
 from he_agg.endorsement import Endorsement, upload_set_digest
 from keys.agent import MemberAgent
-from tests.adversarial.double import CLIENTS, HostileServer, World
+from keys.ledger import Ledger, Pin, ledger_key
+from tests.adversarial.double import CLIENTS, FED, HostileServer, World
 
 RELEASED: dict[str, int] = {}
 
@@ -287,7 +292,71 @@ def test_a_colluding_member_and_a_relist_with_a_subset(
     assert matching == [2]  # … but only the corrupt member endorsed the subset
 
 
-ATTACKS = 16  # the tests above that call _attack (the parametrised ones count 3 and 2)
+# ---- across the upgrade to endorsements ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def five() -> World:
+    """n=5, t=3: q = 4, so a quorum needs members beyond the t who decrypted a round."""
+    return World.build(members=5, threshold=3)
+
+
+def _old_code_round(server: HostileServer, tmp_path: Path) -> DecryptionRequest:
+    """Round 1, uploaded an hour ago and decrypted then, under the code before endorsements,
+    for {c1, c2, c3} by {1, 2, 3}: member 3's ledger pins that set (the share pinned it);
+    members 4 and 5 never saw the round. Every folder is as that code's DKG left it."""
+    server.honest_round(1, CLIENTS[:3], at=int(time.time()) - 3600)
+    full = server.requests[1]
+    secrets, folder = server.world.committee.members[2], tmp_path / "member-3"
+    folder.mkdir(parents=True)
+    ledger = Ledger(folder, ledger_key(secrets.identity, FED), FED)
+    pin = Pin(upload_set_digest(full.uploads), full.aggregate_sha256, len(full.uploads))
+    ledger.record_share(1, 1, pin)
+    return full
+
+
+def test_a_round_decrypted_before_endorsements_relisted_with_a_subset(
+    five: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the upgrade the server shows round 1 decrypting again for {c1, c2}, with the
+    endorsements of members 1 and 2, who collude with it. Without the floor, members 4 and 5
+    (no pin) endorse too: {1, 2, 4, 5} is a quorum, {1, 2, 4} decrypts, and the difference
+    of the two results is c3's update. With it, 3, 4 and 5 refuse: the uploads predate
+    their upgrade."""
+    server = HostileServer(five)
+    full = _old_code_round(server, tmp_path)
+    honest = [server.member(i, tmp_path / f"member-{i}", legacy=True) for i in (3, 4, 5)]
+    subset = [server.blobs[(1, c)] for c in CLIENTS[:2]]
+    relisted = _changed(
+        full,
+        attempt=2,
+        decryption_set=[1, 2, 4],
+        uploads=full.uploads[:2],
+        aggregate_sha256=five.aggregate_digest(subset, 1),
+    )
+    forged = {m: five.endorsement(m, relisted) for m in (1, 2)}
+    server.requests[1] = _changed(relisted, endorsements=forged)
+    server.views[(5, 1)] = _changed(server.requests[1], decryption_set=[1, 2, 5])
+    with caplog.at_level(logging.WARNING, logger="he_agg.member"):
+        _attack("pre-endorsement round, re-listed with a subset", server, honest, 1, 2)
+    assert server.endorsed == []  # no honest member endorsed the subset
+    reasons = [(getattr(r, "member", 0), str(getattr(r, "reason", ""))) for r in caplog.records]
+    assert {m for m, reason in reasons if "upgrade floor" in reason} == {3, 4, 5}
+
+
+def test_upgraded_members_decrypt_rounds_uploaded_after_the_upgrade(
+    five: World, tmp_path: Path
+) -> None:
+    """The control: the same members, floors set, get a new round's shares out."""
+    server = HostileServer(five)
+    agents = [server.member(i, tmp_path / f"member-{i}", legacy=True) for i in range(1, 6)]
+    server.honest_round(2, CLIENTS[:3])
+    _run(agents)
+    assert sorted(server.shares) == [(2, 1, 1), (2, 1, 2), (2, 1, 3)]
+    assert all(agent.ledger().floor is not None for agent in agents)
+
+
+ATTACKS = 17  # the tests above that call _attack (the parametrised ones count 3 and 2)
 
 
 def test_no_attack_released_a_share() -> None:
