@@ -151,6 +151,7 @@ class Participant:
         self, update: Mapping[str, Any], num_samples: float, round: int
     ) -> tuple[bytes, Manifest]:
         public = self.fetch_public_context()
+        epoch = 0 if self.roster is None else self.roster.epoch  # the key the roster vouches for
         vector_size = flatten(update)[1].size + 1
         blocks = -(-vector_size // public.params.slots)
         if self.show_progress and blocks >= 64:
@@ -163,10 +164,17 @@ class Participant:
                     federation=self.federation,
                     round=round,
                     client=self.name,
+                    epoch=epoch,
                     progress=lambda n: bar.advance(task, n),
                 )
         return prepare_upload(
-            update, num_samples, public, federation=self.federation, round=round, client=self.name
+            update,
+            num_samples,
+            public,
+            federation=self.federation,
+            round=round,
+            client=self.name,
+            epoch=epoch,
         )
 
     def wait_for_model(

@@ -21,11 +21,12 @@ def prepare_upload(
     federation: str,
     round: int,
     client: str,
+    epoch: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[bytes, Manifest]:
     """Envelope bytes for Enc([n_k, n_k·x_k]) under the collective key, and the manifest."""
     vector, manifest = flatten(update)
     weighted = weighted_vector(vector, num_samples, public.params)
     words = encrypt_vector(weighted, public, progress=progress)
-    upload = Upload(federation, round, client, public.params.scale, words)
+    upload = Upload(federation, round, client, public.params.scale, words, epoch)
     return encode_upload(upload, public.params), manifest

@@ -61,12 +61,13 @@ def sum_uploads(uploads: Iterable[Upload], params: ParameterSet) -> U64Array:
 
 
 def aggregate_envelope(
-    uploads: Iterable[Upload], params: ParameterSet, federation: str, round: int
+    uploads: Iterable[Upload], params: ParameterSet, federation: str, round: int, epoch: int = 0
 ) -> bytes:
     """The round's aggregate as an envelope. The server publishes its sha256 and every
     member recomputes it, so both must build it with this one function."""
     total = sum_uploads(uploads, params)
-    return encode_upload(Upload(federation, round, AGGREGATE_CLIENT, params.scale, total), params)
+    aggregate = Upload(federation, round, AGGREGATE_CLIENT, params.scale, total, epoch)
+    return encode_upload(aggregate, params)
 
 
 def aggregate_uploads(blobs: Iterable[bytes], params: ParameterSet, **expect: object) -> U64Array:

@@ -4,20 +4,25 @@ All integers little-endian. A reader in any language needs only this table.
 
     offset  size  field
     0       4     magic  b"HEAG"
-    4       2     format version (1)
+    4       2     format version (2)
     6       2     header length H in bytes (everything before the body)
     8       32    parameter-set fingerprint (sha256 of its canonical encoding)
-    40      8     round number
-    48      4     ciphertext count C
-    52      8     scale Δ (IEEE-754 double)
-    60      1     federation id length F, then F bytes of UTF-8
-    61+F    1     client id length K, then K bytes of UTF-8
+    40      8     key epoch (the collective key it is encrypted under)
+    48      8     round number
+    56      4     ciphertext count C
+    60      8     scale Δ (IEEE-754 double)
+    68      1     federation id length F, then F bytes of UTF-8
+    69+F    1     client id length K, then K bytes of UTF-8
     H       ...   body: for each data prime q_j in order, the C·2·N words of every
                   ciphertext's (c0, c1) residues mod q_j, ciphertext-major, each word
                   bit-packed to q_j's bit length (see bitpack.py)
 
 The body length is fixed by (C, N, the primes); anything shorter or longer is refused,
 and so is any word ≥ its prime.
+
+Version 2 added the key epoch, so a client's request signature (over the body's sha256)
+binds its upload to one epoch as well as to the federation, round and client. A version-1
+envelope (before key epochs) is refused with a message that says so.
 """
 
 from __future__ import annotations
@@ -48,8 +53,8 @@ __all__ = [
 
 MAGIC = b"HEAG"
 AGGREGATE_CLIENT = "_aggregate"  # the client id of a round's aggregate; no party can have it
-FORMAT_VERSION = 1
-_FIXED = struct.Struct("<4sHH32sQId")
+FORMAT_VERSION = 2
+_FIXED = struct.Struct("<4sHH32sQQId")
 _MAX_ID = 255
 
 
@@ -62,6 +67,7 @@ class Upload:
     client: str
     scale: float
     words: U64Array
+    epoch: int = 0
 
     @property
     def count(self) -> int:
@@ -92,7 +98,14 @@ def encode_upload(upload: Upload, params: ParameterSet) -> bytes:
     tail = _ident(upload.federation, "federation") + _ident(upload.client, "client")
     header_length = _FIXED.size + len(tail)
     fixed = _FIXED.pack(
-        MAGIC, FORMAT_VERSION, header_length, params.fingerprint, upload.round, count, upload.scale
+        MAGIC,
+        FORMAT_VERSION,
+        header_length,
+        params.fingerprint,
+        upload.epoch,
+        upload.round,
+        count,
+        upload.scale,
     )
     return b"".join([fixed, tail, pack_residues(upload.words, params.data_primes)])
 
@@ -118,23 +131,34 @@ def decode_upload(
     round: int | None = None,
     client: str | None = None,
     max_count: int | None = None,
+    epoch: int | None = None,
 ) -> Upload:
     """Parse and validate an envelope; every expectation given must match exactly."""
     blob = memoryview(data)
     if len(blob) < _FIXED.size:
         raise SizeError("shorter than the envelope header")
-    magic, version, header_length, fingerprint, round_no, count, scale = _FIXED.unpack_from(blob)
-    if magic != MAGIC:
+    if bytes(blob[:4]) != MAGIC:
         raise MagicError("not a he-agg upload (bad magic)")
+    (version,) = struct.unpack_from("<H", blob, 4)
+    if version == 1:
+        raise VersionError(
+            "format version 1 predates key epochs; encrypt the update again with this he-agg"
+        )
     if version != FORMAT_VERSION:
         raise VersionError(f"format version {version}, this server reads {FORMAT_VERSION}")
+    _, _, header_length, fingerprint, key_epoch, round_no, count, scale = _FIXED.unpack_from(blob)
     if fingerprint != params.fingerprint:
         raise FingerprintError("upload was made for another parameter set")
     fed, offset = _read_ident(blob, _FIXED.size, "federation")
     who, offset = _read_ident(blob, offset, "client")
     if offset != header_length:
         raise SizeError("header length field disagrees with the header")
-    checks = (("federation", federation, fed), ("round", round, round_no), ("client", client, who))
+    checks = (
+        ("federation", federation, fed),
+        ("key epoch", epoch, key_epoch),
+        ("round", round, round_no),
+        ("client", client, who),
+    )
     for what, expected, got in checks:
         if expected is not None and expected != got:
             raise MismatchError(f"{what} is {got!r}, expected {expected!r}")
@@ -148,4 +172,6 @@ def decode_upload(
     words = unpack_residues(
         blob[header_length:], params.data_primes, (count, 2), params.poly_degree
     )
-    return Upload(federation=fed, round=round_no, client=who, scale=scale, words=words)
+    return Upload(
+        federation=fed, round=round_no, client=who, scale=scale, words=words, epoch=key_epoch
+    )

@@ -197,7 +197,7 @@ def verify(
         _check_quorum(request, roster, federation, epoch)
         uploads = _verified_uploads(request, keys, params, federation, upload_blob)
         try:
-            envelope = aggregate_envelope(uploads, params, federation, request.round)
+            envelope = aggregate_envelope(uploads, params, federation, request.round, request.epoch)
         except EnvelopeError as exc:
             raise DecryptionRefused(f"the listed uploads do not add up: {exc}") from exc
     except DecryptionRefused as exc:
@@ -344,7 +344,12 @@ def _verified_uploads(
         _check_upload(record, keys[record.client], blob, federation, request.round)
         try:
             yield decode_upload(
-                blob, params, federation=federation, round=request.round, client=record.client
+                blob,
+                params,
+                federation=federation,
+                round=request.round,
+                client=record.client,
+                epoch=request.epoch,
             )
         except EnvelopeError as exc:
             raise DecryptionRefused(

@@ -1,3 +1,5 @@
+import dataclasses
+import hashlib
 import struct
 
 import numpy as np
@@ -58,11 +60,11 @@ def _set(blob: bytes, offset: int, fmt: str, value: object) -> bytes:
         (lambda b: b[:-1], SizeError),
         (lambda b: b + b"\x00", SizeError),
         (lambda b: b"XXXX" + b[4:], MagicError),
-        (lambda b: _set(b, 4, "<H", 2), VersionError),
+        (lambda b: _set(b, 4, "<H", 3), VersionError),
         (lambda b: _set(b, 8, "<B", b[8] ^ 1), FingerprintError),
-        (lambda b: _set(b, 48, "<I", 3), SizeError),  # count says 3, body holds 2
-        (lambda b: _set(b, 48, "<I", 0), MismatchError),
-        (lambda b: _set(b, 52, "<d", 2.0**40), MismatchError),
+        (lambda b: _set(b, 56, "<I", 3), SizeError),  # count says 3, body holds 2
+        (lambda b: _set(b, 56, "<I", 0), MismatchError),
+        (lambda b: _set(b, 60, "<d", 2.0**40), MismatchError),
         (lambda b: _set(b, 6, "<H", 99), SizeError),
     ],
     ids=[
@@ -94,7 +96,8 @@ def test_word_at_or_above_its_prime_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    ("expect", "value"), [("federation", "other"), ("round", 8), ("client", "bank-2")]
+    ("expect", "value"),
+    [("federation", "other"), ("round", 8), ("client", "bank-2"), ("epoch", 1)],
 )
 def test_mismatched_identity_is_rejected(expect: str, value: object) -> None:
     with pytest.raises(MismatchError):
@@ -116,3 +119,17 @@ def test_every_error_is_an_envelope_error() -> None:
     for bad in (b"", b"HEAG", BLOB[:-5]):
         with pytest.raises(EnvelopeError):
             decode_upload(bad, P)
+
+
+def test_a_version_1_envelope_is_refused_with_a_clear_message() -> None:
+    """Version 1 predates key epochs: its bytes are not re-read as if they had one."""
+    with pytest.raises(VersionError, match="predates key epochs"):
+        decode_upload(_set(BLOB, 4, "<H", 1), P)
+
+
+def test_the_epoch_round_trips_and_is_bound_in_the_bytes() -> None:
+    upload = dataclasses.replace(_upload(1), epoch=7)
+    blob = encode_upload(upload, P)
+    assert decode_upload(blob, P, epoch=7).epoch == 7
+    assert struct.unpack_from("<Q", blob, 40) == (7,)
+    assert hashlib.sha256(blob).digest() != hashlib.sha256(encode_upload(_upload(1), P)).digest()

@@ -168,6 +168,11 @@ def _count_values(federation: Federation, number: int, client: str, body: mmap.m
     if federation.mode == FederationMode.PLAINTEXT:
         return int(decode_plain_upload(memoryview(body)).size)
     upload = decode_upload(
-        memoryview(body), federation.params, federation=federation.id, round=number, client=client
+        memoryview(body),
+        federation.params,
+        federation=federation.id,
+        round=number,
+        client=client,
+        epoch=federation.epoch,
     )
     return upload.count

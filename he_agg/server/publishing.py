@@ -78,6 +78,7 @@ class Publisher:
             raise ServiceError(409, f"round {number} has no aggregate (state {row.state})")
         return DecryptionRequest(
             round=number,
+            epoch=federation.epoch,
             state=row.state,
             attempt=row.attempt,
             decryption_set=list(row.decryption_set),

@@ -139,10 +139,17 @@ class Rounds:
         """Σ of the stored uploads (always rebuilt from the blobs), stored as an envelope."""
         params = federation.params
         decoded = (
-            decode_upload(self.blobs.read(u.sha256), params, federation=federation.id, round=number)
+            decode_upload(
+                self.blobs.read(u.sha256),
+                params,
+                federation=federation.id,
+                round=number,
+                epoch=federation.epoch,
+            )
             for u in uploads
         )
-        return self.blobs.put(aggregate_envelope(decoded, params, federation.id, number))
+        envelope = aggregate_envelope(decoded, params, federation.id, number, federation.epoch)
+        return self.blobs.put(envelope)
 
     def start_decryption(self, federation: Federation, row: RoundRow, exclude: set[int]) -> None:
         """Name the next decryption set (a new attempt, counted against τ), or abort."""
