@@ -9,7 +9,7 @@ federation whose served configuration says what that roster says.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -154,28 +154,24 @@ class Participant:
         epoch = 0 if self.roster is None else self.roster.epoch  # the key the roster vouches for
         vector_size = flatten(update)[1].size + 1
         blocks = -(-vector_size // public.params.slots)
+
+        def encrypt(progress: Callable[[int], None] | None) -> tuple[bytes, Manifest]:
+            return prepare_upload(
+                update,
+                num_samples,
+                public,
+                federation=self.federation,
+                round=round,
+                client=self.name,
+                epoch=epoch,
+                progress=progress,
+            )
+
         if self.show_progress and blocks >= 64:
             with Progress(transient=True) as bar:
                 task = bar.add_task("encrypt", total=blocks)
-                return prepare_upload(
-                    update,
-                    num_samples,
-                    public,
-                    federation=self.federation,
-                    round=round,
-                    client=self.name,
-                    epoch=epoch,
-                    progress=lambda n: bar.advance(task, n),
-                )
-        return prepare_upload(
-            update,
-            num_samples,
-            public,
-            federation=self.federation,
-            round=round,
-            client=self.name,
-            epoch=epoch,
-        )
+                return encrypt(lambda n: bar.advance(task, n))
+        return encrypt(None)
 
     def wait_for_model(
         self, round: int, timeout: float = 600.0, poll: float = 0.5
