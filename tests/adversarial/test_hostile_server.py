@@ -25,6 +25,7 @@ import pytest
 
 from he_agg.api.models import DecryptionRequest
 from he_agg.endorsement import Endorsement, upload_set_digest
+from he_agg.errors import KeyStoreError
 from keys.agent import MemberAgent
 from keys.ledger import Ledger, Pin, ledger_key
 from tests.adversarial.double import CLIENTS, FED, HostileServer, World
@@ -66,6 +67,25 @@ def _attack(
 
 def _changed(request: DecryptionRequest, **update: object) -> DecryptionRequest:
     return request.model_copy(update=update)
+
+
+def _relist_subset(server: HostileServer, number: int) -> DecryptionRequest:
+    """The measured break: round ``number`` asked again (attempt 2, another decryption set)
+    with only its first two uploads, and their true sum."""
+    first = server.requests[number]
+    subset = [server.blobs[(number, c)] for c in CLIENTS[:2]]
+    server.requests[number] = _changed(
+        first,
+        attempt=2,
+        decryption_set=[1, 3],
+        uploads=first.uploads[:2],
+        aggregate_sha256=server.world.aggregate_digest(subset, number),
+    )
+    return server.requests[number]
+
+
+def _first_endorsement(server: HostileServer, number: int, member: int) -> str:
+    return next(body for n, m, body in server.endorsed if (n, m) == (number, member))
 
 
 # ---- the control: an honest round gets its shares ----------------------------------------
@@ -169,15 +189,7 @@ def test_a_relist_with_a_subset(server: HostileServer, tmp_path: Path) -> None:
     server.honest_round(1, CLIENTS[:3])
     _run(agents)
     assert {s[:2] for s in server.shares} == {(1, 1)}
-    first = server.requests[1]
-    subset = [server.blobs[(1, c)] for c in CLIENTS[:2]]
-    server.requests[1] = _changed(
-        first,
-        attempt=2,
-        decryption_set=[1, 3],
-        uploads=first.uploads[:2],
-        aggregate_sha256=server.world.aggregate_digest(subset, 1),
-    )
+    _relist_subset(server, 1)
     _attack("re-list with a subset", server, agents, 1, 2)
 
 
@@ -194,28 +206,32 @@ def test_a_replayed_request_for_a_finished_round(server: HostileServer, tmp_path
 
 
 def test_a_rolled_back_ledger(server: HostileServer, tmp_path: Path) -> None:
-    """Member 1's ledger is put back to before its share; the server re-asks with a subset."""
+    """Member 1's ledger is put back to before its round-2 share; the server re-asks round 2
+    with a subset, and members 2 and 3 (colluding here, to isolate member 1's defence) endorse
+    it. A member that believed the restored ledger would complete the quorum and share."""
     agents = _members(server, tmp_path)
     folder = tmp_path / "member-1"
-    snapshot = tmp_path / "before"
-    _run(agents[:1], times=1)  # the ledger exists (nothing shared yet)
-    shutil.copytree(folder, snapshot)
     server.honest_round(1, CLIENTS[:3])
-    _run(agents)
+    _run(agents)  # member 1 shares round 1: its ledger exists from here on
+    snapshot = tmp_path / "before"
+    snapshot.mkdir()
     for name in ("ledger.json", "ledger.seq"):
-        if (snapshot / name).exists():
-            shutil.copy2(snapshot / name, folder / name)
-    first = server.requests[1]
-    subset = [server.blobs[(1, c)] for c in CLIENTS[:2]]
-    server.requests[1] = _changed(
-        first,
-        attempt=2,
-        decryption_set=[1, 3],
-        uploads=first.uploads[:2],
-        aggregate_sha256=server.world.aggregate_digest(subset, 1),
-    )
-    restarted = [server.member(1, folder)]
-    _attack("rolled-back ledger", server, restarted, 1, 2)
+        shutil.copy2(folder / name, snapshot / name)
+    server.honest_round(2, CLIENTS[:3])
+    _run(agents)
+    assert (2, 1, 1) in server.shares  # member 1 shared round 2, then loses that memory
+    for name in ("ledger.json", "ledger.seq"):
+        shutil.copy2(snapshot / name, folder / name)
+    relisted = _relist_subset(server, 2)
+    for colluder in (2, 3):
+        server.endorsed.append((2, colluder, server.world.endorsement(colluder, relisted)))
+    restarted = server.member(1, folder)
+    with pytest.raises(KeyStoreError):
+        restarted.ledger()  # the share file of round 2 is not in the restored ledger
+    _attack("rolled-back ledger", server, [restarted], 2, 2)
+    assert not [
+        e for e in server.endorsed if e[:2] == (2, 1) and e[2] != _first_endorsement(server, 2, 1)
+    ]
 
 
 def _subset_request(server: HostileServer, first: DecryptionRequest) -> DecryptionRequest:
