@@ -3,13 +3,19 @@
 A client trusts the server for nothing but delivery. It encrypts only under a key that
 every member of its pinned roster signed and whose second polynomial it recomputed from
 the CRS itself (:func:`he_agg.key_statement.verify_collective_key`), and only for a
-federation whose served configuration says what that roster says.
+federation whose served configuration says what that roster says. It follows the admin's
+signed roster successors (never the server's word) and, after a roster change, encrypts
+only under keys of epochs the newest roster governs.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +32,7 @@ from he_agg.api.models import (
     RoundOut,
     UploadReceipt,
 )
-from he_agg.api.roster_check import roster_mismatch
+from he_agg.api.roster_check import genesis_mismatch
 from he_agg.api.states import FederationMode, RoundState
 from he_agg.api.transport import SignedClient, Verify
 from he_agg.errors import ProtocolError, ServiceError
@@ -36,7 +42,7 @@ from he_agg.params import DEFAULT, ParameterSet
 from he_agg.plain import encode_plain_upload
 from he_agg.public import PublicContext
 from he_agg.request_signing import HEADER_MANIFEST
-from he_agg.roster import SignedRoster
+from he_agg.roster import Roster, SignedRoster, follow
 
 __all__ = ["Participant", "read_model"]
 
@@ -57,16 +63,27 @@ class Participant:
         verify: Verify = True,
         show_progress: bool = True,
         roster: SignedRoster | None = None,
+        roster_file: Path | None = None,
     ) -> None:
         """``roster``: the admin's roster this client pinned (out of band, fingerprint
-        compared); required to encrypt, since the server's own word is worth nothing."""
-        self.roster = None if roster is None else roster.verify()
+        compared); required to encrypt, since the server's own word is worth nothing.
+        Signed successors of it are followed (:meth:`follow_rosters`); ``roster_file``,
+        if given, is rewritten with the newest one followed."""
+        if roster is not None:
+            roster.verify()
+        self.signed_roster = roster
+        self.roster_file = roster_file
         self.http = SignedClient(base_url, signing_key, transport=transport, verify=verify)
         self.federation = federation
         self.name = name
         self.show_progress = show_progress
-        self._public: PublicContext | None = None
+        self._public: dict[int, PublicContext] = {}
         self._federation: FederationOut | None = None
+
+    @property
+    def roster(self) -> Roster | None:
+        """The newest roster this client follows (pinned, or a signed successor of it)."""
+        return None if self.signed_roster is None else self.signed_roster.roster
 
     def close(self) -> None:
         self.http.close()
@@ -85,33 +102,67 @@ class Participant:
         return self._federation
 
     def config(self) -> FederationCreate:
-        """The served configuration, checked against the pinned roster when there is one."""
+        """The served configuration, checked against the pinned roster when there is one:
+        it must say what its own (creation) roster says, which the pinned admin signed for
+        this federation, with the pinned roster's parameter set and mode."""
         config = self.federation_info().config
-        if self.roster is not None:
-            problem = roster_mismatch(config, self.roster)
+        if self.signed_roster is not None:
+            problem = genesis_mismatch(config, self.signed_roster)
             if problem:
                 raise ProtocolError(f"the server's federation configuration: {problem}")
         return config
+
+    def follow_rosters(self) -> SignedRoster:
+        """Follow the admin's signed roster chain from the pinned roster (each link checked,
+        :func:`he_agg.roster.follow`); the newest becomes this client's roster."""
+        if self.signed_roster is None:
+            raise ProtocolError("no pinned roster to follow")
+        served = json.loads(self.http.request("GET", paths.rosters(self.federation)).content)
+        chain = [SignedRoster.from_json(text) for text in served]
+        newest = follow(self.signed_roster, chain)
+        if newest.to_json() != self.signed_roster.to_json():
+            self.signed_roster = newest
+            self._public.clear()
+            if self.roster_file is not None:
+                write_atomically(self.roster_file, newest.to_json().encode())
+        return newest
 
     def parameters(self) -> ParameterSet:
         parameters = self.config().parameters
         return DEFAULT if parameters is None else ParameterSet.from_dict(parameters)
 
-    def fetch_public_context(self) -> PublicContext:
-        """The parameter set and the collective public key (no secret ever reaches a client)."""
-        if self._public is None:
-            if self.roster is None:
+    def fetch_public_context(self, epoch: int | None = None) -> PublicContext:
+        """The parameter set and the collective key of ``epoch`` (omitted: the current one),
+        verified: every member of the newest roster this client follows signed it, for that
+        epoch. A key of an epoch that roster does not govern (an older committee's, after a
+        roster change) is refused. No secret ever reaches a client."""
+        if self.signed_roster is None:
+            raise ProtocolError(
+                "no pinned roster: a client encrypts only under a key its roster's "
+                "members signed (pass roster=, or --roster on the command line)"
+            )
+        self.follow_rosters()
+        roster = self.signed_roster.roster
+        if epoch is None:
+            epoch = self.current_epoch()
+        if epoch not in self._public:
+            if epoch < roster.epoch:
                 raise ProtocolError(
-                    "no pinned roster: a client encrypts only under a key its roster's "
-                    "members signed (pass roster=, or --roster on the command line)"
+                    f"key epoch {epoch} belongs to an older roster than version "
+                    f"{roster.version} (first epoch {roster.epoch}), which this client follows: "
+                    "it encrypts only under the current committee's keys"
                 )
-            blob = self.http.request("GET", paths.public_key(self.federation)).content
-            response = self.http.request("GET", paths.key_statements(self.federation))
+            blob = self.http.request("GET", paths.public_key(self.federation, epoch)).content
+            response = self.http.request("GET", paths.key_statements(self.federation, epoch))
             served = KeyStatements.model_validate_json(response.content).statements
             statements = {index: KeyStatement.from_bytes(text) for index, text in served.items()}
             params = self.parameters()  # checked against the roster's fingerprint below
-            self._public = verify_collective_key(blob, statements, self.roster, params)
-        return self._public
+            self._public[epoch] = verify_collective_key(blob, statements, roster, params, epoch)
+        return self._public[epoch]
+
+    def current_epoch(self) -> int:
+        response = self.http.request("GET", paths.federation(self.federation))
+        return FederationOut.model_validate_json(response.content).epoch
 
     def round_status(self, round: int) -> RoundOut:
         response = self.http.request("GET", paths.round(self.federation, round))
@@ -150,8 +201,8 @@ class Participant:
     def _encrypt(
         self, update: Mapping[str, Any], num_samples: float, round: int
     ) -> tuple[bytes, Manifest]:
-        public = self.fetch_public_context()
-        epoch = 0 if self.roster is None else self.roster.epoch  # the key the roster vouches for
+        epoch = self.round_status(round).epoch  # the round's key epoch, checked below
+        public = self.fetch_public_context(epoch)
         vector_size = flatten(update)[1].size + 1
         blocks = -(-vector_size // public.params.slots)
 
@@ -188,6 +239,21 @@ class Participant:
                 raise TimeoutError(f"round {round} has no model after {timeout:.0f} s")
             time.sleep(poll)
         return read_model(self.http.request("GET", paths.model(self.federation, round)))
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole (a crash leaves the old file or the new one)."""
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def read_model(response: httpx.Response) -> dict[str, Any]:

@@ -98,13 +98,13 @@ class KeyStatement:
 
 
 def _check_statement(
-    statement: KeyStatement | None, roster: Roster, index: int, digest: bytes
+    statement: KeyStatement | None, roster: Roster, index: int, digest: bytes, epoch: int
 ) -> None:
     member = roster.member(index)
     assert member is not None
     if statement is None:
         raise ProtocolError(f"member {index} ({member.name}) has not signed the collective key")
-    expected = (roster.federation, roster.epoch, index, roster.digest, digest)
+    expected = (roster.federation, epoch, index, roster.digest, digest)
     got = (
         statement.federation,
         statement.epoch,
@@ -131,13 +131,18 @@ def verify_collective_key(
     statements: Mapping[int, KeyStatement],
     roster: Roster,
     params: ParameterSet,
+    epoch: int | None = None,
 ) -> PublicContext:
-    """The key a client may encrypt under, or ProtocolError naming what failed.
+    """The key of ``epoch`` (omitted: the roster's first) a client may encrypt under, or
+    ProtocolError naming what failed.
 
-    Checks: the parameter set is the pinned roster's; the key parses for it; its second
-    polynomial is exactly the CRS this client recomputes; every roster member signed a
-    statement for this key, roster and epoch.
+    Checks: the epoch is one the roster governs; the parameter set is the roster's; the
+    key parses for it; its second polynomial is exactly the CRS this client recomputes;
+    every roster member signed a statement for this key, roster and epoch.
     """
+    epoch = roster.epoch if epoch is None else epoch
+    if epoch < roster.epoch:
+        raise ProtocolError(f"key epoch {epoch} is before the roster's first epoch {roster.epoch}")
     if params.fingerprint.hex() != roster.parameters:
         raise ProtocolError("the served parameter set is not the one in the pinned roster")
     try:
@@ -150,5 +155,5 @@ def verify_collective_key(
         raise ProtocolError("the public key's second polynomial is not the federation's CRS")
     digest = key_digest(public_key)
     for member in roster.members:
-        _check_statement(statements.get(member.index), roster, member.index, digest)
+        _check_statement(statements.get(member.index), roster, member.index, digest, epoch)
     return context

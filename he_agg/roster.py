@@ -1,8 +1,10 @@
 """The roster: who is in a federation, signed by its admin, pinned by every party.
 
 A roster names the parameter set (by fingerprint), the clients' and members' keys, t,
-K_min, K_max, the key epoch and a version that only grows. The admin signs it; every
-party gets the file out of band and compares its short fingerprint by voice (as with
+K_min, K_max, the first key epoch it governs and a version that only grows. Key epochs
+that re-key under an unchanged roster (τ running low, an admin's request) keep it; every
+roster change starts a new epoch (:func:`follow`, :func:`roster_for_epoch`). The admin
+signs it; every party gets the file out of band and compares its short fingerprint by voice (as with
 SSH host keys) before pinning it. From then on a party trusts only what the pinned
 roster, or a successor signed by the same admin, says: never the server's view.
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +29,8 @@ __all__ = [
     "RosterClient",
     "RosterMember",
     "SignedRoster",
+    "follow",
+    "roster_for_epoch",
 ]
 
 _DOMAIN = b"he-agg/roster/v1\x00"
@@ -50,7 +54,7 @@ class RosterMember:
 class Roster:
     federation: str
     version: int  # grows with every change; a party accepts only a higher one
-    epoch: int  # the key epoch this roster's committee holds keys for
+    epoch: int  # the first key epoch this roster governs (re-keys keep the roster)
     parameters: str  # ParameterSet.fingerprint, hex
     mode: str  # "ckks"; "plaintext" only for an unencrypted baseline everyone agreed to
     threshold: int
@@ -128,18 +132,25 @@ class SignedRoster:
         return self.roster
 
     def check_successor_of(self, pinned: SignedRoster) -> Roster:
-        """A roster change a party may follow: signed by the pinned admin, same federation,
-        a higher version, and an epoch that does not go back."""
+        """A roster change a party may follow; ProtocolError naming the first rule broken.
+
+        Signed by the pinned admin, for the same federation, parameter set and mode, with a
+        higher version and a later first epoch (every change is a new key epoch), and with
+        stable identities: a name keeps its keys and its member index, and an index is
+        never handed to another name (a replaced member comes back under a new name)."""
         new, old = self.verify(), pinned.roster
         if new.admin_key != old.admin_key:
             raise ProtocolError("the new roster is signed by another admin key than the pinned one")
         if new.federation != old.federation:
             raise ProtocolError("the new roster is for another federation")
-        if new.version <= old.version or new.epoch < old.epoch:
+        if new.version <= old.version or new.epoch <= old.epoch:
             raise ProtocolError(
                 f"roster version {new.version} (epoch {new.epoch}) does not follow the pinned "
                 f"version {old.version} (epoch {old.epoch})"
             )
+        if (new.parameters, new.mode) != (old.parameters, old.mode):
+            raise ProtocolError("a roster change cannot change the parameter set or the mode")
+        _check_identities(old, new)
         return new
 
     def to_json(self) -> str:
@@ -153,3 +164,43 @@ class SignedRoster:
             return cls(Roster.from_dict(data["roster"]), bytes.fromhex(data["signature"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"not a signed roster file: {exc}") from exc
+
+
+def _check_identities(old: Roster, new: Roster) -> None:
+    before = {c.name: c.signing_key for c in old.clients}
+    before.update({m.name: f"{m.signing_key}/{m.encryption_key}/{m.index}" for m in old.members})
+    after = {c.name: c.signing_key for c in new.clients}
+    after.update({m.name: f"{m.signing_key}/{m.encryption_key}/{m.index}" for m in new.members})
+    for name in before.keys() & after.keys():
+        if before[name] != after[name]:
+            raise ProtocolError(
+                f"{name!r} changes keys, role or member index: a replacement needs a new name"
+            )
+    indices = {m.index: m.name for m in old.members}
+    for member in new.members:
+        if indices.get(member.index, member.name) != member.name:
+            raise ProtocolError(
+                f"member index {member.index} belonged to {indices[member.index]!r}; "
+                "a new member takes an index never used before"
+            )
+
+
+def follow(pinned: SignedRoster, chain: Sequence[SignedRoster]) -> SignedRoster:
+    """The newest roster reachable from ``pinned`` through ``chain`` (the federation's
+    rosters, oldest first, as served), each link checked by :meth:`SignedRoster.
+    check_successor_of`. Rosters older than the pinned one are skipped; one that claims
+    to follow it but breaks a rule raises ProtocolError."""
+    current = pinned
+    for offered in chain:
+        if offered.roster.version <= current.roster.version:
+            continue
+        offered.check_successor_of(current)
+        current = offered
+    return current
+
+
+def roster_for_epoch(chain: Sequence[SignedRoster], epoch: int) -> SignedRoster | None:
+    """The roster that governs key epoch ``epoch``: the newest one whose first epoch is at
+    or below it (``chain`` oldest first, already followed), or None."""
+    governing = [s for s in chain if s.roster.epoch <= epoch]
+    return max(governing, key=lambda s: s.roster.version) if governing else None

@@ -11,6 +11,14 @@ new), touched or not, and never endorsed or decrypted again. A member whose DKG 
 endorsements (``member.key`` but no key statement record) gets its upgrade floor on the
 first ledger load (:mod:`keys.ledger`, *Upgrade floor*).
 
+Key epochs. Each step the member follows the admin's signed roster chain from its pin
+(:func:`he_agg.roster.follow`; the newest reachable roster is pinned), runs the DKG of the
+newest epoch if that epoch's roster names it (:class:`keys.dkg.MemberKeygen`, one folder per
+epoch), and decrypts each round with the key of the round's epoch, checked against the
+roster its own key statement for that epoch names (so the server cannot swap rosters).
+Once an epoch is retired, or its τ is spent in this member's ledger, the member records
+it destroyed and overwrites and removes its secrets (:func:`keys.dkg.destroy_epoch`).
+
 A refusal is logged with its reason. A share is kept (fsynced) as ``shares/{r}-{a}.pending``,
 then counted in the ledger with the round's pinned upload set (fsynced), then moved to
 ``shares/{r}-{a}.bin``, and only then sent; it is re-sent byte for byte on a retry or after a
@@ -31,8 +39,15 @@ from pathlib import Path
 from pydantic import TypeAdapter
 
 from he_agg.api import paths
-from he_agg.api.models import DecryptionRequest, FederationCreate, FederationOut, RoundOut
-from he_agg.api.roster_check import roster_mismatch
+from he_agg.api.models import (
+    DecryptionRequest,
+    EpochOut,
+    FederationCreate,
+    FederationOut,
+    KeygenStatus,
+    RoundOut,
+)
+from he_agg.api.roster_check import genesis_mismatch
 from he_agg.api.states import RoundState
 from he_agg.api.transport import SignedClient
 from he_agg.endorsement import Endorsement, quorum, upload_set_digest
@@ -43,10 +58,11 @@ from he_agg.errors import (
     ProtocolError,
     ServiceError,
 )
+from he_agg.key_statement import KeyStatement
 from he_agg.params import ParameterSet
-from he_agg.roster import SignedRoster
+from he_agg.roster import Roster, SignedRoster, follow, roster_for_epoch
 from keys.decrypt import decryption_share
-from keys.dkg import KEY_STATEMENT_FILE, MEMBER_KEY, MemberKeygen
+from keys.dkg import KEY_STATEMENT_FILE, MEMBER_KEY, MemberKeygen, destroy_epoch, epoch_dir
 from keys.identity import Identity
 from keys.ledger import (
     Ledger,
@@ -66,12 +82,10 @@ __all__ = ["MemberAgent", "wait"]
 log = logging.getLogger("he_agg.member")
 
 _ROUNDS = TypeAdapter(list[RoundOut])
+_EPOCHS = TypeAdapter(list[EpochOut])
 
 
 class MemberAgent:
-    epoch: int = 0
-    """The key epoch this member holds a share of (only epoch 0 until re-keying exists)."""
-
     def __init__(
         self,
         client: SignedClient,
@@ -88,11 +102,10 @@ class MemberAgent:
         (self.state_dir / "shares").mkdir(parents=True, exist_ok=True)
         self.passphrase = passphrase
         self.roster = pin_roster(self.state_dir, federation, roster)
-        self.dkg = MemberKeygen(
-            client, federation, identity, self.state_dir, passphrase, self.roster.roster
-        )
+        self.rosters: dict[bytes, SignedRoster] = {self.roster.roster.digest: self.roster}
         self._ledger = Ledger(self.state_dir, ledger_key(identity, federation), federation)
-        self._secrets: MemberSecrets | None = None
+        self._keygens: dict[int, MemberKeygen] = {}
+        self._secrets: dict[int, MemberSecrets] = {}
         self._sent: set[tuple[int, int]] = set()  # delivered since start; re-sent after a restart
         self._said: set[tuple[int, int, str]] = set()  # (round, attempt, what) logged once
         old = _joined_before_endorsements(self.state_dir)
@@ -102,14 +115,49 @@ class MemberAgent:
     def index(self) -> int:
         return self.identity.index
 
+    @property
+    def epoch(self) -> int:
+        """The newest key epoch this member holds a key share of (or is generating)."""
+        held = self.held_epochs()
+        return max(held) if held else self.roster.roster.epoch
+
+    @property
+    def dkg(self) -> MemberKeygen:
+        """The key generation of the newest epoch this member takes part in."""
+        return self._keygen(self.epoch, self.roster.roster)
+
+    def held_epochs(self) -> list[int]:
+        """Epochs whose member key is on disk."""
+        found = [0] if (self.state_dir / MEMBER_KEY).exists() else []
+        folder = self.state_dir / "epochs"
+        if folder.is_dir():
+            found += [
+                int(p.name)
+                for p in folder.iterdir()
+                if p.name.isdigit() and (p / MEMBER_KEY).exists()
+            ]
+        return sorted(found)
+
+    def _keygen(self, epoch: int, roster: Roster) -> MemberKeygen:
+        keygen = self._keygens.get(epoch)
+        if keygen is None or keygen.roster != roster:
+            folder = epoch_dir(self.state_dir, epoch)
+            keygen = MemberKeygen(
+                self.http, self.federation, self.identity, folder, self.passphrase, roster, epoch
+            )
+            self._keygens[epoch] = keygen
+        return keygen
+
     # ---- what the aggregator serves ----------------------------------------------
     def config(self) -> FederationCreate:
-        """The served configuration, only if it says what the pinned roster says (checked
-        before anything is done with it, first contact included); later changes are refused."""
+        """The served configuration, only if it says what its own (creation) roster says,
+        that roster is signed by the pinned admin for this federation, and the parameter
+        set and mode are the pinned roster's (checked before anything is done with it,
+        first contact included); later changes are refused."""
         pinned = self.state_dir / "federation.json"
         response = self.http.request("GET", paths.federation(self.federation))
         served = FederationOut.model_validate(response.json()).config
-        problem = roster_mismatch(served, self.roster.roster)
+        problem = genesis_mismatch(served, self.roster)
         if problem:
             raise ProtocolError(f"the server's federation configuration: {problem}")
         if not pinned.exists():
@@ -119,6 +167,44 @@ class MemberAgent:
         if _canonical(served) != _canonical(config):
             raise ProtocolError("the server's federation configuration changed since enrolment")
         return config
+
+    def follow_rosters(self) -> SignedRoster:
+        """Follow the admin's signed chain from the pinned roster; pin the newest. Every
+        authentic roster of the chain (the pinned admin's signature, this federation) is
+        kept by digest: a round's epoch is checked against the one its key statement names."""
+        served = json.loads(self.http.request("GET", paths.rosters(self.federation)).content)
+        chain = [SignedRoster.from_json(text) for text in served]
+        newest = follow(self.roster, chain)
+        if newest.to_json() != self.roster.to_json():
+            self.roster = pin_roster(self.state_dir, self.federation, newest)
+        for signed in chain:
+            try:
+                roster = signed.verify()
+            except HeAggError:
+                continue
+            if (roster.admin_key, roster.federation) == (
+                self.roster.roster.admin_key,
+                self.federation,
+            ):
+                self.rosters[roster.digest] = signed
+        self.rosters[self.roster.roster.digest] = self.roster
+        return self.roster
+
+    def epochs(self) -> list[EpochOut]:
+        return _EPOCHS.validate_python(
+            self.http.request("GET", paths.epochs(self.federation)).json()
+        )
+
+    def roster_of(self, epoch: int) -> Roster | None:
+        """The roster this member's own key statement of ``epoch`` names, if it holds one."""
+        path = epoch_dir(self.state_dir, epoch) / KEY_STATEMENT_FILE
+        if path.exists():
+            digest = KeyStatement.from_bytes(path.read_bytes()).roster_digest
+            signed = self.rosters.get(digest)
+            return None if signed is None else signed.roster
+        if epoch == 0 and (self.state_dir / MEMBER_KEY).exists():
+            return self.roster.roster if self.roster.roster.epoch == 0 else None  # pre-statements
+        return None
 
     def rounds(self) -> list[RoundOut]:
         return _ROUNDS.validate_python(
@@ -167,10 +253,46 @@ class MemberAgent:
 
     def step(self) -> None:
         config = self.config()
-        if not self.dkg.done:
-            self.dkg.step(config)
+        self.follow_rosters()
+        epochs = self.epochs()
+        self._keygen_step(config, epochs)
+        if self.held_epochs():
+            self._decryption_step(config)
+            self._destroy_finished(config, epochs)
+
+    def _keygen_step(self, config: FederationCreate, epochs: list[EpochOut]) -> None:
+        """Take part in the newest epoch's DKG if its roster names this member."""
+        status = self.dkg_status()
+        entry = next((e for e in epochs if e.epoch == status.epoch), None)
+        if entry is None or entry.retired or status.epoch in self.held_epochs():
             return
-        self._decryption_step(config)
+        governing = roster_for_epoch(_followed(self.rosters, self.roster), status.epoch)
+        if governing is None or status.epoch in self.ledger().destroyed:
+            return
+        mine = governing.roster.member(self.index)
+        if mine is None or mine.signing_key != self.identity.public.signing_key.hex():
+            return  # not on this epoch's committee
+        self._keygen(status.epoch, governing.roster).step(config, status)
+
+    def dkg_status(self) -> KeygenStatus:
+        response = self.http.request("GET", paths.keygen(self.federation))
+        return KeygenStatus.model_validate(response.json())
+
+    def _destroy_finished(self, config: FederationCreate, epochs: list[EpochOut]) -> None:
+        """Destroy the secrets of every held epoch the server lists retired or whose τ this
+        member's ledger shows spent: recorded in the ledger first, then overwritten."""
+        tau = parameters(config).tau
+        retired = {e.epoch for e in epochs if e.retired}
+        ledger = self.ledger()
+        for epoch in self.held_epochs():
+            if epoch in retired or ledger.spent_in(epoch) >= tau:
+                ledger = self._ledger.record_destroyed(epoch)
+                destroy_epoch(epoch_dir(self.state_dir, epoch))
+                self._secrets.pop(epoch, None)
+                log.info(
+                    "key epoch secrets destroyed",
+                    extra={"member": self.index, "epoch": epoch},
+                )
 
     def _decryption_step(self, config: FederationCreate) -> None:
         ledger = self.ledger()
@@ -186,14 +308,18 @@ class MemberAgent:
     def _decrypting(self, config: FederationCreate, number: int) -> None:
         """Endorse the round's upload set; if named, decrypt once a quorum endorsed it."""
         request = self.decryption_request(number)
+        if request.epoch not in self.held_epochs():
+            return  # not on this epoch's committee, or its key is gone
         if self.endorse(config, request):
             request = self.decryption_request(number)  # now with this member's endorsement
         if request.state != RoundState.DECRYPTING or self.index not in request.decryption_set:
             return
         if (request.round, request.attempt) in self._sent:
             return
-        roster = self.roster.roster
-        have = endorsers(request, roster, self.federation, epoch=self.epoch)
+        roster = self.roster_of(request.epoch)
+        if roster is None:
+            return
+        have = endorsers(request, roster, self.federation, epoch=request.epoch)
         needed = quorum(len(roster.members), roster.threshold)
         if len(have) < needed:
             self._once(
@@ -214,14 +340,24 @@ class MemberAgent:
         mine = self._own_endorsement(request)
         if mine is not None and request.endorsements.get(self.index) == mine:
             return False  # pinned and delivered: nothing to check again
+        roster = self.roster_of(request.epoch)
+        if roster is None:
+            self._once(request, "endorsement refused", logging.WARNING, reason="no roster")
+            return False
         decision = endorse(
-            request, config, self.ledger(), self.index, self.federation, epoch=self.epoch
+            request,
+            config,
+            self.ledger(),
+            self.index,
+            self.federation,
+            epoch=request.epoch,
+            roster=roster,
         )
         if decision.endorsement is None or decision.pin is None:
             self._once(request, "endorsement refused", logging.WARNING, reason=decision.reason)
             return False
         try:  # the round's upload set is on disk before the endorsement leaves
-            self._ledger.record_endorsement(request.round, decision.pin)
+            self._ledger.record_endorsement(request.round, decision.pin, request.epoch)
         except DecryptionRefused as exc:
             self._once(request, "endorsement refused", logging.WARNING, reason=str(exc))
             return False
@@ -244,10 +380,10 @@ class MemberAgent:
         """This member's endorsement of the listed set, if its ledger is pinned to that set."""
         pin = self.ledger().pin(request.round)
         listed = upload_set_digest(request.uploads)
-        if pin is None or pin.uploads != listed or request.epoch != self.epoch:
+        if pin is None or pin.uploads != listed:
             return None
         statement = Endorsement(
-            self.federation, self.epoch, request.round, bytes.fromhex(listed), self.index
+            self.federation, request.epoch, request.round, bytes.fromhex(listed), self.index
         )
         return statement.signed(self.identity.sign).to_bytes().decode()
 
@@ -263,6 +399,9 @@ class MemberAgent:
     # ---- decryption ------------------------------------------------------------------
     def decide(self, config: FederationCreate, request: DecryptionRequest) -> Decision:
         """:func:`keys.verify.verify` against this member's ledger, fetching uploads here."""
+        roster = self.roster_of(request.epoch)
+        if roster is None or request.epoch not in self.held_epochs():
+            return Decision.refuse(f"this member holds no key of epoch {request.epoch}")
         return verify(
             request,
             config,
@@ -270,8 +409,8 @@ class MemberAgent:
             self.index,
             self.federation,
             functools.partial(self.upload_blob, request.round),
-            epoch=self.epoch,
-            roster=self.roster.roster,
+            epoch=request.epoch,
+            roster=roster,
         )
 
     def handle(self, config: FederationCreate, request: DecryptionRequest) -> bool:
@@ -308,7 +447,7 @@ class MemberAgent:
             blob, pin = made
             write_durably(pending, blob)
             try:  # τ and the round's upload set are on disk before the share leaves
-                self._ledger.record_share(request.round, request.attempt, pin)
+                self._ledger.record_share(request.round, request.attempt, pin, request.epoch)
             except DecryptionRefused as exc:
                 self._refused(request, str(exc))
                 return False
@@ -326,7 +465,7 @@ class MemberAgent:
         params = parameters(config)
         try:
             share = decryption_share(
-                self._member_secrets(params).threshold_share,
+                self._member_secrets(params, request.epoch).threshold_share,
                 decision.aggregate.words[:, 1],
                 tuple(request.decryption_set),
                 params,
@@ -352,10 +491,17 @@ class MemberAgent:
             },
         )
 
-    def _member_secrets(self, params: ParameterSet) -> MemberSecrets:
-        if self._secrets is None:
-            self._secrets = MemberSecrets.load(self.state_dir / MEMBER_KEY, self.passphrase, params)
-        return self._secrets
+    def _member_secrets(self, params: ParameterSet, epoch: int) -> MemberSecrets:
+        if epoch not in self._secrets:
+            path = epoch_dir(self.state_dir, epoch) / MEMBER_KEY
+            self._secrets[epoch] = MemberSecrets.load(path, self.passphrase, params)
+        return self._secrets[epoch]
+
+
+def _followed(known: dict[bytes, SignedRoster], pinned: SignedRoster) -> list[SignedRoster]:
+    """The known rosters up to the pinned one, oldest first (what governs an epoch)."""
+    ordered = sorted(known.values(), key=lambda s: s.roster.version)
+    return [s for s in ordered if s.roster.version <= pinned.roster.version]
 
 
 def _canonical(config: FederationCreate) -> bytes:

@@ -4,12 +4,18 @@ commit H(p_i) → reveal p_i → check the served key is Σ p_i and sign a state
 (with the pinned roster's digest; clients require one from every member) → deal Shamir
 shares of s_i → assemble S_k. Each step keeps what it made on disk and is safe to repeat
 after a crash.
+
+One :class:`MemberKeygen` runs one key epoch, under the roster that governs it, in that
+epoch's own folder (:func:`epoch_dir`: the state folder itself for epoch 0, as before
+epochs existed, and ``epochs/{e}/`` after). :func:`destroy_epoch` overwrites and removes an
+epoch's secrets once the epoch is over.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +39,61 @@ from keys.ledger import write_durably
 from keys.member import MemberSecrets
 from keys.verify import parameters
 
-__all__ = ["COMMITMENTS_FILE", "KEY_STATEMENT_FILE", "MEMBER_KEY", "MemberKeygen", "committee"]
+__all__ = [
+    "COMMITMENTS_FILE",
+    "KEY_STATEMENT_FILE",
+    "MEMBER_KEY",
+    "SECRET_FILES",
+    "MemberKeygen",
+    "committee",
+    "destroy_epoch",
+    "epoch_dir",
+]
 
 MEMBER_KEY = "member.key"  # written last: its presence means the member has joined
 COMMITMENTS_FILE = "commitments.json"  # all n signed commitments, pinned before the reveal
 KEY_STATEMENT_FILE = "key-statement.json"  # the one key statement this member signed
+DKG_SECRET = "dkg-secret.key"  # s_i, encrypted under the passphrase
+SECRET_FILES = (MEMBER_KEY, DKG_SECRET)  # with dealt/*: what destroy_epoch removes
 
 log = logging.getLogger("he_agg.member")
 
 
-def committee(config: FederationCreate) -> list[PublicIdentity]:
-    """The enrolled members' public identities, by index."""
+def committee(roster: Roster) -> list[PublicIdentity]:
+    """The roster's members' public identities, by index."""
     return [
         PublicIdentity(m.index, bytes.fromhex(m.signing_key), bytes.fromhex(m.encryption_key))
-        for m in sorted(config.members, key=lambda m: m.index)
+        for m in sorted(roster.members, key=lambda m: m.index)
     ]
+
+
+def epoch_dir(state_dir: Path, epoch: int) -> Path:
+    """Where a member keeps one key epoch's DKG state and key."""
+    return Path(state_dir) if epoch == 0 else Path(state_dir) / "epochs" / str(epoch)
+
+
+def destroy_epoch(folder: Path) -> bool:
+    """Overwrite and remove an epoch's secret files (s_i, the member key, the dealt Shamir
+    shares); True if anything was there. Public files (commitments, key statement) stay.
+
+    Overwriting first is best effort: on copy-on-write or journalling file systems the
+    old blocks may survive; the passphrase encryption of every secret file is what holds
+    there."""
+    found = False
+    dealt = folder / "dealt"
+    victims = [folder / name for name in SECRET_FILES]
+    victims += sorted(dealt.glob("*.bin")) if dealt.is_dir() else []
+    for path in victims:
+        if not path.exists():
+            continue
+        found = True
+        size = path.stat().st_size
+        with open(path, "r+b") as handle:
+            handle.write(os.urandom(size))
+            handle.flush()
+            os.fsync(handle.fileno())
+        path.unlink()
+    return found
 
 
 class MemberKeygen:
@@ -61,8 +107,10 @@ class MemberKeygen:
         state_dir: Path,
         passphrase: str,
         roster: Roster | None = None,
+        epoch: int | None = None,
     ) -> None:
-        self.roster = roster  # the pinned roster: its digest goes into the key statement
+        self.roster = roster  # the governing roster: its digest goes into the key statement
+        self.epoch = (roster.epoch if roster else 0) if epoch is None else epoch
         self.http = client
         self.federation = federation
         self.identity = identity
@@ -82,15 +130,15 @@ class MemberKeygen:
         response = self.http.request("GET", paths.keygen(self.federation))
         return KeygenStatus.model_validate(response.json())
 
-    def step(self, config: FederationCreate) -> None:
+    def step(self, config: FederationCreate, status: KeygenStatus | None = None) -> None:
         roster = self._pinned_roster()
         params = parameters(config)
-        status = self.status()
-        epoch = roster.epoch  # the pinned roster's, never the server's word
+        status = status or self.status()
+        epoch = self.epoch  # the epoch this member chose to run, never the server's word
         if status.epoch != epoch:
             raise ProtocolError(
                 f"the server runs key generation for epoch {status.epoch}; "
-                f"the pinned roster is for epoch {epoch}"
+                f"this member is generating keys for epoch {epoch}"
             )
         secret = self._own_secret(params)
         own_share = self._own_public_share(params, secret)
@@ -108,12 +156,12 @@ class MemberKeygen:
             return
         if status.phase == KeygenPhase.REVEAL:
             return
-        members = committee(config)
+        members = committee(roster)
         if self.index not in status.key_statements:
             self._vouch_for_key(members, params, commitments, epoch, own_share)
         dealt = set(status.shamir_shares)
         if any((self.index, m.index) not in dealt for m in members):
-            self._deal(config.threshold, params, secret, members, epoch)
+            self._deal(roster.threshold, params, secret, members, epoch)
             return
         if status.phase != KeygenPhase.READY:
             return
@@ -121,7 +169,7 @@ class MemberKeygen:
 
     def _own_secret(self, params: ParameterSet) -> keygen.SecretShare:
         """s_i, sampled once and kept encrypted under the passphrase."""
-        path = self.state_dir / "dkg-secret.key"
+        path = self.state_dir / DKG_SECRET
         if path.exists():
             raw = load_secret(path, self.passphrase)
             return keygen.SecretShare(self.index, np.frombuffer(raw, dtype=np.int8).copy())
@@ -181,7 +229,7 @@ class MemberKeygen:
         path = self.state_dir / KEY_STATEMENT_FILE
         if path.exists():
             statement = KeyStatement.from_bytes(path.read_bytes())
-            served = self.http.request("GET", paths.public_key(self.federation)).content
+            served = self.http.request("GET", paths.public_key(self.federation, epoch)).content
             if statement.public_key_digest != key_digest(served):
                 raise ProtocolError("the server serves another key than the one this member signed")
         else:
@@ -218,7 +266,7 @@ class MemberKeygen:
         expected = keygen.public_key(
             keygen.aggregate_public_key_shares(shares, params), crs, params
         )
-        served = self.http.request("GET", paths.public_key(self.federation)).content
+        served = self.http.request("GET", paths.public_key(self.federation, epoch)).content
         if served != ciphertext_to_bytes(expected):
             raise ProtocolError("the served public key is not the sum of the revealed shares")
         return served

@@ -220,18 +220,28 @@ class Ledger:
         """The checked ledger; :class:`KeyStoreError` if it was edited, deleted or rolled back."""
         return self._checked()[0]
 
-    def record_share(self, round: int, attempt: int, pin: Pin | None = None) -> LedgerState:
-        """Count a share against τ and pin its round; call (and return) before it is sent.
-        Recording twice is harmless; another pin for a pinned round raises DecryptionRefused."""
+    def record_share(
+        self, round: int, attempt: int, pin: Pin | None = None, epoch: int = 0
+    ) -> LedgerState:
+        """Count a share against the τ of the round's key epoch and pin its round; call (and
+        return) before it is sent. Recording twice is harmless; another pin for a pinned
+        round, or another epoch for it, raises DecryptionRefused."""
         current, seq = self._checked()
-        return self._keep(current, current.with_share(round, attempt, pin), seq)
+        changed = current.with_epoch(round, epoch).with_share(round, attempt, pin)
+        return self._keep(current, changed, seq)
 
-    def record_endorsement(self, round: int, pin: Pin) -> LedgerState:
-        """Pin the round to the set this member endorses; call (and return) before the
-        endorsement is sent. Spends no τ. Recording the same pin twice is harmless; another
-        pin for a pinned round raises DecryptionRefused."""
+    def record_endorsement(self, round: int, pin: Pin, epoch: int = 0) -> LedgerState:
+        """Pin the round (of key epoch ``epoch``) to the set this member endorses; call (and
+        return) before the endorsement is sent. Spends no τ. Recording the same pin twice is
+        harmless; another pin or epoch for a pinned round raises DecryptionRefused."""
         current, seq = self._checked()
-        return self._keep(current, current.with_pin(round, pin), seq)
+        return self._keep(current, current.with_epoch(round, epoch).with_pin(round, pin), seq)
+
+    def record_destroyed(self, epoch: int) -> LedgerState:
+        """This member destroyed its secret shares of ``epoch``: it decrypts nothing under
+        that epoch again. Call before the key files are removed."""
+        current, seq = self._checked()
+        return self._keep(current, current.with_destroyed(epoch), seq)
 
     def record_completed(self, *rounds: int) -> LedgerState:
         """Mark rounds finished (never endorsed or decrypted again); one write for all of

@@ -7,6 +7,12 @@ endorsement of the set (:mod:`he_agg.endorsement`; spends no τ) or a share it r
 for the round (older ledgers pinned only then). Either way the pin never changes: a
 member endorses one set per round and decrypts only that set.
 
+Key epochs. Each round belongs to one key epoch; the ledger records it when the round is
+first pinned (``epochs``; a round without a record is epoch 0, as every round was before
+epochs existed) and counts τ per epoch: a share spends the budget of its round's epoch
+only. ``destroyed`` lists the epochs whose secret shares this member destroyed; it
+decrypts nothing under them again.
+
 The **floor** (unix seconds, or None) is set once, never moved, for a member that joined
 the committee under code without endorsements (:mod:`keys.agent` sets it when such a member
 first runs this code; :mod:`keys.ledger` when it upgrades a legacy ledger). A round that
@@ -55,11 +61,36 @@ class LedgerState:
     completed: tuple[int, ...] = ()
     pins: tuple[tuple[int, Pin], ...] = ()
     floor: int | None = None  # unix seconds: uploads signed before it predate the upgrade
+    epochs: tuple[tuple[int, int], ...] = ()  # (round, key epoch), recorded at its first pin
+    destroyed: tuple[int, ...] = ()  # key epochs whose secret shares are gone
 
     @property
     def spent(self) -> int:
-        """Decryptions counted against τ: every (round, attempt) share released."""
+        """Every (round, attempt) share released, in every epoch."""
         return len(self.shares)
+
+    def epoch_of(self, round: int) -> int:
+        return next((e for r, e in self.epochs if r == round), 0)
+
+    def spent_in(self, epoch: int) -> int:
+        """Decryptions counted against the τ of ``epoch``."""
+        return sum(1 for r, _ in self.shares if self.epoch_of(r) == epoch)
+
+    def with_epoch(self, round: int, epoch: int) -> LedgerState:
+        """Record the round's key epoch; another epoch for a recorded round is refused."""
+        known = next((e for r, e in self.epochs if r == round), None)
+        if known is None:
+            if epoch == 0 and (self.pin(round) is not None or self.shared(round)):
+                return self  # an epoch-0 round pinned before epochs were recorded
+            return replace(self, epochs=(*self.epochs, (round, epoch)))
+        if known != epoch:
+            raise DecryptionRefused(f"round {round} is of key epoch {known}, not {epoch}")
+        return self
+
+    def with_destroyed(self, epoch: int) -> LedgerState:
+        if epoch in self.destroyed:
+            return self
+        return replace(self, destroyed=(*self.destroyed, epoch))
 
     def shared(self, round: int) -> bool:
         return any(r == round for r, _ in self.shares)
@@ -115,8 +146,13 @@ class LedgerState:
 
     def body(self, federation: str, seq: int) -> dict[str, Any]:
         """The MACed fields of the file (everything but ``mac``); ``floor`` only if set,
-        so a ledger without one is byte for byte what earlier format-2 agents wrote."""
+        ``epochs`` and ``destroyed`` only if non-empty: a ledger without them is byte for
+        byte what earlier format-2 agents wrote."""
         floor = {} if self.floor is None else {"floor": self.floor}
+        if self.epochs:
+            floor["epochs"] = [[r, e] for r, e in self.epochs]  # type: ignore[assignment]
+        if self.destroyed:
+            floor["destroyed"] = list(self.destroyed)  # type: ignore[assignment]
         return {
             **floor,
             "format": LEDGER_FORMAT,
@@ -133,10 +169,12 @@ class LedgerState:
         try:
             pins = tuple((_integer(r), Pin.from_json(p)) for r, p in raw["pins"])
             floor = _integer(raw["floor"]) if "floor" in raw else None
+            epochs = tuple((_integer(r), _integer(e)) for r, e in raw.get("epochs", []))
+            destroyed = tuple(_integer(e) for e in raw.get("destroyed", []))
             legacy = cls.from_legacy(raw)
         except (ValueError, TypeError, KeyError) as exc:
             raise KeyStoreError(f"the member ledger is malformed: {exc!r}") from exc
-        return cls(legacy.shares, legacy.completed, pins, floor)
+        return cls(legacy.shares, legacy.completed, pins, floor, epochs, destroyed)
 
     @classmethod
     def from_legacy(cls, raw: Any) -> LedgerState:

@@ -23,7 +23,7 @@ The checks of :func:`verify`, in order (the first that fails is the reason):
      from members without a pin; the timestamp is under the client's signature (checked
      in step 8, and by :func:`endorse`), so the server cannot move it;
   5. the upload list names each client once, only enrolled clients, and
-     K_min ≤ count ≤ K_max (K_min from the pinned config, K_max from its parameter set);
+     K_min ≤ count ≤ K_max (K_min from the epoch's roster, K_max from the parameter set);
   6. if this member endorsed the round or already released a share for it, the list is
      exactly the set that pinned (:func:`upload_set_digest` of the (client, sha256)
      pairs, and the same aggregate digest): at most one upload set per round, whatever the
@@ -43,8 +43,12 @@ so a round's uploads are never all held in memory. An accepted :class:`Decision`
 the :class:`keys.ledger.Pin` that the agent records before the share leaves.
 
 An upload is bound to its federation and round by its client's signature over the
-target; it is bound to the epoch only through its round (the target names no epoch), so
-the epoch check is on the request: a member holds epoch 0 keys only, for now.
+target, and to its key epoch by the envelope (format 2 names the epoch under the client's
+signature, and step 8 decodes with the request's epoch). ``roster`` is the roster that
+governs the round's epoch (:func:`he_agg.roster.roster_for_epoch` over the chain the
+member followed from its pin): the committee, t, the clients and K_min are its. The
+ledger counts τ per epoch, and a member refuses an epoch whose key shares it destroyed,
+or an epoch other than the one a round was pinned in.
 """
 
 from __future__ import annotations
@@ -136,6 +140,7 @@ def endorse(
     federation: str,
     *,
     epoch: int,
+    roster: Roster,
 ) -> EndorseDecision:
     """May ``member`` endorse the round's upload set? No blob is fetched: the list, the
     ledger and each record's target and client signature decide (the module docstring)."""
@@ -147,7 +152,8 @@ def endorse(
         if request.round in ledger.completed:
             raise DecryptionRefused(f"round {request.round} was already decrypted")
         _check_legacy(request.round, ledger)
-        keys = _check_upload_list(request.uploads, config, params.k_max)
+        _check_destroyed(request, ledger)
+        keys = _check_upload_list(request.uploads, roster, params.k_max)
         _check_floor(request, ledger)
         pin = _check_pin(request, ledger, endorsing=True)
         for record in request.uploads:
@@ -188,10 +194,10 @@ def verify(
     ``epoch`` and having pinned ``roster``; the aggregate to decrypt, or why not."""
     params = parameters(config)
     try:
-        _check_decryption_set(request, config, member)
+        _check_decryption_set(request, roster, member)
         _check_epoch(request, epoch)
         _check_ledger(request, ledger, params.tau)
-        keys = _check_upload_list(request.uploads, config, params.k_max)
+        keys = _check_upload_list(request.uploads, roster, params.k_max)
         _check_floor(request, ledger)
         pin = _check_pin(request, ledger)
         _check_quorum(request, roster, federation, epoch)
@@ -208,20 +214,18 @@ def verify(
     return Decision.accept(decode_upload(envelope, params), digest, pin)
 
 
-def _check_decryption_set(
-    request: DecryptionRequest, config: FederationCreate, member: int
-) -> None:
+def _check_decryption_set(request: DecryptionRequest, roster: Roster, member: int) -> None:
     if request.state != RoundState.DECRYPTING or member not in request.decryption_set:
         raise DecryptionRefused("the round is not asking this member to decrypt")
     named = request.decryption_set
-    enrolled = {m.index for m in config.members}
+    enrolled = {m.index for m in roster.members}
     if (
-        len(named) != config.threshold
+        len(named) != roster.threshold
         or len(set(named)) != len(named)
         or not set(named) <= enrolled
     ):
         raise DecryptionRefused(
-            f"the decryption set {named} is not t={config.threshold} distinct enrolled members"
+            f"the decryption set {named} is not t={roster.threshold} distinct enrolled members"
         )
 
 
@@ -240,8 +244,21 @@ def _check_ledger(request: DecryptionRequest, ledger: LedgerState, tau: int) -> 
     if not ledger.is_new_attempt(number, attempt):
         raise DecryptionRefused(f"round {number} attempt {attempt} is not a new attempt")
     _check_legacy(number, ledger)
-    if ledger.spent >= tau:
-        raise DecryptionRefused(f"decryption budget τ={tau} is spent")
+    _check_destroyed(request, ledger)
+    if ledger.spent_in(request.epoch) >= tau:
+        raise DecryptionRefused(f"key epoch {request.epoch}'s decryption budget τ={tau} is spent")
+
+
+def _check_destroyed(request: DecryptionRequest, ledger: LedgerState) -> None:
+    if request.epoch in ledger.destroyed:
+        raise DecryptionRefused(
+            f"this member destroyed its key shares of epoch {request.epoch}: that epoch is over"
+        )
+    if ledger.pin(request.round) is not None and ledger.epoch_of(request.round) != request.epoch:
+        raise DecryptionRefused(
+            f"round {request.round} was pinned in key epoch {ledger.epoch_of(request.round)}, "
+            f"the request says {request.epoch}"
+        )
 
 
 def _check_legacy(number: int, ledger: LedgerState) -> None:
@@ -307,11 +324,10 @@ def _check_quorum(request: DecryptionRequest, roster: Roster, federation: str, e
         )
 
 
-def _check_upload_list(
-    uploads: list[UploadRecord], config: FederationCreate, k_max: int
-) -> dict[str, bytes]:
-    """The signing key of every listed client, once each, all enrolled, K_min to K_max."""
-    enrolled = {c.name: bytes.fromhex(c.signing_key) for c in config.clients}
+def _check_upload_list(uploads: list[UploadRecord], roster: Roster, k_max: int) -> dict[str, bytes]:
+    """The signing key of every listed client, once each, all in the round epoch's roster,
+    K_min (the roster's) to K_max."""
+    enrolled = {c.name: bytes.fromhex(c.signing_key) for c in roster.clients}
     seen: set[str] = set()
     for upload in uploads:
         if upload.client in seen:
@@ -321,8 +337,8 @@ def _check_upload_list(
                 f"{upload.client!r} in the upload list is not an enrolled client"
             )
         seen.add(upload.client)
-    if len(seen) < config.k_min:
-        raise DecryptionRefused(f"only {len(seen)} clients, K_min is {config.k_min}")
+    if len(seen) < roster.k_min:
+        raise DecryptionRefused(f"only {len(seen)} clients, K_min is {roster.k_min}")
     if len(seen) > k_max:
         raise DecryptionRefused(
             f"{len(seen)} clients, more than the parameter set's K_max={k_max}: its noise "

@@ -15,6 +15,8 @@ from he_agg.api.states import FederationMode, KeygenPhase, RoundState
 __all__ = [
     "CommitmentIn",
     "DecryptionRequest",
+    "EpochOut",
+    "EpochRequest",
     "FederationCreate",
     "FederationOut",
     "KeyStatements",
@@ -59,6 +61,12 @@ class FederationCreate(BaseModel):
         description="the admin-signed roster (he_agg.roster.SignedRoster JSON) that every "
         "party pins; the server checks it matches this body",
     )
+    rekey_below: int | None = Field(
+        default=None,
+        ge=0,
+        description="start the next key epoch's DKG once the current epoch has this many "
+        "decryptions of τ left, counting rounds still to be decrypted; omitted: ⌈τ/4⌉",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FederationCreate:
@@ -82,6 +90,33 @@ class FederationOut(BaseModel):
     keygen_phase: KeygenPhase
     public_key_ready: bool
     decryptions_used: int
+
+
+class EpochOut(BaseModel):
+    """One key epoch: its roster, key generation and budget, and where it stands."""
+
+    epoch: int
+    roster_version: int | None = Field(description="the governing roster's version")
+    phase: KeygenPhase
+    public_key_ready: bool
+    decryptions_used: int
+    tau: int
+    current: bool = Field(description="new rounds open under this epoch")
+    retired: bool = Field(
+        description="no round of this epoch is left to decrypt (or its DKG was abandoned): "
+        "members destroy its secret shares"
+    )
+
+
+class EpochRequest(BaseModel):
+    """An admin's request for the next key epoch: a re-key under the same roster, or a
+    roster change (a signed successor of the newest roster, for a later epoch)."""
+
+    roster: str | None = Field(
+        default=None,
+        max_length=50_000_000,
+        description="he_agg.roster.SignedRoster JSON; omitted: re-key, same roster",
+    )
 
 
 class KeygenStatus(BaseModel):
@@ -123,6 +158,7 @@ class RoundOut(BaseModel):
     attempt: int
     decryption_set: list[int]
     model_ready: bool
+    epoch: int = Field(default=0, ge=0, description="the key epoch the round's uploads use")
 
 
 class UploadReceipt(BaseModel):

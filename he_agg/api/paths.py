@@ -12,6 +12,7 @@ __all__ = [
     "decryption",
     "decryption_share",
     "endorsement",
+    "epochs",
     "federation",
     "federations",
     "key_statement",
@@ -21,6 +22,7 @@ __all__ = [
     "public_key",
     "public_key_share",
     "roster",
+    "rosters",
     "round",
     "rounds",
     "shamir_share",
@@ -38,16 +40,32 @@ def federation(federation_id: str) -> str:
     return f"{PREFIX}/{federation_id}"
 
 
-def public_key(federation_id: str) -> str:
-    return f"{federation(federation_id)}/public-key"
+def _at(base: str, epoch: int | None) -> str:
+    return base if epoch is None else f"{base}?epoch={epoch}"
+
+
+def public_key(federation_id: str, epoch: int | None = None) -> str:
+    """The collective key of ``epoch`` (omitted: the current epoch)."""
+    return _at(f"{federation(federation_id)}/public-key", epoch)
 
 
 def roster(federation_id: str) -> str:
+    """The federation's first roster (the one it was created with)."""
     return f"{federation(federation_id)}/roster"
 
 
-def key_statements(federation_id: str) -> str:
-    return f"{federation(federation_id)}/key-statements"
+def rosters(federation_id: str) -> str:
+    """Every roster the federation has had, oldest first: the chain parties follow."""
+    return f"{federation(federation_id)}/rosters"
+
+
+def epochs(federation_id: str) -> str:
+    """The key epochs (GET); the admin's request for the next one (POST)."""
+    return f"{federation(federation_id)}/epochs"
+
+
+def key_statements(federation_id: str, epoch: int | None = None) -> str:
+    return _at(f"{federation(federation_id)}/key-statements", epoch)
 
 
 def key_statement(federation_id: str, member: int) -> str:

@@ -7,10 +7,11 @@ every configuration the server serves, against the roster they pinned themselves
 from __future__ import annotations
 
 from he_agg.api.models import FederationCreate
+from he_agg.errors import HeAggError
 from he_agg.params import DEFAULT, ParameterSet
-from he_agg.roster import Roster, RosterClient, RosterMember
+from he_agg.roster import Roster, RosterClient, RosterMember, SignedRoster
 
-__all__ = ["config_parameters", "roster_for", "roster_mismatch"]
+__all__ = ["config_parameters", "genesis_mismatch", "roster_for", "roster_mismatch"]
 
 
 def config_parameters(config: FederationCreate) -> ParameterSet:
@@ -51,3 +52,29 @@ def roster_mismatch(config: FederationCreate, roster: Roster) -> str | None:
     if expected.members != roster.members:
         return "the committee differs from the pinned roster"
     return None
+
+
+def genesis_mismatch(served: FederationCreate, pinned: SignedRoster) -> str | None:
+    """What is wrong with a served configuration for a party that pinned ``pinned`` (the
+    creation roster, or a later one it followed), or None.
+
+    The configuration carries the roster the federation was created with; it must be
+    signed by the pinned roster's admin for the same federation, parameter set and mode,
+    be the pinned roster itself if it has the same version, and say what it says."""
+    mine = pinned.roster
+    if served.roster is None:
+        return "it has no roster"
+    try:
+        genesis = SignedRoster.from_json(served.roster)
+        first = genesis.verify()
+    except HeAggError as exc:
+        return f"its roster: {exc}"
+    if (first.admin_key, first.federation) != (mine.admin_key, mine.federation):
+        return "its roster is not the pinned admin's roster of this federation"
+    if (first.parameters, first.mode) != (mine.parameters, mine.mode):
+        return "its parameter set or mode differs from the pinned roster"
+    if first.version > mine.version or (
+        first.version == mine.version and genesis.to_json() != pinned.to_json()
+    ):
+        return "its roster is not the pinned one nor an earlier one"
+    return roster_mismatch(served, first)

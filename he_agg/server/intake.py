@@ -52,6 +52,14 @@ class Intake:
         if row.state != RoundState.OPEN or time.time() > row.deadline:
             raise ServiceError(409, f"round {number} is {row.state}; it takes no uploads")
 
+    def require_enrolled(self, federation: Federation, number: int, client: str) -> None:
+        """The client is in the roster of the round's key epoch (403 otherwise)."""
+        epoch = federation.at(round_row(self.store, federation.id, number).epoch)
+        if client not in epoch.client_names:
+            raise ServiceError(
+                403, f"{client!r} is not a client of key epoch {epoch.number} (round {number})"
+            )
+
     def max_bytes(self, federation: Federation, client: str) -> int:
         most = federation.spec.max_parameters + 1
         if federation.mode == FederationMode.PLAINTEXT:
@@ -150,7 +158,8 @@ class Intake:
                 raise ServiceError(422, "empty body")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as body:
                 try:
-                    count = _count_values(federation, number, client, body)
+                    epoch = round_row(self.store, federation.id, number).epoch
+                    count = _count_values(federation, number, epoch, client, body)
                 except HeAggError as exc:
                     problem = str(exc)  # raised below, once no array views the mapping
         if problem:
@@ -163,7 +172,9 @@ class Intake:
         return manifest.to_json()
 
 
-def _count_values(federation: Federation, number: int, client: str, body: mmap.mmap) -> int:
+def _count_values(
+    federation: Federation, number: int, epoch: int, client: str, body: mmap.mmap
+) -> int:
     """Validate an envelope in place; values (plaintext) or ciphertexts (CKKS) it holds."""
     if federation.mode == FederationMode.PLAINTEXT:
         return int(decode_plain_upload(memoryview(body)).size)
@@ -173,6 +184,6 @@ def _count_values(federation: Federation, number: int, client: str, body: mmap.m
         federation=federation.id,
         round=number,
         client=client,
-        epoch=federation.epoch,
+        epoch=epoch,
     )
     return upload.count

@@ -78,7 +78,7 @@ class Publisher:
             raise ServiceError(409, f"round {number} has no aggregate (state {row.state})")
         return DecryptionRequest(
             round=number,
-            epoch=federation.epoch,
+            epoch=row.epoch,
             state=row.state,
             attempt=row.attempt,
             decryption_set=list(row.decryption_set),
@@ -114,7 +114,8 @@ class Publisher:
         row = round_row(self.store, federation.id, number)
         if row.state != RoundState.DECRYPTING:
             raise ServiceError(409, f"round {number} is not decrypting (state {row.state})")
-        expected = (federation.id, federation.epoch, number, member)
+        epoch = federation.at(row.epoch)
+        expected = (federation.id, row.epoch, number, member)
         got = (endorsement.federation, endorsement.epoch, endorsement.round, endorsement.member)
         if got != expected:
             raise ServiceError(
@@ -124,7 +125,7 @@ class Publisher:
         if endorsement.upload_set.hex() != listed:
             raise ServiceError(422, "the endorsement is for another upload set than the round's")
         try:
-            endorsement.verify(federation.member_key(member))
+            endorsement.verify(epoch.member_key(member))
         except SignatureError as exc:
             raise ServiceError(422, "the endorsement is not signed by its member") from exc
         try:
@@ -145,11 +146,12 @@ class Publisher:
     def _start_clock_at_quorum(self, federation: Federation, number: int) -> None:
         """The named set can share only once a quorum has endorsed: its share timeout runs
         from then, so slow endorsers do not make the server replace a set that was waiting."""
-        needed = quorum(len(federation.member_indices), federation.spec.threshold)
         with self.store.transaction():
+            row = round_row(self.store, federation.id, number)
+            epoch = federation.at(row.epoch)
+            needed = quorum(len(epoch.member_indices), epoch.threshold)
             if len(self.store.endorsements(federation.id, number)) != needed:
                 return
-            row = round_row(self.store, federation.id, number)
             if row.state == RoundState.DECRYPTING:
                 self.store.save_round(dataclasses.replace(row, attempt_started=time.time()))
 

@@ -5,7 +5,15 @@ deadline, once every enrolled client has uploaded, or when it holds K_max upload
 below K_min it is aborted and nothing is decrypted; otherwise the aggregate is stored
 and a decryption set of t members is named (:mod:`he_agg.server.publishing` takes the
 shares and publishes the model). A set that does not answer in time is replaced, and
-every named set counts against the budget τ.
+every named set counts against the budget τ of the round's key epoch.
+
+Key epochs. A round is opened under the current epoch and keeps it to the end: its
+uploads, aggregate, endorsements and shares all name it. Before an epoch's τ runs out
+(``rekey_below`` decryptions left, counting rounds still open), the next epoch's DKG is
+started under the same roster; once its key is ready it becomes current. A round cannot
+open while the current epoch's remaining τ is all promised to open rounds (409, retry).
+An epoch that is no longer current and has no round left to decrypt is retired: members
+destroy its secret shares.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from he_agg.endorsement import quorum
 from he_agg.envelope import decode_upload
 from he_agg.errors import ServiceError
 from he_agg.server import metrics
-from he_agg.server.federations import Federation, Federations, round_row
+from he_agg.server.federations import Epoch, Federation, Federations, round_row
 from he_agg.server.keygen import KeygenRelay
 from he_agg.server.publishing import Publisher, abort_round
 from he_agg.server.store import BlobStore, RoundRow, Store, UploadRow
@@ -66,6 +74,7 @@ class Rounds:
             attempt=row.attempt,
             decryption_set=list(row.decryption_set),
             model_ready=row.model is not None,
+            epoch=row.epoch,
         )
 
     def list_rounds(self, federation: str, state: RoundState | None) -> list[RoundOut]:
@@ -77,16 +86,70 @@ class Rounds:
             raise ServiceError(409, "key generation has not finished; no round can open yet")
         now = time.time()
         with self.store.transaction():
-            row = self.store.insert_round(federation.id, now + deadline_seconds, now)
+            federation = self.federations.get(federation.id)
+            if federation.mode == FederationMode.CKKS and self._left(federation) <= 0:
+                self.maybe_rekey(federation)
+                raise ServiceError(
+                    409,
+                    f"key epoch {federation.epoch}'s decryption budget is spent or promised to "
+                    f"open rounds; epoch {federation.epoch + 1}'s key is being generated: "
+                    "open the round again shortly",
+                )
+            row = self.store.insert_round(
+                federation.id, now + deadline_seconds, now, federation.epoch
+            )
+        self.maybe_rekey(self.federations.get(federation.id))
         metrics.ROUNDS.labels(state=RoundState.OPEN).inc()
-        log.info("round opened", extra={"federation": federation.id, "round": row.number})
+        log.info(
+            "round opened",
+            extra={"federation": federation.id, "round": row.number, "epoch": row.epoch},
+        )
         return self._out(row)
 
+    def _left(self, federation: Federation) -> int:
+        """The current epoch's τ less what is spent and what open rounds will spend."""
+        current = federation.current
+        waiting = sum(
+            1
+            for r in self.store.rounds(federation.id, RoundState.OPEN)
+            if r.epoch == current.number
+        )
+        return federation.params.tau - current.row.decryptions_used - waiting
+
+    def maybe_rekey(self, federation: Federation) -> None:
+        """Start the next epoch's DKG (same roster) once the current epoch has
+        ``rekey_below`` decryptions left and no later epoch is under way."""
+        if federation.mode != FederationMode.CKKS or federation.newest.number != federation.epoch:
+            return
+        if self._left(federation) > federation.rekey_below:
+            return
+        try:
+            self.federations.start_epoch(
+                federation, federation.current.row.roster, federation.epoch + 1
+            )
+        except ServiceError:  # another request started it first
+            return
+
+    def retire_finished_epochs(self, federation: Federation) -> None:
+        """Retire every epoch before the current one that has no round left to decrypt."""
+        busy = {
+            r.epoch
+            for state in (RoundState.OPEN, RoundState.DECRYPTING)
+            for r in self.store.rounds(federation.id, state)
+        }
+        for row in federation.epoch_rows:
+            if row.epoch < federation.epoch and row.retired is None and row.epoch not in busy:
+                self.store.retire_epoch(federation.id, row.epoch, time.time())
+                log.info(
+                    "key epoch retired", extra={"federation": federation.id, "epoch": row.epoch}
+                )
+
     def complete(self, federation: Federation, number: int) -> bool:
-        """Every enrolled client has uploaded, or the round holds K_max uploads."""
+        """Every client of the round's epoch has uploaded, or the round holds K_max uploads."""
+        epoch = federation.at(self.row(federation.id, number).epoch)
         received = len(self.store.uploads(federation.id, number))
         full = federation.mode == FederationMode.CKKS and received >= federation.params.k_max
-        return received >= len(federation.client_names) or full
+        return received >= len(epoch.client_names) or full
 
     def close_if_complete(self, federation: Federation, number: int) -> None:
         if self.complete(federation, number):
@@ -102,10 +165,11 @@ class Rounds:
             if self.row(federation.id, number).state != RoundState.OPEN:
                 return self.status(federation.id, number)
             uploads = self.store.uploads(federation.id, number)
-            enough = len(uploads) >= federation.spec.k_min
+            epoch = federation.at(self.row(federation.id, number).epoch)
+            enough = len(uploads) >= epoch.k_min
             aggregate = None
             if enough and federation.mode == FederationMode.CKKS:
-                aggregate = self._aggregate(federation, number, uploads)
+                aggregate = self._aggregate(federation, epoch, number, uploads)
             with self.store.transaction():
                 row = self.row(federation.id, number)
                 if row.state != RoundState.OPEN:
@@ -124,7 +188,7 @@ class Rounds:
         uploads: list[UploadRow],
         aggregate: str | None,
     ) -> None:
-        k_min = federation.spec.k_min
+        k_min = federation.at(row.epoch).k_min
         if len(uploads) < k_min:
             count = f"{len(uploads)} upload" + ("" if len(uploads) == 1 else "s")
             abort_round(self.store, row, f"only {count}, K_min is {k_min}; nothing decrypted")
@@ -135,7 +199,9 @@ class Rounds:
             self.store.save_round(closed)
             self.start_decryption(federation, closed, exclude=set())
 
-    def _aggregate(self, federation: Federation, number: int, uploads: list[UploadRow]) -> str:
+    def _aggregate(
+        self, federation: Federation, epoch: Epoch, number: int, uploads: list[UploadRow]
+    ) -> str:
         """Σ of the stored uploads (always rebuilt from the blobs), stored as an envelope."""
         params = federation.params
         decoded = (
@@ -144,24 +210,28 @@ class Rounds:
                 params,
                 federation=federation.id,
                 round=number,
-                epoch=federation.epoch,
+                epoch=epoch.number,
             )
             for u in uploads
         )
-        envelope = aggregate_envelope(decoded, params, federation.id, number, federation.epoch)
+        envelope = aggregate_envelope(decoded, params, federation.id, number, epoch.number)
         return self.blobs.put(envelope)
 
     def start_decryption(self, federation: Federation, row: RoundRow, exclude: set[int]) -> None:
-        """Name the next decryption set (a new attempt, counted against τ), or abort."""
-        used = self.federations.get(federation.id).row.decryptions_used
+        """Name the next decryption set (a new attempt, counted against the τ of the round's
+        epoch), or abort."""
+        epoch = self.federations.get(federation.id).at(row.epoch)
+        used = epoch.row.decryptions_used
         tau = federation.params.tau
         if used >= tau:
             abort_round(
-                self.store, row, f"decryption budget τ={tau} is spent; a new key epoch is required"
+                self.store,
+                row,
+                f"key epoch {row.epoch}'s decryption budget τ={tau} is spent; nothing decrypted",
             )
             return
-        candidates = [m for m in federation.member_indices if m not in exclude]
-        threshold = federation.spec.threshold
+        candidates = [m for m in epoch.member_indices if m not in exclude]
+        threshold = epoch.threshold
         if len(candidates) < threshold:
             abort_round(
                 self.store, row, f"only {len(candidates)} members answer; {threshold} are needed"
@@ -178,7 +248,8 @@ class Rounds:
                 unresponsive=tuple(sorted(exclude)),
             )
         )
-        self.store.count_decryption(federation.id)
+        self.store.count_decryption(federation.id, row.epoch)
+        self.maybe_rekey(self.federations.get(federation.id))
         metrics.ROUNDS.labels(state=RoundState.DECRYPTING).inc()
         log.info(
             "decryption set named",
@@ -203,9 +274,17 @@ class Rounds:
                 continue
             if now - (row.attempt_started or 0.0) >= timeout:
                 self._replace_silent_set(federation, row)
+        for federation_id in sorted({e.federation for e in self.store.unsettled_epochs()}):
+            self.settle_epochs(self.federations.get(federation_id))
+
+    def settle_epochs(self, federation: Federation) -> None:
+        """Switch to a newer epoch whose key is ready; retire epochs with nothing left."""
+        self.keygen.switch_if_ready(federation)
+        self.retire_finished_epochs(self.federations.get(federation.id))
 
     def _has_quorum(self, federation: Federation, row: RoundRow) -> bool:
-        needed = quorum(len(federation.member_indices), federation.spec.threshold)
+        epoch = federation.at(row.epoch)
+        needed = quorum(len(epoch.member_indices), epoch.threshold)
         return len(self.store.endorsements(row.federation, row.number)) >= needed
 
     def _abort_unendorsed(self, federation: Federation, stale: RoundRow) -> None:
@@ -214,7 +293,8 @@ class Rounds:
             if row.state != RoundState.DECRYPTING or self._has_quorum(federation, row):
                 return
             endorsed = len(self.store.endorsements(row.federation, row.number))
-            needed = quorum(len(federation.member_indices), federation.spec.threshold)
+            epoch = federation.at(row.epoch)
+            needed = quorum(len(epoch.member_indices), epoch.threshold)
             reason = f"only {endorsed} members endorsed the upload set; a quorum is {needed}"
             abort_round(self.store, row, reason)
 

@@ -15,7 +15,7 @@ ROUTERS = (federations, keygen, rounds, uploads, decryption, model, health)
 TEMPLATES = sorted({route.path for module in ROUTERS for route in module.router.routes})  # type: ignore[attr-defined]
 
 SAMPLE = {"federation_id": "fed-1", "number": 7, "client": "bank-2", "member": 3}
-SAMPLE.update({"sender": 2, "recipient": 5, "attempt": 4, "state": None})
+SAMPLE.update({"sender": 2, "recipient": 5, "attempt": 4, "state": None, "epoch": None})
 
 
 def _builders() -> list[str]:

@@ -8,16 +8,36 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from he_agg.api.states import PartyRole
-from he_agg.server.store import FederationRow, PartyRow, Store, UploadRow
+from he_agg.server.store import EpochRow, FederationRow, PartyRow, Store, UploadRow
 
-__all__ = ["CONFIG", "enrolled", "federation", "in_threads", "parties", "upload"]
+__all__ = [
+    "CONFIG",
+    "ROSTER",
+    "enrolled",
+    "federation",
+    "first_epoch",
+    "in_threads",
+    "parties",
+    "upload",
+]
 
 T = TypeVar("T")
-CONFIG = {"id": "fed", "threshold": 2, "members": ["m1", "m2"], "params": {"n": 8192}}
+ROSTER = '{"roster": {"version": 1, "members": ["m1", "m2"]}, "signature": "5a"}'
+CONFIG = {
+    "id": "fed",
+    "threshold": 2,
+    "members": ["m1", "m2"],
+    "params": {"n": 8192},
+    "roster": ROSTER,
+}
 
 
 def federation(federation_id: str = "fed") -> FederationRow:
     return FederationRow(id=federation_id, config=CONFIG, created=1714000000.123456)
+
+
+def first_epoch(federation_id: str = "fed") -> EpochRow:
+    return EpochRow(federation_id, 0, ROSTER, created=1714000000.123456)
 
 
 def parties(federation_id: str = "fed") -> list[PartyRow]:
@@ -45,7 +65,7 @@ def upload(client: str, sha: str = "d" * 64, number: int = 1) -> UploadRow:
 
 
 def enrolled(store: Store) -> Store:
-    store.insert_federation(federation(), parties())
+    store.insert_federation(federation(), parties(), first_epoch())
     return store
 
 

@@ -11,6 +11,7 @@ import pytest
 from he_agg.api.states import PartyRole, RoundState
 from he_agg.errors import StoreConflict, StoreError
 from he_agg.server.store import (
+    EpochRow,
     FederationRow,
     RoundRow,
     ShareRow,
@@ -18,7 +19,7 @@ from he_agg.server.store import (
     open_store,
     sqlite_url,
 )
-from tests.store.samples import enrolled, federation, in_threads, parties, upload
+from tests.store.samples import enrolled, federation, first_epoch, in_threads, parties, upload
 
 # ---- federations and enrolment -----------------------------------------------------
 
@@ -33,46 +34,44 @@ def test_federation_and_parties_round_trip(store: SqlStore) -> None:
     assert store.party_by_key("fed", "ff" * 32) is None
     assert store.party_by_key("other", "a1" * 32) is None
     assert store.federation("other") is None
+    assert store.epochs("fed") == [first_epoch()]
 
 
 def test_federation_fields_all_round_trip(store: SqlStore) -> None:
-    row = FederationRow("full", {"nested": {"x": [1, 2.5]}}, 2.25, 3, "ab" * 32, 7)
-    store.insert_federation(row, [])
+    row = FederationRow("full", {"nested": {"x": [1, 2.5]}}, 2.25, 3)
+    epoch = EpochRow("full", 3, "", 2.5, "ab" * 32, 7, 9.75)
+    store.insert_federation(row, [], epoch)
     assert store.federation("full") == row
+    assert store.epoch("full", 3) == epoch
 
 
 def test_duplicate_federation_conflicts(store: SqlStore) -> None:
     enrolled(store)
     with pytest.raises(StoreConflict):
-        store.insert_federation(federation(), [])
+        store.insert_federation(federation(), [], dataclasses.replace(first_epoch(), epoch=1))
+    assert store.epochs("fed") == [first_epoch()]
 
 
 def test_insert_federation_is_all_or_nothing(store: SqlStore) -> None:
     twice = [*parties("new"), parties("new")[0]]  # the same party name twice
     with pytest.raises(StoreConflict):
-        store.insert_federation(federation("new"), twice)
+        store.insert_federation(federation("new"), twice, first_epoch("new"))
     assert store.federation("new") is None
     assert store.party_by_key("new", "a1" * 32) is None
+    assert store.epochs("new") == []
 
 
-def test_public_key_and_decryption_count(store: SqlStore) -> None:
-    enrolled(store)
-    store.set_public_key("fed", "9" * 64)
-    store.count_decryption("fed")
-    store.count_decryption("fed")
-    row = store.federation("fed")
-    assert row is not None
-    assert (row.public_key, row.decryptions_used) == ("9" * 64, 2)
+def test_insert_federation_refuses_another_federations_epoch(store: SqlStore) -> None:
+    with pytest.raises(ValueError, match="'other' given for 'fed'"):
+        store.insert_federation(federation(), parties(), first_epoch("other"))
+    assert store.federation("fed") is None
+    assert store.epochs("other") == []
 
 
-@pytest.mark.parametrize("method", ["set_public_key", "count_decryption"])
-def test_updating_a_missing_federation_is_an_error(store: SqlStore, method: str) -> None:
-    with pytest.raises(StoreError, match="no federation") as raised:
-        if method == "set_public_key":
-            store.set_public_key("ghost", "0" * 64)
-        else:
-            store.count_decryption("ghost")
-    assert not isinstance(raised.value, StoreConflict)
+def test_parties_in_name_order(store: SqlStore) -> None:
+    store.insert_federation(federation(), list(reversed(parties())), first_epoch())
+    assert store.parties("fed") == parties()  # alice, m1, m2
+    assert store.parties("other") == []
 
 
 # ---- key generation messages ----------------------------------------------------------
@@ -98,7 +97,7 @@ def test_keygen_values_by_epoch_and_kind(store: SqlStore) -> None:
 
 def test_rounds_are_numbered_per_federation(store: SqlStore) -> None:
     enrolled(store)
-    store.insert_federation(federation("other"), [])
+    store.insert_federation(federation("other"), [], first_epoch("other"))
     first = store.insert_round("fed", deadline=110.5, opened=100.25)
     assert first == RoundRow("fed", 1, RoundState.OPEN, 110.5, 100.25)
     assert store.round("fed", 1) == first
@@ -140,8 +139,8 @@ def test_save_round_of_a_missing_round_is_an_error(store: SqlStore) -> None:
 
 
 def test_rounds_filter_and_order(store: SqlStore) -> None:
-    store.insert_federation(federation("b"), [])
-    store.insert_federation(federation("a"), [])
+    store.insert_federation(federation("b"), [], first_epoch("b"))
+    store.insert_federation(federation("a"), [], first_epoch("a"))
     for name in ("b", "a", "b", "a"):
         store.insert_round(name, 10.0, 0.0)
     published = dataclasses.replace(store.rounds("b")[0], state=RoundState.PUBLISHED)

@@ -3,6 +3,7 @@ and each revision's downgrade undoes its upgrade."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -18,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from he_agg.api.states import PartyRole, RoundState
 from he_agg.errors import SchemaError
 from he_agg.server.store import (
+    EpochRow,
     FederationRow,
     PartyRow,
     RoundRow,
@@ -29,9 +31,9 @@ from he_agg.server.store import (
 )
 from he_agg.server.store.migrations import BASELINE, alembic_config, current_revisions
 
-HEAD = "0003"
+HEAD = "0004"
 NEW_INDEXES = {"uploads_by_sha256", "nonces_by_seen"}
-NEW_TABLES = {"endorsements"}  # 0003
+NEW_TABLES = {"endorsements", "epochs"}  # 0003, 0004
 
 # Copied verbatim from `git show f98981c:he_agg/server/storage.py` (_SCHEMA): the schema
 # the server created before Alembic, which every existing database has.
@@ -72,6 +74,9 @@ CREATE TABLE IF NOT EXISTS nonces (
 """
 
 CONFIG = {"id": "fed", "threshold": 2, "params": {"n": 8192, "primes": [1, 2]}}
+ROSTER = '{"roster": {"version": 1}, "signature": "5a"}'
+CONFIG_WITH_ROSTER = {**CONFIG, "roster": ROSTER}
+EPOCH_ZERO = EpochRow("fed", 0, ROSTER, 1.0)
 MANIFEST = '{"layers": [[3, 4]], "scale": 40}'
 
 
@@ -138,9 +143,8 @@ def test_a_pre_alembic_database_keeps_every_row(tmp_path: Path) -> None:
         assert NEW_INDEXES | {"parties_by_key"} <= indexes(store)
         assert table_names(store) >= NEW_TABLES
         assert store.endorsements("fed", 1) == {}  # an old round has none
-        assert store.federation("fed") == FederationRow(
-            "fed", CONFIG, 1714000000.25, 0, "9" * 64, 1
-        )
+        assert store.federation("fed") == FederationRow("fed", CONFIG, 1714000000.25, 0)
+        assert store.epochs("fed") == [EpochRow("fed", 0, "", 1714000000.25, "9" * 64, 1)]
         assert store.party_by_key("fed", "b" * 64) == PartyRow(
             "fed", "bob", PartyRole.CLIENT, "b" * 64
         )
@@ -150,7 +154,7 @@ def test_a_pre_alembic_database_keeps_every_row(tmp_path: Path) -> None:
         assert store.rounds() == [
             RoundRow("fed", 1, RoundState.PUBLISHED, 1714000600.5, 1714000000.5,
                      1714000300.0, None, MANIFEST, "a" * 64, 1, (1, 2), 1714000301.0, (3,),
-                     "f" * 64)
+                     "f" * 64, 0)
         ]  # fmt: skip
         uploads = store.uploads("fed", 1)
         assert [u.client for u in uploads] == ["alice", "bob"]
@@ -168,7 +172,7 @@ def test_a_pre_alembic_database_keeps_every_row(tmp_path: Path) -> None:
 
 def _stamp_unknown(url: str) -> None:
     store = SqlStore(url)
-    store.insert_federation(FederationRow("fed", {}, 1.0), [])
+    store.insert_federation(FederationRow("fed", {}, 1.0), [], EpochRow("fed", 0, "", 1.0))
     with store.engine.begin() as connection:
         connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     store.close()
@@ -178,7 +182,7 @@ def test_a_newer_schema_is_refused_and_left_alone(database_url: str, tmp_path: P
     _stamp_unknown(database_url)
     path = tmp_path / "store.db"
     before = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
-    with pytest.raises(SchemaError, match=r"'0099' is newer .*head is 0003.*upgrade he-agg"):
+    with pytest.raises(SchemaError, match=r"'0099' is newer .*head is 0004.*upgrade he-agg"):
         SqlStore(database_url)
     if database_url.startswith("sqlite"):  # not a byte of the file changed
         assert hashlib.sha256(path.read_bytes()).hexdigest() == before
@@ -205,7 +209,8 @@ def table_names(store: SqlStore) -> set[str]:
 
 
 def test_downgrade_and_upgrade_again(store: SqlStore) -> None:
-    store.insert_federation(FederationRow("fed", {"x": 1}, 1.0), [])
+    store.insert_federation(FederationRow("fed", CONFIG_WITH_ROSTER, 1.0), [], EPOCH_ZERO)
+    store.set_public_key("fed", 0, "9" * 64)
     assert indexes(store) >= NEW_INDEXES
     assert table_names(store) >= NEW_TABLES
     _migrate(store, "0002")  # 0003's downgrade drops the endorsements, nothing else
@@ -220,7 +225,8 @@ def test_downgrade_and_upgrade_again(store: SqlStore) -> None:
     assert revisions(store) == (HEAD,)
     assert indexes(store) >= NEW_INDEXES
     assert table_names(store) >= NEW_TABLES
-    assert store.federation("fed") == FederationRow("fed", {"x": 1}, 1.0)
+    assert store.federation("fed") == FederationRow("fed", CONFIG_WITH_ROSTER, 1.0)
+    assert store.epochs("fed") == [dataclasses.replace(EPOCH_ZERO, public_key="9" * 64)]
     store.insert_endorsement("fed", 1, 2, "ab" * 32, "{}")  # the re-created table works
     assert store.endorsements("fed", 1) == {2: ("ab" * 32, "{}")}
 
@@ -269,3 +275,91 @@ def test_tables_match_what_the_migrations_build(store: SqlStore) -> None:
     with store.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), tables.metadata)
     assert differences == []
+
+
+# ---- 0004: key epochs ------------------------------------------------------------------
+
+
+def _database_at_0003(database_url: str) -> SqlStore:
+    """A store on a database migrated to 0003 only, holding two federations and rounds:
+    "fed" at epoch 0 with a roster, its key published and 2 decryptions used; "late" at
+    epoch 3 with a null roster; "bare" with no roster key in its config at all."""
+    store = SqlStore(database_url, migrate=False)
+    with store.engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0003")
+        insert = sa.text(
+            "INSERT INTO federations (id, config, created, epoch, public_key, decryptions_used)"
+            " VALUES (:id, :config, :created, :epoch, :public_key, :used)"
+        )
+        connection.execute(
+            insert,
+            [
+                {"id": "fed", "config": json.dumps(CONFIG_WITH_ROSTER), "created": 1714000000.25,
+                 "epoch": 0, "public_key": "9" * 64, "used": 2},
+                {"id": "late", "config": json.dumps({**CONFIG, "roster": None}), "created": 5.5,
+                 "epoch": 3, "public_key": None, "used": 0},
+                {"id": "bare", "config": json.dumps(CONFIG), "created": 6.5, "epoch": 0,
+                 "public_key": None, "used": 1},
+            ],
+        )  # fmt: skip
+        connection.execute(
+            sa.text(
+                "INSERT INTO rounds (federation, number, state, deadline, opened)"
+                " VALUES (:federation, :number, 'open', 10.0, 0.0)"
+            ),
+            [{"federation": "fed", "number": 1}, {"federation": "late", "number": 1}],
+        )
+    return store
+
+
+def _federation_columns(store: SqlStore) -> list[tuple[str, str | None, int]]:
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT id, public_key, decryptions_used FROM federations ORDER BY id")
+        )
+        return [(row.id, row.public_key, row.decryptions_used) for row in rows]
+
+
+def _columns(store: SqlStore, table: str) -> set[str]:
+    with store.engine.connect() as connection:
+        return {str(column["name"]) for column in sa.inspect(connection).get_columns(table)}
+
+
+def test_0004_moves_key_and_budget_into_an_epoch_row(database_url: str) -> None:
+    store = _database_at_0003(database_url)
+    try:
+        _migrate(store, "head")
+        assert revisions(store) == (HEAD,)
+        assert store.federation("fed") == FederationRow("fed", CONFIG_WITH_ROSTER, 1714000000.25)
+        assert store.epochs("fed") == [EpochRow("fed", 0, ROSTER, 1714000000.25, "9" * 64, 2)]
+        assert store.epochs("late") == [EpochRow("late", 3, "", 5.5)]
+        assert store.epochs("bare") == [EpochRow("bare", 0, "", 6.5, None, 1)]
+        assert [(r.federation, r.epoch) for r in store.rounds()] == [("fed", 0), ("late", 3)]
+        assert {"public_key", "decryptions_used"}.isdisjoint(_columns(store, "federations"))
+        # The migrated rows work with the new API.
+        store.count_decryption("fed", 0)
+        assert store.insert_round("fed", 1.0, 0.0, epoch=0).number == 2
+    finally:
+        store.close()
+
+
+def test_0004_downgrade_restores_the_current_epochs_values(database_url: str) -> None:
+    store = _database_at_0003(database_url)
+    try:
+        _migrate(store, "head")
+        store.count_decryption("fed", 0)  # 3 now: the downgrade must carry it back
+        store.insert_epoch(EpochRow("late", 4, ROSTER, 7.5, "8" * 64, 9), [])  # not current
+        _migrate(store, "0003")
+        assert revisions(store) == ("0003",)
+        assert "epochs" not in table_names(store)
+        assert "epoch" not in _columns(store, "rounds")
+        assert _federation_columns(store) == [
+            ("bare", None, 1),
+            ("fed", "9" * 64, 3),
+            ("late", None, 0),  # epoch 3's values, not epoch 4's
+        ]
+        _migrate(store, "head")  # and up again, as it came
+        assert store.epochs("fed") == [EpochRow("fed", 0, ROSTER, 1714000000.25, "9" * 64, 3)]
+        assert [r.epoch for r in store.rounds("late")] == [3]
+    finally:
+        store.close()

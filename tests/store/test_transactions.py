@@ -10,7 +10,7 @@ import pytest
 
 from he_agg.errors import StoreConflict
 from he_agg.server.store import FederationRow, SqlStore
-from tests.store.samples import enrolled, federation, in_threads, parties, upload
+from tests.store.samples import enrolled, federation, first_epoch, in_threads, parties, upload
 
 # ---- transactions --------------------------------------------------------------------------
 
@@ -42,9 +42,9 @@ def test_nested_blocks_commit_only_at_the_outermost(store: SqlStore) -> None:
 
 def test_an_inner_exception_rolls_back_the_outer_block_too(store: SqlStore) -> None:
     with pytest.raises(KeyError), store.transaction():
-        store.insert_federation(federation("outer"), [])
+        store.insert_federation(federation("outer"), [], first_epoch("outer"))
         with store.transaction():
-            store.insert_federation(federation("inner"), [])
+            store.insert_federation(federation("inner"), [], first_epoch("inner"))
             raise KeyError("inner")
     assert store.federation("outer") is None
     assert store.federation("inner") is None
@@ -57,7 +57,9 @@ def test_a_conflict_inside_a_transaction_leaves_it_usable(store: SqlStore) -> No
         with pytest.raises(StoreConflict):
             store.insert_keygen_value("fed", 0, "commitment", 1, 0, "c1")
         with pytest.raises(StoreConflict):  # atomic: the federation row is not kept
-            store.insert_federation(federation("twice"), [*parties("twice"), parties()[0]])
+            store.insert_federation(
+                federation("twice"), [*parties("twice"), parties()[0]], first_epoch("twice")
+            )
         store.insert_keygen_value("fed", 0, "commitment", 2, 0, "c2")
     assert store.keygen_values("fed", 0, "commitment") == {(1, 0): "c1", (2, 0): "c2"}
     assert store.federation("twice") is None

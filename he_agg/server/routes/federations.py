@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Response
 
-from he_agg.api.models import FederationCreate, FederationOut, KeyStatements
+from he_agg.api.models import (
+    EpochOut,
+    EpochRequest,
+    FederationCreate,
+    FederationOut,
+    KeyStatements,
+)
+from he_agg.api.states import KeygenPhase
 from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_admin, require_party
 
 __all__ = ["router"]
@@ -44,15 +53,56 @@ def roster(federation: FederationDep, signed: CallerDep, state: StateDep) -> Res
     return Response(state.federations.roster(federation), media_type="application/json")
 
 
-@router.get("/{federation_id}/key-statements", response_model=KeyStatements)
-def key_statements(federation: FederationDep, signed: CallerDep, state: StateDep) -> KeyStatements:
-    """Every member's signed statement about the collective key (clients check all n)."""
+@router.get("/{federation_id}/rosters", response_class=Response)
+def rosters(federation: FederationDep, signed: CallerDep, state: StateDep) -> Response:
+    """Every admin-signed roster, oldest first: parties follow the chain from their pin."""
     require_party(state, federation, signed.caller, "client", "member", "admin")
-    return state.keygen.statements(federation)
+    body = json.dumps(state.federations.rosters(federation))
+    return Response(body, media_type="application/json")
+
+
+@router.get("/{federation_id}/epochs", response_model=list[EpochOut])
+def epochs(federation: FederationDep, signed: CallerDep, state: StateDep) -> list[EpochOut]:
+    """The key epochs, oldest first: which is current, which are retired."""
+    require_party(state, federation, signed.caller, "client", "member", "admin")
+    return state.keygen.epochs(federation)
+
+
+@router.post(
+    "/{federation_id}/epochs",
+    status_code=201,
+    response_model=list[EpochOut],
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/EpochRequest"}}
+            }
+        }
+    },
+)
+def request_epoch(federation: FederationDep, signed: CallerDep, state: StateDep) -> list[EpochOut]:
+    """The admin starts the next key epoch: a re-key, or a roster change."""
+    require_admin(signed.caller)
+    body = EpochRequest.model_validate_json(signed.body)
+    ready = state.keygen.phase(federation, federation.newest.number) == KeygenPhase.READY
+    changed = state.federations.request_epoch(federation, body, signed.caller.key, ready)
+    return state.keygen.epochs(changed)
+
+
+@router.get("/{federation_id}/key-statements", response_model=KeyStatements)
+def key_statements(
+    federation: FederationDep, signed: CallerDep, state: StateDep, epoch: int | None = None
+) -> KeyStatements:
+    """Every member's signed statement about an epoch's key (clients check all n)."""
+    require_party(state, federation, signed.caller, "client", "member", "admin")
+    return state.keygen.statements(federation, epoch)
 
 
 @router.get("/{federation_id}/public-key", response_class=Response)
-def public_key(federation: FederationDep, signed: CallerDep, state: StateDep) -> Response:
-    """The collective public key as SEAL bytes (uncompressed), once the DKG has produced it."""
+def public_key(
+    federation: FederationDep, signed: CallerDep, state: StateDep, epoch: int | None = None
+) -> Response:
+    """An epoch's collective public key (omitted: the current one) as SEAL bytes."""
     require_party(state, federation, signed.caller, "client", "member", "admin")
-    return Response(state.federations.public_key(federation), media_type="application/octet-stream")
+    key = state.federations.public_key(federation, epoch)
+    return Response(key, media_type="application/octet-stream")

@@ -35,6 +35,7 @@ async def put_update(
     party = state.federations.party(federation, pending.key)
     if party is None or party.role != "client" or party.name != client:
         raise ServiceError(403, f"only enrolled client {client!r} may upload here")
+    state.intake.require_enrolled(federation, number, client)
     if state.intake.existing(federation.id, number, client) is None:
         state.intake.require_open(federation.id, number)
     limit = state.intake.max_bytes(federation, client)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from he_agg.server.store.base import (
     BlobStore,
+    EpochRow,
     FederationRow,
     PartyRow,
     RoundRow,
@@ -19,6 +20,7 @@ from he_agg.server.store.sql import SqlStore
 
 __all__ = [
     "BlobStore",
+    "EpochRow",
     "FederationRow",
     "FileBlobStore",
     "PartyRow",

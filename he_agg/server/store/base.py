@@ -1,8 +1,8 @@
 """The storage seam: what the server keeps, as typed rows, behind two protocols.
 
-:class:`Store` holds the metadata (federations, enrolments, key generation messages,
-rounds, uploads, members' endorsements of upload sets, decryption shares, nonces and the
-decryption budget τ);
+:class:`Store` holds the metadata (federations, enrolments, key epochs with their rosters,
+collective keys and decryption budgets τ, key generation messages, rounds, uploads,
+members' endorsements of upload sets, decryption shares and nonces);
 :class:`BlobStore` holds the bytes (uploads, aggregates, shares, models), content-addressed.
 
 Implementations: :mod:`he_agg.server.store.sql` (SQLAlchemy Core; SQLite is the embedded
@@ -27,6 +27,7 @@ from he_agg.api.states import PartyRole, RoundState
 
 __all__ = [
     "BlobStore",
+    "EpochRow",
     "FederationRow",
     "PartyRow",
     "RoundRow",
@@ -41,9 +42,20 @@ class FederationRow:
     id: str
     config: dict[str, Any]  # FederationCreate.model_dump(), with the full parameter set
     created: float
-    epoch: int = 0
-    public_key: str | None = None  # blob digest of the collective key, once published
+    epoch: int = 0  # the current key epoch: the one new rounds open under
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One key epoch of a federation: its own roster, collective key and budget τ."""
+
+    federation: str
+    epoch: int
+    roster: str  # the admin-signed roster JSON, exactly as signed; '' without one
+    created: float
+    public_key: str | None = None  # blob digest of the epoch's collective key, once published
     decryptions_used: int = 0  # decryption sets named in this epoch, counted against τ
+    retired: float | None = None  # when it was retired (secrets may go) or abandoned
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class RoundRow:
     attempt_started: float | None = None
     unresponsive: tuple[int, ...] = ()  # members that let an earlier attempt time out
     model: str | None = None  # blob digest of the published float64 model
+    epoch: int = 0  # the key epoch it opened under, fixed for its life
 
 
 @dataclass(frozen=True)
@@ -109,18 +122,53 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     # ---- federations and enrolment ---------------------------------------------
-    def insert_federation(self, row: FederationRow, parties: Sequence[PartyRow]) -> None:
-        """The federation and its parties, together; StoreConflict if the id exists."""
+    def insert_federation(
+        self, row: FederationRow, parties: Sequence[PartyRow], epoch: EpochRow
+    ) -> None:
+        """The federation, its parties and its first epoch, together; StoreConflict if the
+        id exists."""
         ...
 
     def federation(self, federation_id: str) -> FederationRow | None: ...
 
+    def set_current_epoch(self, federation_id: str, epoch: int) -> None:
+        """Make ``epoch`` (already stored) the one new rounds open under."""
+        ...
+
     def party_by_key(self, federation_id: str, signing_key: str) -> PartyRow | None: ...
 
-    def set_public_key(self, federation_id: str, digest: str) -> None: ...
+    def parties(self, federation_id: str) -> list[PartyRow]:
+        """Every party of the federation, in any epoch, ordered by name."""
+        ...
 
-    def count_decryption(self, federation_id: str) -> None:
-        """decryptions_used += 1 (one more decryption set named against τ)."""
+    # ---- key epochs ----------------------------------------------------------------
+    def insert_epoch(self, row: EpochRow, parties: Sequence[PartyRow]) -> None:
+        """The epoch and each party not stored yet, together. StoreConflict, with nothing
+        written, if the epoch exists or a party's name is stored with another role, key or
+        index; a party stored exactly as given is skipped."""
+        ...
+
+    def epoch(self, federation_id: str, epoch: int) -> EpochRow | None: ...
+
+    def epochs(self, federation_id: str) -> list[EpochRow]:
+        """The federation's epochs, ordered by number."""
+        ...
+
+    def unsettled_epochs(self) -> list[EpochRow]:
+        """Epochs of any federation that are neither retired nor current: a newer epoch
+        whose DKG runs, or an older one with rounds left (what the clock tick settles)."""
+        ...
+
+    def set_public_key(self, federation_id: str, epoch: int, digest: str) -> None:
+        """Record the blob digest of the epoch's published collective key."""
+        ...
+
+    def count_decryption(self, federation_id: str, epoch: int) -> None:
+        """decryptions_used += 1 in that epoch (one more decryption set named against τ)."""
+        ...
+
+    def retire_epoch(self, federation_id: str, epoch: int, at: float) -> None:
+        """Mark the epoch retired at ``at``; once retired it keeps its first time."""
         ...
 
     # ---- key generation messages -----------------------------------------------
@@ -135,8 +183,10 @@ class Store(Protocol):
     ) -> None: ...
 
     # ---- rounds --------------------------------------------------------------
-    def insert_round(self, federation_id: str, deadline: float, opened: float) -> RoundRow:
-        """A new open round numbered one past the federation's last."""
+    def insert_round(
+        self, federation_id: str, deadline: float, opened: float, epoch: int = 0
+    ) -> RoundRow:
+        """A new open round under ``epoch``, numbered one past the federation's last."""
         ...
 
     def round(self, federation_id: str, number: int) -> RoundRow | None: ...
@@ -149,7 +199,8 @@ class Store(Protocol):
 
     def save_round(self, row: RoundRow) -> None:
         """Write every mutable field of an existing round (state, closed, reason, manifest,
-        aggregate, attempt, decryption_set, attempt_started, unresponsive, model)."""
+        aggregate, attempt, decryption_set, attempt_started, unresponsive, model); its
+        epoch is fixed when it is inserted."""
         ...
 
     # ---- uploads ---------------------------------------------------------------

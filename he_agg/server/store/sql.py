@@ -36,9 +36,16 @@ from alembic.util.exc import CommandError
 from sqlalchemy.dialects import postgresql, sqlite
 
 from he_agg.api.states import PartyRole, RoundState
-from he_agg.errors import StoreError
+from he_agg.errors import StoreConflict, StoreError
 from he_agg.server.store import tables as t
-from he_agg.server.store.base import FederationRow, PartyRow, RoundRow, ShareRow, UploadRow
+from he_agg.server.store.base import (
+    EpochRow,
+    FederationRow,
+    PartyRow,
+    RoundRow,
+    ShareRow,
+    UploadRow,
+)
 from he_agg.server.store.engine import (
     WRITER,
     create_engine,
@@ -69,6 +76,14 @@ def _federation(row: sa.Row[Any]) -> FederationRow:
 def _party(row: sa.Row[Any]) -> PartyRow:
     values = dict(row._mapping)
     return PartyRow(**{**values, "role": PartyRole(values["role"])})
+
+
+def _party_values(party: PartyRow) -> dict[str, Any]:
+    return {**dataclasses.asdict(party), "role": PartyRole(party.role).value}
+
+
+def _no_epoch(federation_id: str, epoch: int) -> str:
+    return f"no epoch {epoch} in federation {federation_id!r}"
 
 
 def _round(row: sa.Row[Any]) -> RoundRow:
@@ -194,20 +209,31 @@ class SqlStore:
                 raise StoreError(f"{what}: {missing}")
 
     # ---- federations and enrolment -------------------------------------------------
-    def insert_federation(self, row: FederationRow, parties: Sequence[PartyRow]) -> None:
+    def insert_federation(
+        self, row: FederationRow, parties: Sequence[PartyRow], epoch: EpochRow
+    ) -> None:
+        if epoch.federation != row.id:
+            raise ValueError(f"epoch row of {epoch.federation!r} given for {row.id!r}")
         values = {**dataclasses.asdict(row), "config": json.dumps(row.config)}
-        members = [
-            {**dataclasses.asdict(party), "role": PartyRole(party.role).value} for party in parties
-        ]
+        members = [_party_values(party) for party in parties]
         with self._write("insert_federation") as connection:
             connection.execute(sa.insert(t.federations).values(values))
             if members:
                 connection.execute(sa.insert(t.parties), members)
+            connection.execute(sa.insert(t.epochs).values(dataclasses.asdict(epoch)))
 
     def federation(self, federation_id: str) -> FederationRow | None:
         query = sa.select(t.federations).where(t.federations.c.id == federation_id)
         row = self._one("federation", query)
         return None if row is None else _federation(row)
+
+    def set_current_epoch(self, federation_id: str, epoch: int) -> None:
+        c, e = t.federations.c, t.epochs.c
+        stored = sa.exists().where(e.federation == federation_id, e.epoch == epoch)
+        statement = (
+            sa.update(t.federations).where(c.id == federation_id, stored).values(epoch=epoch)
+        )
+        self._update("set_current_epoch", statement, _no_epoch(federation_id, epoch))
 
     def party_by_key(self, federation_id: str, signing_key: str) -> PartyRow | None:
         c = t.parties.c
@@ -219,19 +245,76 @@ class SqlStore:
         row = self._one("party_by_key", query)
         return None if row is None else _party(row)
 
-    def set_public_key(self, federation_id: str, digest: str) -> None:
-        c = t.federations.c
-        statement = sa.update(t.federations).where(c.id == federation_id).values(public_key=digest)
-        self._update("set_public_key", statement, f"no federation {federation_id!r}")
+    def parties(self, federation_id: str) -> list[PartyRow]:
+        c = t.parties.c
+        query = sa.select(t.parties).where(c.federation == federation_id).order_by(c.name)
+        return [_party(row) for row in self._all("parties", query)]
 
-    def count_decryption(self, federation_id: str) -> None:
-        c = t.federations.c
-        statement = (
-            sa.update(t.federations)
-            .where(c.id == federation_id)
-            .values(decryptions_used=c.decryptions_used + 1)
+    # ---- key epochs -------------------------------------------------------------------
+    def insert_epoch(self, row: EpochRow, parties: Sequence[PartyRow]) -> None:
+        if any(party.federation != row.federation for party in parties):
+            raise ValueError(f"a party of another federation given for {row.federation!r}")
+        c = t.parties.c
+        with self._write("insert_epoch") as connection:
+            connection.execute(sa.insert(t.epochs).values(dataclasses.asdict(row)))
+            query = sa.select(t.parties).where(c.federation == row.federation)
+            stored = {r.name: _party(r) for r in connection.execute(query)}
+            new = []
+            for party in parties:
+                known = stored.get(party.name)
+                if known is None:
+                    new.append(_party_values(party))
+                elif _party_values(known) != _party_values(party):
+                    # Raised inside the block, so the epoch row above is rolled back too.
+                    raise StoreConflict(
+                        f"insert_epoch: party {party.name!r} is enrolled with another "
+                        "role, key or member index"
+                    )
+            if new:
+                connection.execute(sa.insert(t.parties), new)
+
+    def epoch(self, federation_id: str, epoch: int) -> EpochRow | None:
+        c = t.epochs.c
+        query = sa.select(t.epochs).where(c.federation == federation_id, c.epoch == epoch)
+        row = self._one("epoch", query)
+        return None if row is None else EpochRow(**row._mapping)
+
+    def epochs(self, federation_id: str) -> list[EpochRow]:
+        c = t.epochs.c
+        query = sa.select(t.epochs).where(c.federation == federation_id).order_by(c.epoch)
+        return [EpochRow(**row._mapping) for row in self._all("epochs", query)]
+
+    def unsettled_epochs(self) -> list[EpochRow]:
+        e, f = t.epochs.c, t.federations.c
+        query = (
+            sa.select(t.epochs)
+            .join(t.federations, f.id == e.federation)
+            .where(e.retired.is_(None), e.epoch != f.epoch)
+            .order_by(e.federation, e.epoch)
         )
-        self._update("count_decryption", statement, f"no federation {federation_id!r}")
+        return [EpochRow(**row._mapping) for row in self._all("unsettled_epochs", query)]
+
+    def _update_epoch(self, what: str, federation_id: str, epoch: int, **values: Any) -> None:
+        c = t.epochs.c
+        statement = (
+            sa.update(t.epochs)
+            .where(c.federation == federation_id, c.epoch == epoch)
+            .values(**values)
+        )
+        self._update(what, statement, _no_epoch(federation_id, epoch))
+
+    def set_public_key(self, federation_id: str, epoch: int, digest: str) -> None:
+        self._update_epoch("set_public_key", federation_id, epoch, public_key=digest)
+
+    def count_decryption(self, federation_id: str, epoch: int) -> None:
+        used = t.epochs.c.decryptions_used + 1
+        self._update_epoch("count_decryption", federation_id, epoch, decryptions_used=used)
+
+    def retire_epoch(self, federation_id: str, epoch: int, at: float) -> None:
+        # COALESCE rather than "WHERE retired IS NULL": the row still matches when it was
+        # retired already, so only a missing epoch reads as an error.
+        retired = sa.func.coalesce(t.epochs.c.retired, at)
+        self._update_epoch("retire_epoch", federation_id, epoch, retired=retired)
 
     # ---- key generation messages ---------------------------------------------------
     def keygen_values(
@@ -258,13 +341,15 @@ class SqlStore:
             connection.execute(statement)
 
     # ---- rounds ----------------------------------------------------------------------
-    def insert_round(self, federation_id: str, deadline: float, opened: float) -> RoundRow:
+    def insert_round(
+        self, federation_id: str, deadline: float, opened: float, epoch: int = 0
+    ) -> RoundRow:
         c = t.rounds.c
         last = sa.select(sa.func.max(c.number)).where(c.federation == federation_id)
         # Inside a writer's transaction, so no other writer can take the same number.
         with self._write("insert_round") as connection:
             number = int(connection.execute(last).scalar() or 0) + 1
-            row = RoundRow(federation_id, number, RoundState.OPEN, deadline, opened)
+            row = RoundRow(federation_id, number, RoundState.OPEN, deadline, opened, epoch=epoch)
             connection.execute(
                 sa.insert(t.rounds).values(
                     federation=federation_id,
@@ -272,6 +357,7 @@ class SqlStore:
                     state=row.state.value,
                     deadline=deadline,
                     opened=opened,
+                    epoch=epoch,
                 )
             )
         return row

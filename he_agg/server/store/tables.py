@@ -3,9 +3,11 @@
 This mirrors what the migrations in :mod:`he_agg.server.store.migrations` build; it is what
 :mod:`he_agg.server.store.sql` queries and what ``alembic revision --autogenerate`` compares
 against. The table and column names, types and keys are those of the pre-Alembic SQLite
-schema (migration 0001), plus the indexes of migration 0002 and the endorsements table of
-migration 0003. JSON values (``config``,
-``decryption_set``, ``unresponsive``) stay TEXT holding JSON, as they always were.
+schema (migration 0001), plus the indexes of migration 0002, the endorsements table of
+migration 0003, and migration 0004's key epochs: the ``epochs`` table (which took over
+``public_key`` and ``decryptions_used`` from ``federations``) and ``rounds.epoch``. JSON
+values (``config``, ``decryption_set``, ``unresponsive``) stay TEXT holding JSON, as they
+always were.
 
 Two portable types keep SQLite's DDL exactly as it was while giving PostgreSQL the width
 it needs: SQLite's REAL is an 8-byte float but PostgreSQL's REAL is 4 bytes (a timestamp
@@ -20,6 +22,7 @@ __all__ = [
     "BigInt",
     "Real",
     "endorsements",
+    "epochs",
     "federations",
     "keygen",
     "metadata",
@@ -43,9 +46,21 @@ federations = sa.Table(
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("config", sa.Text, nullable=False),  # JSON object
     sa.Column("created", Real, nullable=False),
+    # The current epoch: the one new rounds open under.
     sa.Column("epoch", sa.Integer, nullable=False, server_default=sa.text("0")),
-    sa.Column("public_key", sa.Text),
+)
+
+# 0004: one row per key epoch, with its own roster, collective key and budget τ.
+epochs = sa.Table(
+    "epochs",
+    metadata,
+    sa.Column("federation", sa.Text, primary_key=True),
+    sa.Column("epoch", sa.Integer, primary_key=True),
+    sa.Column("roster", sa.Text, nullable=False),  # signed roster JSON; '' without one
+    sa.Column("created", Real, nullable=False),
+    sa.Column("public_key", sa.Text),  # blob digest of the collective key, once published
     sa.Column("decryptions_used", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("retired", Real),
 )
 
 parties = sa.Table(
@@ -88,6 +103,8 @@ rounds = sa.Table(
     sa.Column("attempt_started", Real),
     sa.Column("unresponsive", sa.Text, nullable=False, server_default=sa.text("'[]'")),
     sa.Column("model", sa.Text),
+    # 0004: the key epoch the round opened under.
+    sa.Column("epoch", sa.Integer, nullable=False, server_default=sa.text("0")),
 )
 
 uploads = sa.Table(
