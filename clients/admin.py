@@ -1,21 +1,36 @@
-"""The administrator's calls: create a federation, open and close rounds, read the model."""
+"""The administrator's calls: create a federation, change its roster or re-key it, open
+and close rounds, read the model."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import TypeAdapter
 
 from clients.participant import read_model
 from he_agg.api import paths
-from he_agg.api.models import FederationCreate, FederationOut, RoundOpen, RoundOut
+from he_agg.api.models import (
+    EpochOut,
+    EpochRequest,
+    FederationCreate,
+    FederationOut,
+    RoundOpen,
+    RoundOut,
+)
 from he_agg.api.roster_check import roster_for
 from he_agg.api.states import FederationMode
 from he_agg.api.transport import SignedClient, Verify
-from he_agg.roster import SignedRoster
+from he_agg.errors import ProtocolError
+from he_agg.roster import RosterClient, RosterMember, SignedRoster
 
 __all__ = ["Admin"]
+
+_EPOCHS = TypeAdapter(list[EpochOut])
 
 
 class Admin:
@@ -59,6 +74,60 @@ class Admin:
         """The roster as the server stores it (an admin exports its own copy out of band)."""
         response = self.http.request("GET", paths.roster(federation))
         return SignedRoster.from_json(response.content)
+
+    def rosters(self, federation: str) -> list[SignedRoster]:
+        """Every roster of the federation, oldest first."""
+        response = self.http.request("GET", paths.rosters(federation))
+        return [SignedRoster.from_json(text) for text in json.loads(response.content)]
+
+    def epochs(self, federation: str) -> list[EpochOut]:
+        response = self.http.request("GET", paths.epochs(federation))
+        return _EPOCHS.validate_json(response.content)
+
+    def rekey(self, federation: str) -> list[EpochOut]:
+        """Start the next key epoch under the same roster (its DKG runs in the background)."""
+        body = EpochRequest().model_dump(mode="json", exclude_none=True)
+        response = self.http.request("POST", paths.epochs(federation), json_body=body)
+        return _EPOCHS.validate_json(response.content)
+
+    def change_roster(
+        self,
+        federation: str,
+        *,
+        add_members: Sequence[RosterMember] = (),
+        remove_members: Sequence[str] = (),
+        add_clients: Sequence[RosterClient] = (),
+        remove_clients: Sequence[str] = (),
+        threshold: int | None = None,
+        k_min: int | None = None,
+    ) -> SignedRoster:
+        """Sign and submit the successor of the newest roster (version + 1, for the epoch
+        after the newest): its committee runs a DKG for that epoch, and rounds opened once
+        its key is ready use it. Hand the new roster file to new parties out of band;
+        enrolled ones follow it themselves, checking this admin's signature."""
+        newest = self.rosters(federation)[-1].roster
+        if newest.admin_key != self.http.public_key.hex():
+            raise ProtocolError("the newest roster is not signed by this admin key")
+        unknown = set(remove_members) - {m.name for m in newest.members}
+        unknown |= set(remove_clients) - {c.name for c in newest.clients}
+        if unknown:
+            raise ProtocolError(f"not in the newest roster: {sorted(unknown)}")
+        members = [m for m in newest.members if m.name not in remove_members]
+        clients = [c for c in newest.clients if c.name not in remove_clients]
+        last_epoch = max(e.epoch for e in self.epochs(federation))
+        successor = dataclasses.replace(
+            newest,
+            version=newest.version + 1,
+            epoch=last_epoch + 1,
+            threshold=newest.threshold if threshold is None else threshold,
+            k_min=newest.k_min if k_min is None else k_min,
+            members=tuple(sorted([*members, *add_members], key=lambda m: m.index)),
+            clients=tuple([*clients, *add_clients]),
+        )
+        signed = SignedRoster.sign(successor, self._signing_key.sign)
+        body = EpochRequest(roster=signed.to_json()).model_dump(mode="json")
+        self.http.request("POST", paths.epochs(federation), json_body=body)
+        return signed
 
     def federation(self, federation: str) -> FederationOut:
         response = self.http.request("GET", paths.federation(federation))

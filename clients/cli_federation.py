@@ -92,6 +92,81 @@ def federation_export(
     typer.echo(f"wrote {target}; fingerprint {signed.roster.fingerprint}")
 
 
+@federation_app.command("epochs")
+def federation_epochs(
+    federation_id: str = typer.Argument(...),
+    admin_key: Path = typer.Option(..., help="the admin's .key file"),
+    server: str = SERVER,
+    ca_file: Path | None = CA_FILE,
+) -> None:
+    """List the key epochs: phase, budget used, current, retired."""
+    listed = call(lambda: admin_client(server, admin_key, ca_file).epochs(federation_id))
+    typer.echo(json.dumps([e.model_dump(mode="json") for e in listed], indent=2))
+
+
+@federation_app.command("rekey")
+def federation_rekey(
+    federation_id: str = typer.Argument(...),
+    admin_key: Path = typer.Option(..., help="the admin's .key file"),
+    server: str = SERVER,
+    ca_file: Path | None = CA_FILE,
+) -> None:
+    """Start the next key epoch under the same roster (the committee runs its DKG in the
+    background; rounds opened once its key is ready use it)."""
+    listed = call(lambda: admin_client(server, admin_key, ca_file).rekey(federation_id))
+    typer.echo(f"key epoch {listed[-1].epoch} started ({listed[-1].phase})")
+
+
+@federation_app.command("change")
+def federation_change(
+    federation_id: str = typer.Argument(...),
+    add_member: list[Path] = typer.Option([], help="a new member's .pub.json (repeatable)"),
+    remove_member: list[str] = typer.Option([], help="a member's name (repeatable)"),
+    add_client: list[Path] = typer.Option([], help="a new client's .pub.json (repeatable)"),
+    remove_client: list[str] = typer.Option([], help="a client's name (repeatable)"),
+    threshold: int | None = typer.Option(None, help="a new t"),
+    k_min: int | None = typer.Option(None, help="a new K_min"),
+    admin_key: Path = typer.Option(..., help="the admin's .key file"),
+    roster_out: Path | None = typer.Option(
+        None, help="where to write the new signed roster (default: ./FEDERATION.roster.json)"
+    ),
+    server: str = SERVER,
+    ca_file: Path | None = CA_FILE,
+) -> None:
+    """Change the committee, the clients, t or K_min: a new signed roster and a new key
+    epoch. Give the new roster file to new parties (they pin it); enrolled parties follow
+    it on their own, checking this admin's signature."""
+    from pydantic import ValidationError
+
+    from he_agg.api.models import MemberIn, PartyIn
+    from he_agg.roster import RosterClient, RosterMember
+
+    try:
+        members = [MemberIn.model_validate(public_file(p)) for p in add_member]
+        clients = [PartyIn.model_validate(public_file(p)) for p in add_client]
+    except ValidationError as exc:
+        fail(f"invalid party file: {exc}")
+    admin = admin_client(server, admin_key, ca_file)
+    signed = call(
+        lambda: admin.change_roster(
+            federation_id,
+            add_members=[
+                RosterMember(m.name, m.index, m.signing_key, m.encryption_key) for m in members
+            ],
+            remove_members=remove_member,
+            add_clients=[RosterClient(c.name, c.signing_key) for c in clients],
+            remove_clients=remove_client,
+            threshold=threshold,
+            k_min=k_min,
+        )
+    )
+    target = roster_out or Path(f"{federation_id}.roster.json")
+    target.write_text(signed.to_json())
+    roster = signed.roster
+    typer.echo(f"roster version {roster.version} starts key epoch {roster.epoch}")
+    typer.echo(f"wrote {target}; fingerprint {roster.fingerprint}")
+
+
 @federation_app.command("fingerprint")
 def federation_fingerprint(
     roster: Path = typer.Argument(..., help="a signed roster file"),

@@ -62,7 +62,14 @@ from he_agg.key_statement import KeyStatement
 from he_agg.params import ParameterSet
 from he_agg.roster import Roster, SignedRoster, follow, roster_for_epoch
 from keys.decrypt import decryption_share
-from keys.dkg import KEY_STATEMENT_FILE, MEMBER_KEY, MemberKeygen, destroy_epoch, epoch_dir
+from keys.dkg import (
+    KEY_STATEMENT_FILE,
+    MEMBER_KEY,
+    SECRET_FILES,
+    MemberKeygen,
+    destroy_epoch,
+    epoch_dir,
+)
 from keys.identity import Identity
 from keys.ledger import (
     Ledger,
@@ -128,13 +135,17 @@ class MemberAgent:
 
     def held_epochs(self) -> list[int]:
         """Epochs whose member key is on disk."""
-        found = [0] if (self.state_dir / MEMBER_KEY).exists() else []
+        return self._epochs_with(MEMBER_KEY)
+
+    def _epochs_with(self, *names: str) -> list[int]:
+        """Epochs whose folder holds any of the files ``names``."""
+        found = [0] if any((self.state_dir / n).exists() for n in names) else []
         folder = self.state_dir / "epochs"
         if folder.is_dir():
             found += [
                 int(p.name)
                 for p in folder.iterdir()
-                if p.name.isdigit() and (p / MEMBER_KEY).exists()
+                if p.name.isdigit() and any((p / n).exists() for n in names)
             ]
         return sorted(found)
 
@@ -258,7 +269,7 @@ class MemberAgent:
         self._keygen_step(config, epochs)
         if self.held_epochs():
             self._decryption_step(config)
-            self._destroy_finished(config, epochs)
+        self._destroy_finished(config, epochs)
 
     def _keygen_step(self, config: FederationCreate, epochs: list[EpochOut]) -> None:
         """Take part in the newest epoch's DKG if its roster names this member."""
@@ -279,13 +290,18 @@ class MemberAgent:
         return KeygenStatus.model_validate(response.json())
 
     def _destroy_finished(self, config: FederationCreate, epochs: list[EpochOut]) -> None:
-        """Destroy the secrets of every held epoch the server lists retired or whose τ this
-        member's ledger shows spent: recorded in the ledger first, then overwritten."""
+        """Destroy the secrets of every epoch the server lists retired (or abandoned, its DKG
+        unfinished) or whose τ this member's ledger shows spent: recorded in the ledger
+        first, then overwritten."""
         tau = parameters(config).tau
         retired = {e.epoch for e in epochs if e.retired}
+        on_disk = self._epochs_with(*SECRET_FILES)
+        if not on_disk:
+            return
         ledger = self.ledger()
-        for epoch in self.held_epochs():
-            if epoch in retired or ledger.spent_in(epoch) >= tau:
+        for epoch in on_disk:
+            spent = epoch in self.held_epochs() and ledger.spent_in(epoch) >= tau
+            if epoch in retired or spent:
                 ledger = self._ledger.record_destroyed(epoch)
                 destroy_epoch(epoch_dir(self.state_dir, epoch))
                 self._secrets.pop(epoch, None)

@@ -77,12 +77,13 @@ class LedgerState:
         return sum(1 for r, _ in self.shares if self.epoch_of(r) == epoch)
 
     def with_epoch(self, round: int, epoch: int) -> LedgerState:
-        """Record the round's key epoch; another epoch for a recorded round is refused."""
+        """Record the round's key epoch (epoch 0 is implicit: never written); another epoch
+        for a round already pinned or shared is refused."""
         known = next((e for r, e in self.epochs if r == round), None)
+        if known is None and (self.pin(round) is not None or self.shared(round)):
+            known = 0
         if known is None:
-            if epoch == 0 and (self.pin(round) is not None or self.shared(round)):
-                return self  # an epoch-0 round pinned before epochs were recorded
-            return replace(self, epochs=(*self.epochs, (round, epoch)))
+            return self if epoch == 0 else replace(self, epochs=(*self.epochs, (round, epoch)))
         if known != epoch:
             raise DecryptionRefused(f"round {round} is of key epoch {known}, not {epoch}")
         return self

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from clients.harness.tls import make_test_ca
 from clients.participant import Participant
 from he_agg.api.states import FederationMode, KeygenPhase
 from he_agg.params import ParameterSet
-from he_agg.roster import SignedRoster
+from he_agg.roster import RosterMember, SignedRoster
 from keys.identity import Identity, save_identity
 
 __all__ = ["LocalFederation"]
@@ -98,7 +99,8 @@ class LocalFederation:
         """``verify=`` for a :class:`SignedClient` (or the SDK) talking to this server."""
         return self.ca_file if self.ca_file is not None else True
 
-    def _start_member(self, member: Identity) -> None:
+    def _start_member(self, member: Identity, roster_file: Path | None = None) -> None:
+        """Run ``member``'s agent; it pins ``roster_file`` (default: the first roster)."""
         folder = self.root / f"member-{member.index}"
         folder.mkdir(exist_ok=True)
         key = folder / "member.identity"
@@ -108,7 +110,7 @@ class LocalFederation:
             *(sys.executable, "-m", "clients.cli", "committee", "run", self.federation),
             *("--key", str(key), "--state-dir", str(folder / "state")),
             *("--server", self.server.url, "--poll", "0.2"),
-            *("--roster", str(self.roster_file)),
+            *("--roster", str(roster_file or self.roster_file)),
         ]
         if self.ca_file is not None:
             command += ["--ca-file", str(self.ca_file)]
@@ -135,6 +137,45 @@ class LocalFederation:
             (self.root / f"member-{i}" / "state" / "member.key").exists()
             for i in range(1, self.members + 1)
         )
+
+    # ---- key epochs and roster changes --------------------------------------------------
+    def change_committee(
+        self, *, remove: Sequence[int] = (), add: Sequence[int] = (), threshold: int | None = None
+    ) -> SignedRoster:
+        """Sign a roster without the members ``remove`` and with new members ``add`` (by
+        index), start the new members' agents on that roster (handed to them out of band,
+        as a file), and return it. The enrolled members follow it on their own."""
+        newcomers = [Identity.generate(index) for index in add]
+        signed = self.admin_api().change_roster(
+            self.federation,
+            remove_members=[f"member-{i}" for i in remove],
+            add_members=[
+                RosterMember(
+                    f"member-{m.index}",
+                    m.index,
+                    m.public.signing_key.hex(),
+                    m.public.encryption_key.hex(),
+                )
+                for m in newcomers
+            ],
+            threshold=threshold,
+        )
+        roster_file = self.root / f"{self.federation}.roster-v{signed.roster.version}.json"
+        roster_file.write_text(signed.to_json())
+        for member in newcomers:
+            self._start_member(member, roster_file)
+        return signed
+
+    def wait_for_epoch(self, epoch: int, timeout: float = 120.0) -> None:
+        """Until key epoch ``epoch`` is current (its DKG done, every member vouched)."""
+        deadline = time.monotonic() + timeout
+        while self.admin_api().federation(self.federation).epoch < epoch:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"key epoch {epoch} did not become current")
+            time.sleep(0.2)
+
+    def member_state(self, index: int) -> Path:
+        return self.root / f"member-{index}" / "state"
 
     def admin_api(self) -> Admin:
         """The admin's client (one per federation, closed by ``stop``)."""
