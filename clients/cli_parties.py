@@ -64,7 +64,13 @@ def client_submit(
     pinned = None if roster is None else read_roster(roster)
     participant = call(
         lambda: Participant(
-            server, federation_id, name, signing, verify=ca_file or True, roster=pinned
+            server,
+            federation_id,
+            name,
+            signing,
+            verify=ca_file or True,
+            roster=pinned,
+            roster_file=roster,  # rewritten with the newest signed successor followed
         )
     )
     if round_number == 0:
