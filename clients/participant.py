@@ -136,13 +136,8 @@ class Participant:
         verified: every member of the newest roster this client follows signed it, for that
         epoch. A key of an epoch that roster does not govern (an older committee's, after a
         roster change) is refused. No secret ever reaches a client."""
-        if self.signed_roster is None:
-            raise ProtocolError(
-                "no pinned roster: a client encrypts only under a key its roster's "
-                "members signed (pass roster=, or --roster on the command line)"
-            )
-        self.follow_rosters()
-        roster = self.signed_roster.roster
+        self._require_roster()
+        roster = self.follow_rosters().roster
         if epoch is None:
             epoch = self.current_epoch()
         if epoch not in self._public:
@@ -159,6 +154,14 @@ class Participant:
             params = self.parameters()  # checked against the roster's fingerprint below
             self._public[epoch] = verify_collective_key(blob, statements, roster, params, epoch)
         return self._public[epoch]
+
+    def _require_roster(self) -> SignedRoster:
+        if self.signed_roster is None:
+            raise ProtocolError(
+                "no pinned roster: a client encrypts only under a key its roster's "
+                "members signed (pass roster=, or --roster on the command line)"
+            )
+        return self.signed_roster
 
     def current_epoch(self) -> int:
         response = self.http.request("GET", paths.federation(self.federation))
@@ -201,6 +204,7 @@ class Participant:
     def _encrypt(
         self, update: Mapping[str, Any], num_samples: float, round: int
     ) -> tuple[bytes, Manifest]:
+        self._require_roster()  # refused before anything is asked of the server
         epoch = self.round_status(round).epoch  # the round's key epoch, checked below
         public = self.fetch_public_context(epoch)
         vector_size = flatten(update)[1].size + 1

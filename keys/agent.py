@@ -63,6 +63,7 @@ from he_agg.params import ParameterSet
 from he_agg.roster import Roster, SignedRoster, follow, roster_for_epoch
 from keys.decrypt import decryption_share
 from keys.dkg import (
+    DKG_SECRET,
     KEY_STATEMENT_FILE,
     MEMBER_KEY,
     SECRET_FILES,
@@ -272,18 +273,32 @@ class MemberAgent:
         self._destroy_finished(config, epochs)
 
     def _keygen_step(self, config: FederationCreate, epochs: list[EpochOut]) -> None:
-        """Take part in the newest epoch's DKG if its roster names this member."""
+        """Take part in the newest epoch's DKG if its roster names this member, and finish
+        the DKG of any live epoch it began but holds no key of yet (a later epoch may have
+        started meanwhile, or the member restarted)."""
+        live = {e.epoch for e in epochs if not e.retired}
         status = self.dkg_status()
-        entry = next((e for e in epochs if e.epoch == status.epoch), None)
-        if entry is None or entry.retired or status.epoch in self.held_epochs():
+        begun = set(self._epochs_with(DKG_SECRET)) - set(self.held_epochs()) - {status.epoch}
+        for epoch in sorted(begun & live):
+            keygen = self._committee_keygen(epoch)
+            if keygen is not None:
+                keygen.step(config, keygen.status())
+        if status.epoch not in live or status.epoch in self.held_epochs():
             return
-        governing = roster_for_epoch(_followed(self.rosters, self.roster), status.epoch)
-        if governing is None or status.epoch in self.ledger().destroyed:
-            return
+        keygen = self._committee_keygen(status.epoch)
+        if keygen is not None:
+            keygen.step(config, status)
+
+    def _committee_keygen(self, epoch: int) -> MemberKeygen | None:
+        """The DKG of ``epoch`` if the roster that governs it names this member (with this
+        member's keys) and the member has not destroyed that epoch; else None."""
+        governing = roster_for_epoch(_followed(self.rosters, self.roster), epoch)
+        if governing is None or epoch in self.ledger().destroyed:
+            return None
         mine = governing.roster.member(self.index)
         if mine is None or mine.signing_key != self.identity.public.signing_key.hex():
-            return  # not on this epoch's committee
-        self._keygen(status.epoch, governing.roster).step(config, status)
+            return None  # not on this epoch's committee
+        return self._keygen(epoch, governing.roster)
 
     def dkg_status(self) -> KeygenStatus:
         response = self.http.request("GET", paths.keygen(self.federation))

@@ -41,6 +41,7 @@ from keys.verify import parameters
 
 __all__ = [
     "COMMITMENTS_FILE",
+    "DKG_SECRET",
     "KEY_STATEMENT_FILE",
     "MEMBER_KEY",
     "SECRET_FILES",
@@ -127,7 +128,7 @@ class MemberKeygen:
         return (self.state_dir / MEMBER_KEY).exists()
 
     def status(self) -> KeygenStatus:
-        response = self.http.request("GET", paths.keygen(self.federation))
+        response = self.http.request("GET", paths.keygen(self.federation, self.epoch))
         return KeygenStatus.model_validate(response.json())
 
     def step(self, config: FederationCreate, status: KeygenStatus | None = None) -> None:
@@ -253,7 +254,7 @@ class MemberKeygen:
         member's own is the one it made), and the served key is their sum."""
         shares = []
         for member in members:
-            path = paths.public_key_share(self.federation, member.index)
+            path = paths.public_key_share(self.federation, member.index, epoch)
             blob = self.http.request("GET", path).content
             if member.index == self.index and blob != own_share:
                 raise ProtocolError("the server relays another share as this member's own")
@@ -303,7 +304,7 @@ class MemberKeygen:
         """S_k = Σ_i share_{i→k}, opened from every sender, then saved as the member key."""
         points = []
         for sender in members:
-            path = paths.shamir_share(self.federation, sender.index, self.index)
+            path = paths.shamir_share(self.federation, sender.index, self.index, epoch)
             message = shamir.EncryptedShare.from_bytes(self.http.request("GET", path).content)
             points.append(
                 shamir.open_share(message, self.identity, sender, params, self.federation, epoch)

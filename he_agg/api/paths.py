@@ -72,20 +72,21 @@ def key_statement(federation_id: str, member: int) -> str:
     return f"{keygen(federation_id)}/statements/{member}"
 
 
-def keygen(federation_id: str) -> str:
-    return f"{federation(federation_id)}/keygen"
+def keygen(federation_id: str, epoch: int | None = None) -> str:
+    """The DKG status of ``epoch`` (omitted: the newest); the prefix of the DKG routes."""
+    return _at(f"{federation(federation_id)}/keygen", epoch)
 
 
 def commitment(federation_id: str, member: int) -> str:
     return f"{keygen(federation_id)}/commitments/{member}"
 
 
-def public_key_share(federation_id: str, member: int) -> str:
-    return f"{keygen(federation_id)}/public-key-shares/{member}"
+def public_key_share(federation_id: str, member: int, epoch: int | None = None) -> str:
+    return _at(f"{keygen(federation_id)}/public-key-shares/{member}", epoch)
 
 
-def shamir_share(federation_id: str, sender: int, recipient: int) -> str:
-    return f"{keygen(federation_id)}/shamir-shares/{sender}/{recipient}"
+def shamir_share(federation_id: str, sender: int, recipient: int, epoch: int | None = None) -> str:
+    return _at(f"{keygen(federation_id)}/shamir-shares/{sender}/{recipient}", epoch)
 
 
 def rounds(federation_id: str, state: str | None = None) -> str:

@@ -64,9 +64,9 @@ class KeygenRelay:
             return KeygenPhase.DEAL  # a key no member has vouched for is not ready
         return KeygenPhase.READY
 
-    def status(self, federation: Federation) -> KeygenStatus:
-        """The newest epoch's DKG: the one members take part in now."""
-        e = federation.newest.number
+    def status(self, federation: Federation, epoch: int | None = None) -> KeygenStatus:
+        """The DKG of ``epoch``; omitted, the newest epoch's (the one members take part in)."""
+        e = federation.newest.number if epoch is None else federation.at(epoch).number
         return KeygenStatus(
             epoch=e,
             phase=self.phase(federation, e),
@@ -169,8 +169,11 @@ class KeygenRelay:
         key = ciphertext_to_bytes(public_key(aggregate, crs, params))
         self.store.set_public_key(federation.id, epoch.number, self.blobs.put(key))
 
-    def public_key_share(self, federation: Federation, member: int) -> bytes:
-        digest = self._values(federation, PK_SHARE, federation.newest.number).get((member, 0))
+    def public_key_share(
+        self, federation: Federation, member: int, epoch: int | None = None
+    ) -> bytes:
+        e = federation.newest.number if epoch is None else federation.at(epoch).number
+        digest = self._values(federation, PK_SHARE, e).get((member, 0))
         if digest is None:
             raise ServiceError(404, f"member {member} has not revealed its share")
         return self.blobs.read(digest)
@@ -259,8 +262,11 @@ class KeygenRelay:
         values = self._values(federation, STATEMENT, chosen.number)
         return KeyStatements(epoch=chosen.number, statements={s: v for (s, _), v in values.items()})
 
-    def shamir_share(self, federation: Federation, sender: int, recipient: int) -> bytes:
-        digest = self._values(federation, SHAMIR, federation.newest.number).get((sender, recipient))
+    def shamir_share(
+        self, federation: Federation, sender: int, recipient: int, epoch: int | None = None
+    ) -> bytes:
+        e = federation.newest.number if epoch is None else federation.at(epoch).number
+        digest = self._values(federation, SHAMIR, e).get((sender, recipient))
         if digest is None:
             raise ServiceError(404, "that share has not been dealt yet")
         return self.blobs.read(digest)

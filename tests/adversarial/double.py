@@ -11,18 +11,26 @@ digest) are built by :class:`World`, so each attack differs from an honest round
 exactly the thing it tries. Member agents start on a state folder as the DKG leaves it
 (``member.key`` and the key statement record); ``legacy=True`` leaves the record out,
 as the DKG before endorsements did.
+
+Unless a test says otherwise it serves what the real server serves for a federation in
+its first key epoch: one roster (the admin's), epoch 0 current and not retired, its key
+and statements for ``?epoch=0`` or no epoch, and 404 for any other epoch.
+:func:`forged_successor` builds the roster successors a lying server may serve instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
+from pydantic import BaseModel
 
 from clients.harness import federation_spec
 from clients.upload import prepare_upload
@@ -30,6 +38,7 @@ from he_agg.aggregate import aggregate_envelope
 from he_agg.api import paths
 from he_agg.api.models import (
     DecryptionRequest,
+    EpochOut,
     FederationCreate,
     FederationOut,
     KeygenStatus,
@@ -52,7 +61,7 @@ from he_agg.request_signing import (
     HEADER_TIMESTAMP,
     canonical_request,
 )
-from he_agg.roster import SignedRoster
+from he_agg.roster import Roster, RosterMember, SignedRoster
 from he_agg.seal_codec import ciphertext_to_bytes
 from keys.agent import MemberAgent
 from keys.committee import CommitteeSetup, run_committee_setup
@@ -141,8 +150,10 @@ class World:
         identity = self.committee.members[member - 1].identity
         return statement.signed(identity.sign).to_bytes().decode()
 
-    def statements(self, public_key: bytes) -> dict[int, str]:
-        roster = self.roster.roster
+    def statements(self, public_key: bytes, roster: Roster | None = None) -> dict[int, str]:
+        """Every member's signed statement that ``public_key`` is the key of ``roster``'s
+        first epoch (default: this world's roster, epoch 0)."""
+        roster = roster or self.roster.roster
         return {
             m.identity.index: KeyStatement(
                 FED, roster.epoch, m.identity.index, roster.digest, key_digest(public_key)
@@ -154,11 +165,93 @@ class World:
         }
 
 
+def epoch_entry(
+    world: World,
+    epoch: int = 0,
+    *,
+    phase: KeygenPhase = KeygenPhase.READY,
+    key_ready: bool | None = None,
+    current: bool = True,
+    retired: bool = False,
+    roster_version: int = 1,
+) -> EpochOut:
+    """One key epoch as the real server lists it; the defaults are epoch 0 of a new
+    federation: current, not retired, its key ready (``key_ready`` None: once READY)."""
+    return EpochOut(
+        epoch=epoch,
+        roster_version=roster_version,
+        phase=phase,
+        public_key_ready=phase == KeygenPhase.READY if key_ready is None else key_ready,
+        decryptions_used=0,
+        tau=world.params.tau,
+        current=current,
+        retired=retired,
+    )
+
+
+def requested_epoch(request: httpx.Request) -> int | None:
+    """The ``?epoch=`` of a key request (None: the current epoch), as the server reads it."""
+    value = request.url.params.get("epoch")
+    return None if value is None else int(value)
+
+
+def listed(items: Sequence[BaseModel | str]) -> httpx.Response:
+    """A JSON list response: models as their JSON objects, strings as JSON strings."""
+    body = [i if isinstance(i, str) else i.model_dump(mode="json") for i in items]
+    return httpx.Response(200, content=json.dumps(body))
+
+
+FORGERIES = {  # a forged roster successor → what following it is refused with
+    "signed by another admin": "signed by another admin key",
+    "the admin's name, another signer": "not signed by its admin key",
+    "a member swapped after signing": "not signed by its admin key",
+    "an index handed to another name": "belonged to",
+    "a member's keys changed": "changes keys",
+}
+
+
+def forged_successor(
+    world: World, impostor: World, forgery: str, seats: Sequence[int]
+) -> SignedRoster:
+    """Roster version 2 for epoch 1 that gives the member ``seats`` to ``impostor``'s
+    committee (keys the server holds), forged as ``forgery`` says: the first three are not
+    the admin's signature over it, the last two are, but break the identity rules (an
+    index reused by a new name; a name keeping its index under new keys)."""
+    genesis = world.roster.roster
+    keep_names = forgery == "a member's keys changed"
+    theirs = {m.index: m for m in impostor.roster.roster.members}
+    members = tuple(
+        RosterMember(
+            m.name if keep_names else f"server-{m.index}",
+            m.index,
+            theirs[m.index].signing_key,
+            theirs[m.index].encryption_key,
+        )
+        if m.index in seats
+        else m
+        for m in genesis.members
+    )
+    honest = dataclasses.replace(genesis, version=2, epoch=1)
+    forged = dataclasses.replace(honest, members=members)
+    if forgery == "signed by another admin":
+        mine = dataclasses.replace(forged, admin_key=impostor.admin.public.signing_key.hex())
+        return SignedRoster.sign(mine, impostor.admin.sign)
+    if forgery == "the admin's name, another signer":
+        return SignedRoster.sign(forged, impostor.admin.sign)
+    if forgery == "a member swapped after signing":
+        return dataclasses.replace(SignedRoster.sign(honest, world.admin.sign), roster=forged)
+    assert forgery in FORGERIES, forgery
+    return SignedRoster.sign(forged, world.admin.sign)
+
+
 @dataclass
 class HostileServer:
     """Serves ``requests`` (round → the decryption request it claims; ``views`` overrides it
-    for one (member, round)), ``blobs`` and the key material a test sets; records the
-    endorsements, shares and uploads it receives."""
+    for one (member, round)), ``opened`` rounds (open for uploads), ``blobs`` and the key
+    material a test sets (epoch 0's in ``public_key`` and ``statements``, other epochs' in
+    ``epoch_keys``); ``chain``, ``epochs`` and ``keygen`` replace the honest roster chain,
+    epoch list and key generation status. Records the endorsements, shares and uploads it
+    receives, and the path of every key generation message PUT (``puts``)."""
 
     world: World
     requests: dict[int, DecryptionRequest] = field(default_factory=dict)
@@ -170,6 +263,12 @@ class HostileServer:
     statements: dict[int, str] = field(default_factory=dict)
     shares: list[tuple[int, int, int]] = field(default_factory=list)  # (round, attempt, member)
     uploads: list[tuple[int, str]] = field(default_factory=list)
+    opened: set[int] = field(default_factory=set)
+    chain: list[SignedRoster] = field(default_factory=list)
+    epochs: list[EpochOut] = field(default_factory=list)
+    keygen: KeygenStatus | None = None
+    epoch_keys: dict[int, tuple[bytes, dict[int, str]]] = field(default_factory=dict)
+    puts: list[str] = field(default_factory=list)
     tamper: Callable[[httpx.Request, httpx.Response], httpx.Response] | None = None
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -197,17 +296,45 @@ class HostileServer:
                 chosen[endorser] = body
         return request.model_copy(update={"endorsements": chosen})
 
+    def _epochs(self) -> list[EpochOut]:
+        return self.epochs or [epoch_entry(self.world)]
+
+    def _current(self) -> int:
+        return next(e.epoch for e in self._epochs() if e.current)
+
     def _federation(self) -> FederationOut:
         return FederationOut(
             id=FED,
             config=self.config or self.world.config,
-            epoch=0,
+            epoch=self._current(),
             keygen_phase=KeygenPhase.READY,
             public_key_ready=True,
             decryptions_used=0,
         )
 
+    def _keygen(self) -> KeygenStatus:
+        return self.keygen or KeygenStatus(
+            epoch=0, phase=KeygenPhase.READY, commitments={}, public_key_shares=[],
+            shamir_shares=[], key_statements=sorted(self.statements),
+        )  # fmt: skip
+
+    def _key(self, request: httpx.Request) -> tuple[int, bytes, dict[int, str]] | None:
+        """The epoch a key request names (none: the current one), its key and statements."""
+        epoch = requested_epoch(request)
+        epoch = self._current() if epoch is None else epoch
+        if epoch == 0:
+            return 0, self.public_key, self.statements
+        if epoch in self.epoch_keys:
+            return epoch, *self.epoch_keys[epoch]
+        return None
+
     def _round(self, number: int, member: int | None = None) -> RoundOut:
+        if number not in self.requests:  # opened: uploads come in
+            return RoundOut(
+                federation=FED, number=number, state=RoundState.OPEN, deadline=0.0,
+                uploads=[c for n, c in self.uploads if n == number], reason=None, attempt=0,
+                decryption_set=[], model_ready=False, epoch=self._current(),
+            )  # fmt: skip
         request = self.views.get((member or 0, number), self.requests[number])
         return RoundOut(
             federation=FED,
@@ -219,6 +346,7 @@ class HostileServer:
             attempt=request.attempt,
             decryption_set=request.decryption_set,
             model_ready=False,
+            epoch=request.epoch,
         )
 
     def _route(self, request: httpx.Request, member: int | None) -> httpx.Response:
@@ -228,28 +356,31 @@ class HostileServer:
         if path == paths.federation(FED):
             return httpx.Response(200, content=self._federation().model_dump_json())
         if path == paths.rounds(FED):
-            rounds = [self._round(n, member).model_dump_json() for n in self.requests]
-            return httpx.Response(200, content="[" + ",".join(rounds) + "]")
+            return listed([self._round(n, member) for n in sorted({*self.requests, *self.opened})])
         if path == paths.keygen(FED):
-            status = KeygenStatus(
-                epoch=0, phase=KeygenPhase.READY, commitments={}, public_key_shares=[],
-                shamir_shares=[], key_statements=sorted(self.statements),
-            )  # fmt: skip
-            return httpx.Response(200, content=status.model_dump_json())
-        if path == paths.public_key(FED):
-            return httpx.Response(200, content=self.public_key)
-        if path == paths.key_statements(FED):
-            body = KeyStatements(epoch=0, statements=self.statements)
+            return httpx.Response(200, content=self._keygen().model_dump_json())
+        if path in (paths.public_key(FED), paths.key_statements(FED)):
+            key = self._key(request)
+            if key is None:
+                return httpx.Response(404, json={"detail": "no such key epoch"})
+            epoch, public_key, statements = key
+            if path == paths.public_key(FED):
+                return httpx.Response(200, content=public_key)
+            body = KeyStatements(epoch=epoch, statements=statements)
             return httpx.Response(200, content=body.model_dump_json())
         if path == paths.roster(FED):
             return httpx.Response(200, content=self.world.roster.to_json())
+        if path == paths.rosters(FED):
+            return listed([s.to_json() for s in self.chain or [self.world.roster]])
+        if path == paths.epochs(FED):
+            return listed(self._epochs())
         match = re.fullmatch(rf"{paths.rounds(FED)}/(\d+)(/.*)?", path)
         if match:
             return self._round_route(int(match.group(1)), match.group(2) or "", member)
         return httpx.Response(404, json={"detail": f"the double does not serve {path}"})
 
     def _round_route(self, number: int, rest: str, member: int | None) -> httpx.Response:
-        if rest == "" and number in self.requests:
+        if rest == "" and (number in self.requests or number in self.opened):
             return httpx.Response(200, content=self._round(number, member).model_dump_json())
         if rest == "/decryption" and number in self.requests:
             return httpx.Response(200, content=self.shown(number, member).model_dump_json())
@@ -282,6 +413,9 @@ class HostileServer:
                 size=len(body),
             )
             return httpx.Response(201, content=receipt.model_dump_json())
+        if path.startswith(paths.keygen(FED) + "/"):
+            self.puts.append(path)
+            return httpx.Response(204)
         return httpx.Response(404, json={"detail": "not found"})
 
     def member(self, index: int, folder: Path, *, legacy: bool = False) -> MemberAgent:

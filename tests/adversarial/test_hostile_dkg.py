@@ -28,7 +28,15 @@ from keys import keygen
 from keys.agent import MemberAgent
 from keys.commitments import check_commitments
 from keys.identity import Identity
-from tests.adversarial.double import BASE, FED, PASSPHRASE, World
+from tests.adversarial.double import (
+    BASE,
+    FED,
+    PASSPHRASE,
+    World,
+    epoch_entry,
+    listed,
+    requested_epoch,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +46,8 @@ def world() -> World:
 
 @dataclass
 class KeygenDouble:
-    """Serves a key generation the test scripts; records what the member sends."""
+    """Serves a key generation the test scripts, in epoch 0 under the admin's one roster;
+    records what the member sends."""
 
     world: World
     status: KeygenStatus
@@ -57,9 +66,14 @@ class KeygenDouble:
                 public_key_ready=bool(self.public_key), decryptions_used=0,
             )  # fmt: skip
             return httpx.Response(200, content=out.model_dump_json())
+        if path == paths.rosters(FED):
+            return listed([self.world.roster.to_json()])
+        if path == paths.epochs(FED):
+            key_ready = bool(self.public_key)
+            return listed([epoch_entry(self.world, phase=self.status.phase, key_ready=key_ready)])
         if path == paths.keygen(FED):
             return httpx.Response(200, content=self.status.model_dump_json())
-        if path == paths.public_key(FED):
+        if path == paths.public_key(FED) and requested_epoch(request) in (None, 0):
             return httpx.Response(200, content=self.public_key)
         for index, blob in self.shares.items():
             if path == paths.public_key_share(FED, index):

@@ -5,15 +5,20 @@ the real agents' loop (``MemberAgent.step``) against it. No attack may get a sha
 of a member. Members decrypt only an upload set a quorum of q = ⌈(n + t)/2⌉ of them
 endorsed (here n=3, t=2: all three), so the server re-listing a round with a subset,
 showing members different sets, or doing either with t−1 = 1 corrupt member on its side,
-never has two sets decrypted. Members that joined before endorsements existed carry an
-upgrade floor and never take part in a round uploaded before it (the last attack, with
-n=5, t=3, q=4). ``RELEASED`` counts shares released to attacks over the whole suite; the
-last test asserts it is zero and that every attack ran.
+never has two sets decrypted. Key epochs: a roster successor the admin did not sign, or
+one that hands a member's index or name to other keys, is not followed (no key generation
+with the server on the committee), and a request under an epoch a member holds no key
+of (never generated, or destroyed once the epoch was retired) gets nothing. Members that
+joined before endorsements existed carry an upgrade floor and never take part in a round
+uploaded before it (the last attack, with n=5, t=3, q=4). ``RELEASED`` counts shares
+released to attacks over the whole suite; the last test asserts it is zero and that
+every attack ran.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -23,12 +28,24 @@ from pathlib import Path
 
 import pytest
 
-from he_agg.api.models import DecryptionRequest
+from he_agg.api import paths
+from he_agg.api.models import DecryptionRequest, KeygenStatus
+from he_agg.api.states import KeygenPhase
 from he_agg.endorsement import Endorsement, upload_set_digest
-from he_agg.errors import KeyStoreError
+from he_agg.errors import KeyStoreError, ProtocolError
+from he_agg.roster import SignedRoster
 from keys.agent import MemberAgent
 from keys.ledger import Ledger, Pin, ledger_key
-from tests.adversarial.double import CLIENTS, FED, HostileServer, World
+from keys.pinning import pin_roster
+from tests.adversarial.double import (
+    CLIENTS,
+    FED,
+    FORGERIES,
+    HostileServer,
+    World,
+    epoch_entry,
+    forged_successor,
+)
 
 RELEASED: dict[str, int] = {}
 
@@ -308,6 +325,103 @@ def test_a_colluding_member_and_a_relist_with_a_subset(
     assert matching == [2]  # … but only the corrupt member endorsed the subset
 
 
+# ---- key epochs: roster successors ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def impostor() -> World:
+    """Another admin and committee: keys the server holds."""
+    return World.build()
+
+
+def _announce_successor(server: HostileServer, successor: SignedRoster) -> None:
+    """Serve ``successor`` after the pinned roster and its epoch 1's key generation, as the
+    real server does after a roster change; rounds still open under epoch 0."""
+    world = server.world
+    server.chain = [world.roster, successor]
+    server.epochs = [
+        epoch_entry(world),
+        epoch_entry(world, 1, phase=KeygenPhase.COMMIT, current=False, roster_version=2),
+    ]
+    server.keygen = KeygenStatus(
+        epoch=1, phase=KeygenPhase.COMMIT, commitments={}, public_key_shares=[],
+        shamir_shares=[], key_statements=[],
+    )  # fmt: skip
+
+
+def test_an_admin_signed_roster_successor_is_followed(
+    server: HostileServer, tmp_path: Path, world: World
+) -> None:
+    """The control: the admin's successor (same committee, epoch 1) is followed and pinned,
+    and each member commits to its epoch 1 key share."""
+    agents = _members(server, tmp_path)
+    successor = SignedRoster.sign(
+        dataclasses.replace(world.roster.roster, version=2, epoch=1), world.admin.sign
+    )
+    _announce_successor(server, successor)
+    _run(agents, times=1)
+    assert all(agent.roster == successor for agent in agents)
+    assert sorted(server.puts) == [paths.commitment(FED, i) for i in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("forgery", list(FORGERIES))
+def test_a_forged_roster_successor_is_not_followed(
+    server: HostileServer, tmp_path: Path, world: World, impostor: World, forgery: str
+) -> None:
+    """The server serves a successor that gives seat 3 to a key it holds, announces the key
+    generation of its epoch 1, and asks an honest round of epoch 0. Members refuse the
+    chain: no key generation message, no endorsement, no share, the pin unchanged."""
+    agents = _members(server, tmp_path)
+    _announce_successor(server, forged_successor(world, impostor, forgery, seats=(3,)))
+    for agent in agents:
+        with pytest.raises(ProtocolError, match=FORGERIES[forgery]):
+            agent.follow_rosters()
+    server.honest_round(1, CLIENTS[:3])
+    _attack(f"roster successor: {forgery}", server, agents, 1, 1)
+    assert server.puts == [] and server.endorsed == []
+    for index, agent in enumerate(agents, start=1):
+        assert agent.roster == world.roster
+        assert pin_roster(tmp_path / f"member-{index}", FED, None) == world.roster
+
+
+# ---- key epochs: an epoch the member holds no key of ----------------------------------------
+
+
+def test_a_request_under_an_epoch_never_generated(
+    server: HostileServer, tmp_path: Path, world: World
+) -> None:
+    """The server lists epoch 1 as current and asks round 1 under it, endorsed by members 2
+    and 3 (colluding); member 1 never took part in epoch 1's key generation."""
+    agent = _members(server, tmp_path)[0]
+    server.epochs = [epoch_entry(world, current=False), epoch_entry(world, 1)]
+    server.honest_round(1, CLIENTS[:3])
+    request = _changed(server.requests[1], epoch=1)
+    forged = {m: world.endorsement(m, request) for m in (2, 3)}
+    server.requests[1] = _changed(request, endorsements=forged)
+    _attack("an epoch never generated", server, [agent], 1, 1)
+    assert server.endorsed == []
+    assert agent.held_epochs() == [0]
+    assert "holds no key of epoch 1" in agent.decide(world.config, server.shown(1, 1)).reason
+    assert not agent.handle(world.config, server.shown(1, 1))  # past the agent's early exits
+    assert server.shares == []
+
+
+def test_a_request_under_an_epoch_whose_key_was_destroyed(
+    server: HostileServer, tmp_path: Path, world: World
+) -> None:
+    """The server lists epoch 0 retired (epoch 1 current), so members destroy its key
+    shares; then it asks an honest round of epoch 0, which all three would endorse."""
+    agents = _members(server, tmp_path)
+    server.epochs = [epoch_entry(world, current=False, retired=True), epoch_entry(world, 1)]
+    _run(agents, times=1)
+    assert all(a.held_epochs() == [] and 0 in a.ledger().destroyed for a in agents)
+    server.honest_round(1, CLIENTS[:3])
+    _attack("an epoch whose key was destroyed", server, agents, 1, 1)
+    assert server.endorsed == []
+    assert not agents[0].handle(world.config, server.shown(1, 1))
+    assert server.shares == []
+
+
 # ---- across the upgrade to endorsements ------------------------------------------------------
 
 
@@ -372,7 +486,7 @@ def test_upgraded_members_decrypt_rounds_uploaded_after_the_upgrade(
     assert all(agent.ledger().floor is not None for agent in agents)
 
 
-ATTACKS = 17  # the tests above that call _attack (the parametrised ones count 3 and 2)
+ATTACKS = 24  # the tests above that call _attack (the parametrised ones count 3, 5 and 2)
 
 
 def test_no_attack_released_a_share() -> None:

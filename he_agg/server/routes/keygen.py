@@ -21,9 +21,12 @@ router = APIRouter(prefix="/v1/federations/{federation_id}/keygen", tags=["keyge
 
 
 @router.get("", response_model=KeygenStatus)
-def keygen_status(federation: FederationDep, signed: CallerDep, state: StateDep) -> KeygenStatus:
+def keygen_status(
+    federation: FederationDep, signed: CallerDep, state: StateDep, epoch: int | None = None
+) -> KeygenStatus:
+    """The DKG of ``epoch`` (omitted: the newest epoch, the one members take part in)."""
     require_party(state, federation, signed.caller, "member", "client", "admin")
-    return state.keygen.status(federation)
+    return state.keygen.status(federation, epoch)
 
 
 @router.put(
@@ -67,11 +70,15 @@ def put_public_key_share(
 
 @router.get("/public-key-shares/{member}", response_class=Response)
 def get_public_key_share(
-    member: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    member: int,
+    federation: FederationDep,
+    signed: CallerDep,
+    state: StateDep,
+    epoch: int | None = None,
 ) -> Response:
     member_caller(state, federation, signed.caller)
     return Response(
-        state.keygen.public_key_share(federation, member),
+        state.keygen.public_key_share(federation, member, epoch),
         media_type="application/octet-stream",
     )
 
@@ -89,12 +96,17 @@ def put_shamir_share(
 
 @router.get("/shamir-shares/{sender}/{recipient}", response_class=Response)
 def get_shamir_share(
-    sender: int, recipient: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    sender: int,
+    recipient: int,
+    federation: FederationDep,
+    signed: CallerDep,
+    state: StateDep,
+    epoch: int | None = None,
 ) -> Response:
     me = member_caller(state, federation, signed.caller)
     if me != recipient:
         raise ServiceError(403, "only the recipient may fetch its encrypted share")
     return Response(
-        state.keygen.shamir_share(federation, sender, recipient),
+        state.keygen.shamir_share(federation, sender, recipient, epoch),
         media_type="application/octet-stream",
     )
