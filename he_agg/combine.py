@@ -30,7 +30,8 @@ __all__ = [
     "lagrange_coefficient",
 ]
 
-_MAGIC = b"HEDS"
+_MAGIC = b"HEDS"  # format 1: no epoch field (read as epoch 0)
+_MAGIC_EPOCH = b"HED2"  # format 2: the key epoch after the aggregate digest
 
 
 def lagrange_coefficient(member: int, decryption_set: Sequence[int], q: int) -> int:
@@ -45,15 +46,19 @@ def lagrange_coefficient(member: int, decryption_set: Sequence[int], q: int) -> 
 
 @dataclass(frozen=True)
 class DecryptionShare:
-    """d_k for every ciphertext of one aggregate, NTT form (C, L, N)."""
+    """d_k for every ciphertext of one aggregate, NTT form (C, L, N), naming the key epoch
+    whose share of s made it (the aggregate digest binds the epoch too: the aggregate
+    envelope names it)."""
 
     member: int
     decryption_set: tuple[int, ...]
     aggregate_digest: bytes
     words: U64Array
+    epoch: int = 0
 
     def to_bytes(self, params: ParameterSet) -> bytes:
-        head = _MAGIC + params.fingerprint + self.aggregate_digest
+        head = _MAGIC_EPOCH + params.fingerprint + self.aggregate_digest
+        head += struct.pack("<I", self.epoch)
         head += struct.pack(
             f"<IIB{len(self.decryption_set)}I",
             self.member,
@@ -66,13 +71,15 @@ class DecryptionShare:
     @classmethod
     def from_bytes(cls, data: bytes, params: ParameterSet) -> DecryptionShare:
         reader = Reader(data)
-        if reader.take(4) != _MAGIC or reader.take(32) != params.fingerprint:
+        magic = reader.take(4)
+        if magic not in (_MAGIC, _MAGIC_EPOCH) or reader.take(32) != params.fingerprint:
             raise MismatchError("not a decryption share for this parameter set")
         digest = reader.take(32)
+        (epoch,) = reader.unpack("<I") if magic == _MAGIC_EPOCH else (0,)
         member, count, size = reader.unpack("<IIB")
         members = reader.unpack(f"<{size}I")
         words = unpack_residues(reader.rest(), params.data_primes, (count,), params.poly_degree)
-        return cls(member, tuple(members), digest, words)
+        return cls(member, tuple(members), digest, words, epoch)
 
 
 def combine(c0: U64Array, shares: Sequence[DecryptionShare], params: ParameterSet) -> U64Array:
@@ -81,8 +88,13 @@ def combine(c0: U64Array, shares: Sequence[DecryptionShare], params: ParameterSe
         raise ProtocolError("no decryption shares")
     members = shares[0].decryption_set
     for share in shares:
-        if share.decryption_set != members or share.aggregate_digest != shares[0].aggregate_digest:
-            raise ProtocolError("decryption shares are for different sets or aggregates")
+        first = shares[0]
+        if (share.decryption_set, share.aggregate_digest, share.epoch) != (
+            members,
+            first.aggregate_digest,
+            first.epoch,
+        ):
+            raise ProtocolError("decryption shares are for different sets, aggregates or epochs")
         if share.words.shape != c0.shape:
             raise MismatchError("decryption share does not match the aggregate's shape")
     if sorted(share.member for share in shares) != sorted(members):

@@ -501,6 +501,7 @@ class MemberAgent:
                 tuple(request.decryption_set),
                 params,
                 decision.digest,
+                epoch=request.epoch,
             )
         except DecryptionRefused as exc:
             self._refused(request, str(exc))

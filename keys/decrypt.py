@@ -31,6 +31,7 @@ def decryption_share(
     params: ParameterSet,
     aggregate_digest: bytes,
     flood_bits: int | None = None,
+    epoch: int = 0,
 ) -> DecryptionShare:
     """This member's partial decryption of c1 (C, L, N), flooded at σ = 2^flood_bits."""
     bits = params.flood_bits if flood_bits is None else flood_bits
@@ -49,4 +50,4 @@ def decryption_share(
         weighted_secret = shoup(mul_mod_shoup(share.words[j], weight, q), q)
         masked = mul_mod_shoup(c1[:, j], weighted_secret, q)
         out[:, j] = add_mod(masked, ntt.forward(noise[:, j], q), q)
-    return DecryptionShare(share.member, members, aggregate_digest, out)
+    return DecryptionShare(share.member, members, aggregate_digest, out, epoch)

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import math
 
@@ -65,6 +66,25 @@ def test_share_round_trip_and_size(committee: CommitteeSetup) -> None:
     assert (back.member, back.decryption_set, back.aggregate_digest) == (1, (1, 2, 3), DIGEST)
     assert np.array_equal(back.words, share.words)
     assert len(blob) / params.slots <= 12  # log2 q bits per parameter
+
+
+def test_a_share_names_its_key_epoch(committee: CommitteeSetup) -> None:
+    """Format 2 carries the epoch; a format-1 share (no epoch field, written before key
+    epochs) still reads, as epoch 0; combine refuses shares of different epochs."""
+    params = committee.params
+    c1 = encrypt_vector(np.ones(params.slots), committee.public)[:, 1]
+    made = [
+        decryption_share(m.threshold_share, c1, (1, 2, 3), params, DIGEST, epoch=7)
+        for m in committee.members[:3]
+    ]
+    blob = made[0].to_bytes(params)
+    assert blob[:4] == b"HED2" and DecryptionShare.from_bytes(blob, params).epoch == 7
+    legacy = b"HEDS" + blob[4:68] + blob[72:]  # the same share without its epoch field
+    back = DecryptionShare.from_bytes(legacy, params)
+    assert back.epoch == 0 and np.array_equal(back.words, made[0].words)
+    other = dataclasses.replace(made[2], epoch=8)
+    with pytest.raises(ProtocolError, match="epochs"):
+        combine(c1, [*made[:2], other], params)
 
 
 def test_a_member_outside_the_set_or_below_the_rule_refuses(committee: CommitteeSetup) -> None:

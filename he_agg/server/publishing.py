@@ -182,12 +182,13 @@ class Publisher:
             share = DecryptionShare.from_bytes(blob, federation.params)
         except HeAggError as exc:
             raise ServiceError(422, f"invalid decryption share: {exc}") from exc
-        if (share.member, list(share.decryption_set), share.aggregate_digest.hex()) != (
-            member,
-            request.decryption_set,
-            request.aggregate_sha256,
-        ):
-            raise ServiceError(422, "the share names another member, set or aggregate")
+        if (
+            share.member,
+            list(share.decryption_set),
+            share.aggregate_digest.hex(),
+            share.epoch,
+        ) != (member, request.decryption_set, request.aggregate_sha256, request.epoch):
+            raise ServiceError(422, "the share names another member, set, aggregate or epoch")
         row = ShareRow(federation.id, number, attempt, member, self.blobs.put(blob))
         try:
             self.store.insert_share(row)
