@@ -232,8 +232,8 @@ def _check_decryption_set(request: DecryptionRequest, roster: Roster, member: in
 def _check_epoch(request: DecryptionRequest, epoch: int) -> None:
     if request.epoch != epoch:
         raise DecryptionRefused(
-            f"the request is for key epoch {request.epoch}; this member holds keys "
-            f"for epoch {epoch} only"
+            f"the request is for key epoch {request.epoch}; this check is for the key "
+            f"of epoch {epoch}"
         )
 
 

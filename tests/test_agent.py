@@ -5,7 +5,11 @@ tampered ledger stops every release. Its loop endorses every decrypting round's 
 (pinned in the ledger first, no τ spent), once per round, named or not, and a named member
 shares only once a quorum (here all 3 members) endorsed the set. A member that joined
 before endorsements (no key statement record) gets an upgrade floor on its first ledger
-load and refuses rounds uploaded before it; every finished round is recorded completed."""
+load and refuses rounds uploaded before it; every finished round is recorded completed.
+
+The fake serves what the real server serves for a federation created with one signed
+roster and a finished epoch-0 key: the config carrying that roster, the roster chain, the
+epoch list and a READY key generation status."""
 
 from __future__ import annotations
 
@@ -19,7 +23,14 @@ import httpx
 import pytest
 
 from he_agg.api import paths
-from he_agg.api.models import DecryptionRequest, FederationCreate, FederationOut, RoundOut
+from he_agg.api.models import (
+    DecryptionRequest,
+    EpochOut,
+    FederationCreate,
+    FederationOut,
+    KeygenStatus,
+    RoundOut,
+)
 from he_agg.api.roster_check import roster_for
 from he_agg.api.states import KeygenPhase
 from he_agg.api.transport import SignedClient
@@ -30,9 +41,10 @@ from he_agg.roster import SignedRoster
 from he_agg.seal_codec import ciphertext_to_bytes
 from keys import agent as agent_module
 from keys.agent import MemberAgent
-from keys.dkg import KEY_STATEMENT_FILE, MEMBER_KEY
+from keys.dkg import KEY_STATEMENT_FILE, MEMBER_KEY, destroy_epoch
 from keys.identity import Identity
 from keys.ledger import LEDGER_FILE, SEQ_FILE, Ledger, LedgerState, ledger_key, share_path
+from keys.verify import parameters
 from tests.test_member_verify import FED, ROUND, Setup, build_setup, digest_of_sum
 
 PASSPHRASE = "member passphrase"
@@ -40,20 +52,35 @@ ADMIN = Identity.generate(0)
 
 
 class Aggregator:
-    """Serves the round's uploads and, once a test sets ``round``, the federation, the round
-    list and that decryption request, with the endorsements PUT to it merged in; takes
-    endorsements and decryption shares, checking the member's ledger on disk at the moment
-    each PUT arrives."""
+    """Serves the round's uploads, the federation (its config carrying the signed creation
+    roster), the roster chain (that roster alone), its one key epoch (0, current; retired
+    once a test sets ``retired``) and that epoch's finished key generation, and the round
+    list (empty until a test sets ``round``, then that round) and that decryption request,
+    with the endorsements PUT to it merged in. Takes endorsements and decryption shares,
+    checking the member's ledger on disk at the moment each PUT arrives."""
 
-    def __init__(self, blobs: dict[str, bytes], ledger: Ledger, config: FederationCreate) -> None:
+    def __init__(
+        self,
+        blobs: dict[str, bytes],
+        ledger: Ledger,
+        config: FederationCreate,
+        roster: SignedRoster,
+    ) -> None:
         self.blobs = blobs
         self.ledger = ledger
-        self.config = config
+        self.roster = roster
+        self.config = config.model_copy(update={"roster": roster.to_json()})
         self.round: DecryptionRequest | None = None
         self.endorsed: dict[int, str] = {}  # what members PUT
         self.puts: list[tuple[str, bytes]] = []
         self.ledger_at_put: list[LedgerState] = []
         self.failures = 0  # the next PUTs that fail (the "crash" before the share leaves)
+        self.retired = False  # epoch 0 listed retired: members destroy its secrets
+
+    @property
+    def decryptions_used(self) -> int:
+        """Decryption sets named against τ: one per attempt of the round."""
+        return 0 if self.round is None else self.round.attempt
 
     def served(self) -> DecryptionRequest:
         assert self.round is not None
@@ -85,9 +112,17 @@ class Aggregator:
                 epoch=0,
                 keygen_phase=KeygenPhase.READY,
                 public_key_ready=True,
-                decryptions_used=0,
+                decryptions_used=self.decryptions_used,
             )
             return httpx.Response(200, content=body.model_dump_json())
+        if path == paths.rosters(FED):
+            return httpx.Response(200, content=json.dumps([self.roster.to_json()]))
+        if path == paths.epochs(FED):
+            return httpx.Response(200, content=f"[{self._epoch().model_dump_json()}]")
+        if path == paths.keygen(FED):
+            return httpx.Response(200, content=self._keygen().model_dump_json())
+        if self.round is None and path == paths.rounds(FED):
+            return httpx.Response(200, content="[]")
         if self.round is not None and path == paths.rounds(FED):
             status = RoundOut(
                 federation=FED,
@@ -104,6 +139,31 @@ class Aggregator:
         if self.round is not None and path == paths.decryption(FED, ROUND):
             return httpx.Response(200, content=self.served().model_dump_json())
         return httpx.Response(404, json={"detail": "not found"})
+
+    def _epoch(self) -> EpochOut:
+        return EpochOut(
+            epoch=0,
+            roster_version=self.roster.roster.version,
+            phase=KeygenPhase.READY,
+            public_key_ready=True,
+            decryptions_used=self.decryptions_used,
+            tau=parameters(self.config).tau,
+            current=True,
+            retired=self.retired,
+        )
+
+    def _keygen(self) -> KeygenStatus:
+        """Epoch 0's DKG, finished: every message of every member is in. (The member holds
+        its key already, so it reads only the epoch and the phase.)"""
+        members = [m.index for m in self.roster.roster.members]
+        return KeygenStatus(
+            epoch=0,
+            phase=KeygenPhase.READY,
+            commitments={m: f"{m:064x}:{m:0128x}" for m in members},
+            public_key_shares=members,
+            shamir_shares=[(i, j) for i in members for j in members],
+            key_statements=members,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +194,7 @@ def _ledger(world: Setup, folder: Path) -> Ledger:
 
 @pytest.fixture
 def aggregator(world: Setup, folder: Path) -> Aggregator:
-    return Aggregator(dict(world.blobs), _ledger(world, folder), world.config)
+    return Aggregator(dict(world.blobs), _ledger(world, folder), world.config, _roster(world))
 
 
 def _agent(world: Setup, folder: Path, aggregator: Aggregator) -> MemberAgent:
@@ -218,7 +278,9 @@ def test_a_share_kept_but_never_recorded_is_remade_and_recorded(
 ) -> None:
     """Killed before the ledger write: the kept share never left, so it is not binding."""
 
-    def crash(self: Ledger, round: int, attempt: int, pin: object = None) -> LedgerState:
+    def crash(
+        self: Ledger, round: int, attempt: int, pin: object = None, epoch: int = 0
+    ) -> LedgerState:
         raise OSError("killed")
 
     monkeypatch.setattr(Ledger, "record_share", crash)
@@ -270,7 +332,7 @@ def test_a_request_for_another_epoch_is_refused_and_logged(
     request: DecryptionRequest = world.request.model_copy(update={"epoch": 1})
     assert _agent(world, folder, aggregator).handle(world.config, request) is False
     assert aggregator.puts == [] and not share_path(folder, ROUND, 1).exists()
-    assert any("key epoch 1" in getattr(r, "reason", "") for r in member_log.records)
+    assert any("no key of epoch 1" in getattr(r, "reason", "") for r in member_log.records)
 
 
 def test_a_tampered_ledger_stops_every_release_and_is_logged(
@@ -455,3 +517,42 @@ def test_every_finished_round_is_recorded_completed_once(
     aggregator.round = world.request.model_copy(update={"attempt": 2})
     agent.step()
     assert aggregator.puts == []
+
+
+# ---- key epochs: a retired epoch's secrets are destroyed -------------------------------------
+
+
+def test_a_retired_epoch_is_recorded_destroyed_before_its_secrets_go(
+    world: Setup,
+    folder: Path,
+    aggregator: Aggregator,
+    monkeypatch: pytest.MonkeyPatch,
+    member_log: pytest.LogCaptureFixture,
+) -> None:
+    """The server lists epoch 0 retired: the ledger records it destroyed (fsynced) before
+    member.key is overwritten and removed; the public key statement stays, and the member
+    neither endorses nor decrypts under that epoch again."""
+    ledger_at_destroy: list[LedgerState] = []
+
+    def spy(epoch_folder: Path) -> bool:
+        ledger_at_destroy.append(_ledger(world, folder).load())
+        return destroy_epoch(epoch_folder)
+
+    monkeypatch.setattr(agent_module, "destroy_epoch", spy)
+    agent = _agent(world, folder, aggregator)
+    agent.step()  # epoch 0 current and not retired: kept
+    assert ledger_at_destroy == [] and (folder / MEMBER_KEY).exists()
+    aggregator.retired = True
+    agent.step()
+    (seen,) = ledger_at_destroy
+    assert seen.destroyed == (0,)
+    assert _ledger(world, folder).load().destroyed == (0,)
+    assert not (folder / MEMBER_KEY).exists() and (folder / KEY_STATEMENT_FILE).exists()
+    assert agent.held_epochs() == []
+    aggregator.round = world.request  # a decrypting round of the destroyed epoch
+    for _ in range(2):
+        agent.step()
+    assert aggregator.puts == [] and len(ledger_at_destroy) == 1
+    assert agent.handle(world.config, world.request) is False
+    reasons = [getattr(r, "reason", "") for r in member_log.records]
+    assert "this member holds no key of epoch 0" in reasons

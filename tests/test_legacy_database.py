@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from alembic.script import ScriptDirectory
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.admin import Admin
@@ -24,6 +25,7 @@ from clients.harness import ServerProcess
 from clients.participant import Participant
 from he_agg.api.states import RoundState
 from he_agg.packing import flatten
+from he_agg.server.store.migrations import alembic_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "legacy_f98981c"
 X = np.array([0.5, -1.0, 2.0])  # the update every legacy upload scaled
@@ -67,7 +69,13 @@ def test_a_legacy_database_keeps_its_rounds_and_uploads(
     assert np.allclose(flatten(finished)[0], (5 * 2 * X + 15 * 4 * X) / 20)
     with sqlite3.connect(legacy_dir / "he-agg.sqlite3") as db:
         (revision,) = db.execute("SELECT version_num FROM alembic_version").fetchone()
-    assert revision == "0003"
+        epochs = db.execute("SELECT federation, epoch, roster, retired FROM epochs").fetchall()
+        round_epochs = db.execute("SELECT number, epoch FROM rounds ORDER BY number").fetchall()
+    assert revision == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    # 0004 gave the federation its one key epoch (no roster: made before rosters) and put
+    # every round, the new one included, under it
+    assert epochs == [("legacy", 0, "", None)]
+    assert round_epochs == [(1, 0), (2, 0)]
 
 
 def _dump(database: Path) -> list[str]:

@@ -4,6 +4,8 @@ decrypting, named or not, and at most one set per round: its ledger pin decides.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from he_agg.api import paths
@@ -35,6 +37,7 @@ def _endorse(
         member,
         FED,
         epoch=epoch,
+        roster=setup.roster,
     )
 
 
@@ -92,9 +95,11 @@ def test_endorsing_twice_with_different_sets_is_refused(setup: Setup) -> None:
     ledger = LedgerState().with_pin(ROUND, first.pin)  # what the agent records
     two = setup.request.uploads[:2]
     other = _with(setup, uploads=two)
-    config = setup.config.model_copy(update={"k_min": 2})
-    assert endorse(other, config, LedgerState(), MEMBER, FED, epoch=0).accepted  # valid alone
-    decision = endorse(other, config, ledger, MEMBER, FED, epoch=0)
+    roster = dataclasses.replace(setup.roster, k_min=2)  # K_min is the roster's
+    assert endorse(
+        other, setup.config, LedgerState(), MEMBER, FED, epoch=0, roster=roster
+    ).accepted  # valid alone
+    decision = endorse(other, setup.config, ledger, MEMBER, FED, epoch=0, roster=roster)
     _refused(decision, "(3 uploads) by this member's endorsement or share")
 
 

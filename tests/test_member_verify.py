@@ -73,7 +73,9 @@ class Parties:
     updates: dict[str, tuple[dict[str, np.ndarray], int]]
     manifests: dict[str, str]
 
-    def upload(self, client: str, round: int = ROUND, federation: str = FED) -> bytes:
+    def upload(
+        self, client: str, round: int = ROUND, federation: str = FED, epoch: int = 0
+    ) -> bytes:
         update, samples = self.updates[client]
         blob, _ = prepare_upload(
             update,
@@ -82,6 +84,7 @@ class Parties:
             federation=federation,
             round=round,
             client=client,
+            epoch=epoch,
         )
         return blob
 
@@ -165,9 +168,9 @@ def _update(seed: int) -> tuple[dict[str, np.ndarray], int]:
     return update, int(rng.integers(10, 50))
 
 
-def digest_of_sum(blobs: list[bytes], params: ParameterSet) -> str:
+def digest_of_sum(blobs: list[bytes], params: ParameterSet, epoch: int = 0) -> str:
     uploads = (decode_upload(b, params) for b in blobs)
-    return hashlib.sha256(aggregate_envelope(uploads, params, FED, ROUND)).hexdigest()
+    return hashlib.sha256(aggregate_envelope(uploads, params, FED, ROUND, epoch)).hexdigest()
 
 
 def build_setup() -> Setup:
@@ -403,9 +406,10 @@ def test_refuses_fewer_than_k_min_clients(setup: Setup) -> None:
 
 
 def _with_k_max(setup: Setup, k_max: int) -> FederationCreate:
-    """The federation's config on a parameter set with this K_max (and K_min 2)."""
+    """The federation's config on a parameter set with this K_max (K_min stays the
+    roster's 3: the config gives only the parameter set)."""
     params = derive_parameters("member-verify", k_max=k_max, committee_max=3, value_bits=12)
-    return setup.config.model_copy(update={"parameters": params.to_dict(), "k_min": 2})
+    return setup.config.model_copy(update={"parameters": params.to_dict()})
 
 
 def test_refuses_more_clients_than_k_max(setup: Setup) -> None:

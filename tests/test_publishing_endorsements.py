@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 
 from he_agg.api.models import FederationCreate, MemberIn, PartyIn
+from he_agg.api.roster_check import roster_for
 from he_agg.api.states import PartyRole, RoundState
 from he_agg.endorsement import Endorsement, upload_set_digest
 from he_agg.errors import ServiceError
 from he_agg.params import DEFAULT
+from he_agg.roster import SignedRoster
 from he_agg.server.federations import Federation
 from he_agg.server.publishing import Publisher
 from he_agg.server.store import (
+    EpochRow,
     FederationRow,
     FileBlobStore,
     PartyRow,
@@ -31,11 +34,13 @@ from keys.identity import Identity
 
 FED = "pub-fed"
 MEMBERS = {i: Identity.generate(i) for i in (1, 2, 3)}
+ADMIN = Identity.generate(0)
 CLIENTS = ("bank-1", "bank-2")
 
 
 def _config() -> FederationCreate:
-    return FederationCreate(
+    """The creation body with its admin-signed roster, which governs epoch 0."""
+    body = FederationCreate(
         id=FED,
         parameters=DEFAULT.to_dict(),
         threshold=2,
@@ -51,6 +56,8 @@ def _config() -> FederationCreate:
             for i, m in MEMBERS.items()
         ],
     )
+    roster = SignedRoster.sign(roster_for(body, ADMIN.public.signing_key.hex()), ADMIN.sign)
+    return body.model_copy(update={"roster": roster.to_json()})
 
 
 def _upload(client: str, number: int) -> UploadRow:
@@ -68,7 +75,12 @@ def store(database_url: str) -> Iterator[Store]:
         PartyRow(FED, m.name, PartyRole.MEMBER, m.signing_key, m.encryption_key, m.index)
         for m in config.members
     ]
-    opened.insert_federation(FederationRow(FED, config.model_dump(mode="json"), 1.0), parties)
+    assert config.roster is not None
+    opened.insert_federation(
+        FederationRow(FED, config.model_dump(mode="json"), 1.0),
+        parties,
+        EpochRow(FED, 0, config.roster, 1.0),
+    )
     for state in (RoundState.DECRYPTING, RoundState.OPEN):
         row = opened.insert_round(FED, 2.0, 1.0)
         for client in CLIENTS:
@@ -92,7 +104,7 @@ def publisher(store: Store, tmp_path: Path) -> Publisher:
 def federation(store: Store) -> Federation:
     row = store.federation(FED)
     assert row is not None
-    return Federation(row)
+    return Federation(row, tuple(store.epochs(FED)))
 
 
 def _listed(store: Store, number: int = 1) -> bytes:
