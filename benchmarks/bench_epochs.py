@@ -69,7 +69,7 @@ def _round_seconds(local: LocalFederation, seed: int) -> float:
     number = local.admin_api().open_round(local.federation, deadline_seconds=300).number
     for name in CLIENTS:
         update = {"w": rng.normal(size=100_000)}
-        local.participant(name).submit(update, 10.0, round=number)
+        local.participant(name).submit(update, 10_000.0, round=number)  # realistic counts
     local.participant(CLIENTS[0]).wait_for_model(number, timeout=300)
     return time.perf_counter() - start
 

@@ -377,7 +377,7 @@ def test_refuses_a_request_for_an_epoch_this_member_holds_no_keys_for(
 ) -> None:
     request = _with(setup, epoch=requested)
     decision = _verify(setup, request, epoch=held)
-    _refused(decision, f"key epoch {requested}", f"keys for epoch {held} only")
+    _refused(decision, f"key epoch {requested}", f"the key of epoch {held}")
     if requested == 0:
         assert _verify(setup, request, epoch=requested).accepted  # the epoch was the only fault
     else:  # the uploads' envelopes name epoch 0: a request cannot re-label them (format 2)
