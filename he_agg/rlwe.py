@@ -1,0 +1,118 @@
+"""Public-key RLWE encryption modulo the data primes, with its randomness in the open.
+
+SEAL encrypts in the key level (data primes and the special prime p) and divides by p,
+which keeps fresh noise tiny but makes c1 a rounded quotient: a proof that c1 is well
+formed would have to speak of the rounding too (PROOFS.md §2). Here encryption is done
+directly modulo q = Π data primes, with the data-prime rows of the collective key
+(b, a) = (−a·s + e, a):
+
+    c1 = a·u + e1,    c0 = b·u + e0 + m        (mod q, NTT form per prime)
+
+u ternary, e0 and e1 SEAL's clipped Gaussian, all from the OS CSPRNG
+(:mod:`he_agg.sampling`). The output is SEAL's own ciphertext layout at the first data
+level (SEAL decrypts it; tests check that with the summed key), and it is a pure
+function of the plaintext and an :class:`EncryptionWitness`, so every backend can be
+checked word for word against it. The witness is what :mod:`he_agg.wellformed` proves
+knowledge of; it never leaves the client.
+
+Fresh noise is b·u's error plus e0 + e1·s: ‖e_pk·u + e0 + e1·s‖∞ ≤ N·n·B_e + B_e + N·n·B_e
+for a committee of n (``fresh_noise_bound``), about 2^6 larger than SEAL's divided noise;
+the parameter rules take it from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from he_agg import ntt
+from he_agg.modarith import U64Array, add_mod, mul_mod_shoup, shoup
+from he_agg.params import ParameterSet
+from he_agg.public import PublicContext
+from he_agg.sampling import KEY_NOISE_CLIP, gaussian, ternary, to_rns
+
+__all__ = [
+    "EncryptionWitness",
+    "KeyRows",
+    "encrypt_words",
+    "fresh_noise_bound",
+    "key_rows",
+    "sample_witness",
+]
+
+
+@dataclass(frozen=True)
+class EncryptionWitness:
+    """The randomness of C encryptions: u ternary, e0 and e1 bounded by B_e (C, N) each."""
+
+    u: npt.NDArray[np.int8]
+    e0: npt.NDArray[np.int64]
+    e1: npt.NDArray[np.int64]
+
+    def __post_init__(self) -> None:
+        if not self.u.shape == self.e0.shape == self.e1.shape or self.u.ndim != 2:
+            raise ValueError("u, e0 and e1 must all be (C, N)")
+
+    def __len__(self) -> int:
+        return int(self.u.shape[0])
+
+
+def sample_witness(count: int, params: ParameterSet) -> EncryptionWitness:
+    """Fresh randomness for ``count`` encryptions (OS CSPRNG)."""
+    n = params.poly_degree
+    u = ternary(count * n).reshape(count, n)
+    noise = gaussian((2, count, n))
+    return EncryptionWitness(u, noise[0], noise[1])
+
+
+@dataclass(frozen=True)
+class KeyRows:
+    """The collective key's data-prime rows (b̂, â), NTT form (L, N), with Shoup constants."""
+
+    b: U64Array
+    a: U64Array
+
+    def a_times(self, values: U64Array, j: int, q: int) -> U64Array:
+        """â_j ⊙ values (NTT form, one prime)."""
+        return mul_mod_shoup(values, shoup(self.a[j], q), q)
+
+    def b_times(self, values: U64Array, j: int, q: int) -> U64Array:
+        return mul_mod_shoup(values, shoup(self.b[j], q), q)
+
+
+def key_rows(public: PublicContext) -> KeyRows:
+    """The data-prime rows of the collective public key (SEAL lists the special prime last)."""
+    levels = len(public.params.data_primes)
+    data = public.public_key.data
+    return KeyRows(np.ascontiguousarray(data[0, :levels]), np.ascontiguousarray(data[1, :levels]))
+
+
+def _ntt_rows(values: npt.NDArray[np.integer], primes: tuple[int, ...]) -> U64Array:
+    """Small signed integers (C, N) → NTT form (C, L, N)."""
+    rns = to_rns(np.asarray(values, dtype=np.int64), primes)  # (C, L, N)
+    return np.stack([ntt.forward(rns[:, j], q) for j, q in enumerate(primes)], axis=1)
+
+
+def encrypt_words(
+    plain: U64Array, key: KeyRows, witness: EncryptionWitness, params: ParameterSet
+) -> U64Array:
+    """(c0, c1) of each encoded block ``plain`` (C, L, N, NTT form) under ``key`` with the
+    given randomness; words (C, 2, L, N) in SEAL's layout."""
+    primes = params.data_primes
+    if plain.shape != (len(witness), len(primes), params.poly_degree):
+        raise ValueError("the plaintexts and the witness disagree in shape")
+    u, e0, e1 = (_ntt_rows(x, primes) for x in (witness.u, witness.e0, witness.e1))
+    out = np.empty((len(witness), 2, len(primes), params.poly_degree), dtype=np.uint64)
+    for j, q in enumerate(primes):
+        out[:, 0, j] = add_mod(add_mod(key.b_times(u[:, j], j, q), e0[:, j], q), plain[:, j], q)
+        out[:, 1, j] = add_mod(key.a_times(u[:, j], j, q), e1[:, j], q)
+    return out
+
+
+def fresh_noise_bound(params: ParameterSet) -> float:
+    """‖e_pk·u + e0 + e1·s‖∞ for a committee of ``committee_max``: e_pk and s are sums of
+    n members' errors and ternary secrets."""
+    n, members = params.poly_degree, params.committee_max
+    return float(2 * n * members * KEY_NOISE_CLIP + KEY_NOISE_CLIP)

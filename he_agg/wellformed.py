@@ -1,0 +1,293 @@
+"""Zero-knowledge proof that every c1 of an upload is an honest RLWE sample.
+
+Relation (PROOFS.md §3): public a (the CRS half of the collective key, data primes) and
+c1_1 … c1_n; the prover knows u_i ternary and e_i with ‖e_i‖∞ ≤ B_e such that
+
+    c1_i = a·u_i + e_i   (mod q),   for every i.
+
+Protocol: an amortised Σ-protocol with **binary** challenges, made non-interactive with
+Fiat–Shamir with aborts. For j = 1 … m (m = ROWS):
+
+    masks   y_j = (yu_j, ye_j) uniform in [−γ_u, γ_u]^N × [−γ_e, γ_e]^N   (OS CSPRNG)
+    w_j     = a·yu_j + ye_j                                           (mod q)
+    C       = SHAKE-256(context ‖ digest(c1_1 … c1_n) ‖ digest(w_1 … w_m)) ∈ {0,1}^{m×n}
+    z_j     = y_j + Σ_i C_ji·(u_i, e_i)        kept only if ‖zu_j‖∞ ≤ γ_u − β_u and
+                                               ‖ze_j‖∞ ≤ γ_e − β_e for every j, else restart
+
+The proof is (seed of C, zu, ze). The verifier checks the norms, recomputes
+w_j = a·zu_j + ze_j − Σ_i C_ji·c1_i and the seed. Two accepting answers for challenges
+that differ only in column i give, row by row, a(zu − zu′) + (ze − ze′) = ±c1_i: an
+**exact** opening of c1_i (no challenge-difference factor) with ‖ū‖∞ ≤ 2γ_u and
+‖ē‖∞ ≤ 2γ_e. A prover that cannot open c1_i answers at most one value of column i for each
+value of the other columns, so it convinces with probability ≤ 2^−m per hash query.
+Why the relation must be exact, the zero-knowledge argument and the noise rule that
+carries the 2γ slack: PROOFS.md.
+
+All arithmetic is per data prime in NTT form (c1 as the envelope carries it); the hash
+binds the context (parameter set, federation, epoch, round, client, roster digest), the
+ciphertext count and every c1 word, and every w word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from he_agg import bitpack, ntt
+from he_agg.errors import ProtocolError
+from he_agg.modarith import U64Array, add_mod, mul_mod_shoup, shoup, sub_mod
+from he_agg.params import ParameterSet
+from he_agg.rlwe import EncryptionWitness, KeyRows
+from he_agg.sampling import KEY_NOISE_CLIP, KEY_SIGMA, to_rns
+
+__all__ = [
+    "ROWS",
+    "ProofBounds",
+    "ProofContext",
+    "ProofError",
+    "WellFormedProof",
+    "challenge_matrix",
+    "proof_bounds",
+    "prove",
+    "verify",
+]
+
+ROWS = 128  # m: binary challenge rows; knowledge error 2^-m per hash query
+SHIFT_FAILURE_BITS = 40  # an honest shift exceeds β with probability ≤ 2^-40 per proof
+_DOMAIN = b"he-agg/wellformed/v1\x00"
+_SEED_BYTES = 32
+I64Array = npt.NDArray[np.int64]
+
+
+class ProofError(ProtocolError):
+    """A proof of well-formed ciphertexts that does not verify; ``first``/``last`` name the
+    ciphertext indices it covers."""
+
+    def __init__(self, message: str, first: int = 0, last: int = 0) -> None:
+        super().__init__(f"ciphertexts {first}–{last}: {message}")
+        self.first, self.last = first, last
+
+
+@dataclass(frozen=True)
+class ProofContext:
+    """What the Fiat–Shamir hash binds besides the ciphertexts: a proof made for one
+    upload target is worth nothing for another."""
+
+    parameters: bytes  # ParameterSet.fingerprint
+    federation: str
+    epoch: int
+    round: int
+    client: str
+    roster_digest: bytes
+    first_index: int = 0  # index of the first ciphertext covered, within the upload
+
+    def encode(self) -> bytes:
+        parts = [self.parameters, self.roster_digest]
+        parts += [x.encode() for x in (self.federation, self.client)]
+        parts += [str(x).encode() for x in (self.epoch, self.round, self.first_index)]
+        return b"".join(len(p).to_bytes(4, "little") + p for p in parts)
+
+
+@dataclass(frozen=True)
+class ProofBounds:
+    """m, the mask widths γ and the shift bounds β for n ciphertexts (PROOFS.md §4)."""
+
+    rows: int
+    count: int
+    beta_u: int
+    beta_e: int
+    gamma_u: int  # 2^k − 1
+    gamma_e: int
+
+    @property
+    def width_u(self) -> int:
+        """Bits of one packed zu coefficient: z + (γ − β) lies in [0, 2(γ − β)]."""
+        return (2 * (self.gamma_u - self.beta_u)).bit_length()
+
+    @property
+    def width_e(self) -> int:
+        return (2 * (self.gamma_e - self.beta_e)).bit_length()
+
+    def acceptance(self, n: int) -> float:
+        """The probability that one attempt passes rejection (both parts, all rows)."""
+        keep_u = (2 * (self.gamma_u - self.beta_u) + 1) / (2 * self.gamma_u + 1)
+        keep_e = (2 * (self.gamma_e - self.beta_e) + 1) / (2 * self.gamma_e + 1)
+        return float((keep_u * keep_e) ** (self.rows * n))
+
+
+def _bernstein(count: int, variance: float, bound: float, failure: float) -> int:
+    """t with P(|Σ of ``count`` independent terms| > t) ≤ ``failure`` (Bernstein), each term
+    bounded by ``bound`` with the given variance."""
+    log_term = math.log(2 / failure)
+    v = count * variance
+    b = bound / 3
+    t = b * log_term + math.sqrt((b * log_term) ** 2 + 2 * v * log_term)
+    return max(1, min(math.ceil(t), math.ceil(count * bound)))
+
+
+def proof_bounds(params: ParameterSet, count: int, rows: int = ROWS) -> ProofBounds:
+    """The bounds for ``count`` ciphertexts. β bounds each coefficient of Σ_i C_ji·x_i for
+    every row and coefficient at once except with probability 2^-SHIFT_FAILURE_BITS (the
+    prover then restarts); γ = 2^k − 1 ≥ 2·m·N·β keeps each part with probability ≥ e^-1/2."""
+    n = params.poly_degree
+    failure = 2.0**-SHIFT_FAILURE_BITS / (2 * rows * n)
+    # a term is C_ji·u_i[k]: 0 w.p. 1/2, else uniform ternary (variance 2/3)
+    beta_u = _bernstein(count, 1 / 3, 1, failure)
+    beta_e = _bernstein(count, KEY_SIGMA**2 / 2, KEY_NOISE_CLIP, failure)
+
+    def gamma(beta: int) -> int:
+        return (1 << (2 * rows * n * beta).bit_length()) - 1
+
+    return ProofBounds(rows, count, beta_u, beta_e, gamma(beta_u), gamma(beta_e))
+
+
+@dataclass(frozen=True)
+class WellFormedProof:
+    seed: bytes  # 32 bytes: the challenge seed
+    zu: I64Array  # (m, N)
+    ze: I64Array  # (m, N)
+
+    def to_bytes(self, bounds: ProofBounds) -> bytes:
+        offset_u, offset_e = bounds.gamma_u - bounds.beta_u, bounds.gamma_e - bounds.beta_e
+        packed_u = bitpack.pack((self.zu + offset_u).astype(np.uint64).ravel(), bounds.width_u)
+        packed_e = bitpack.pack((self.ze + offset_e).astype(np.uint64).ravel(), bounds.width_e)
+        return self.seed + packed_u + packed_e
+
+    @classmethod
+    def from_bytes(cls, data: bytes, bounds: ProofBounds, n: int) -> WellFormedProof:
+        """Parse; ProofError if the size is wrong or a coefficient is out of its range."""
+        count = bounds.rows * n
+        size_u = bitpack.packed_size(count, bounds.width_u)
+        size_e = bitpack.packed_size(count, bounds.width_e)
+        if len(data) != _SEED_BYTES + size_u + size_e:
+            raise ProofError(f"the proof is {len(data)} bytes, not {_SEED_BYTES + size_u + size_e}")
+        view = memoryview(data)
+        raw_u = bitpack.unpack(view[_SEED_BYTES : _SEED_BYTES + size_u], bounds.width_u, count)
+        raw_e = bitpack.unpack(view[_SEED_BYTES + size_u :], bounds.width_e, count)
+        zu = raw_u.astype(np.int64).reshape(bounds.rows, n) - (bounds.gamma_u - bounds.beta_u)
+        ze = raw_e.astype(np.int64).reshape(bounds.rows, n) - (bounds.gamma_e - bounds.beta_e)
+        return cls(bytes(data[:_SEED_BYTES]), zu, ze)
+
+
+def challenge_matrix(seed: bytes, rows: int, count: int) -> npt.NDArray[np.uint8]:
+    """C ∈ {0,1}^{rows×count}, expanded from the seed with SHAKE-256."""
+    stream = hashlib.shake_256(_DOMAIN + b"challenge\x00" + seed).digest((rows * count + 7) // 8)
+    bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8), bitorder="little")
+    return bits[: rows * count].reshape(rows, count)
+
+
+def _seed(context: ProofContext, c1: U64Array, w: U64Array) -> bytes:
+    h = hashlib.shake_256(_DOMAIN + b"seed\x00")
+    h.update(context.encode())
+    h.update(np.asarray(c1.shape, dtype="<u8").tobytes())
+    h.update(np.ascontiguousarray(c1, dtype="<u8").tobytes())
+    h.update(np.ascontiguousarray(w, dtype="<u8").tobytes())
+    return h.digest(_SEED_BYTES)
+
+
+def _uniform(gamma: int, shape: tuple[int, ...]) -> I64Array:
+    """Uniform integers in [−γ, γ] (γ = 2^k − 1) from the OS CSPRNG, by rejection."""
+    span = gamma + 1  # 2γ + 1 = 2·span − 1 values; draw in [0, 2·span) and drop the top
+    size = int(np.prod(shape))
+    out = np.empty(0, dtype=np.int64)
+    while out.size < size:
+        need = size - out.size
+        raw = np.frombuffer(os.urandom(8 * (need + 64)), dtype="<u8") & np.uint64(2 * span - 1)
+        kept = raw[raw != np.uint64(2 * span - 1)].astype(np.int64) - gamma
+        out = np.concatenate([out, kept])
+    return out[:size].reshape(shape)
+
+
+def _combine_words(matrix: npt.NDArray[np.uint8], words: U64Array, q: int) -> U64Array:
+    """Σ_i C_ji·words_i mod q for every row j (words (n, N) < q < 2^50), exactly, with BLAS:
+    each word splits into 25-bit halves, whose sums of ≤ n < 2^28 stay exact in float64."""
+    c = matrix.astype(np.float64)
+    low = (words & np.uint64((1 << 25) - 1)).astype(np.float64)
+    high = (words >> np.uint64(25)).astype(np.float64)
+    lo = np.rint(c @ low).astype(np.uint64) % np.uint64(q)
+    hi = np.rint(c @ high).astype(np.uint64) % np.uint64(q)
+    return add_mod(mul_mod_shoup(hi, shoup(np.uint64((1 << 25) % q), q), q), lo, q)
+
+
+def _commitments(zu: I64Array, ze: I64Array, key: KeyRows, params: ParameterSet) -> U64Array:
+    """a·zu + ze per row and prime, NTT form (m, L, N)."""
+    primes = params.data_primes
+    u_rns, e_rns = to_rns(zu, primes), to_rns(ze, primes)  # (m, L, N)
+    out = np.empty((zu.shape[0], len(primes), params.poly_degree), dtype=np.uint64)
+    for j, q in enumerate(primes):
+        out[:, j] = add_mod(
+            key.a_times(ntt.forward(u_rns[:, j], q), j, q), ntt.forward(e_rns[:, j], q), q
+        )
+    return out
+
+
+def prove(
+    c1: U64Array,
+    witness: EncryptionWitness,
+    key: KeyRows,
+    params: ParameterSet,
+    context: ProofContext,
+    bounds: ProofBounds | None = None,
+    attempts: list[int] | None = None,
+) -> WellFormedProof:
+    """A proof for c1 (n, L, N, NTT form) = a·u + e1 with the witness's u and e1.
+
+    ``attempts``, if given, gets the number of attempts rejection sampling took."""
+    count = c1.shape[0]
+    bounds = bounds or proof_bounds(params, count)
+    n = params.poly_degree
+    secret_u = witness.u.astype(np.float64)
+    secret_e = witness.e1.astype(np.float64)
+    tries = 0
+    while True:
+        tries += 1
+        yu = _uniform(bounds.gamma_u, (bounds.rows, n))
+        ye = _uniform(bounds.gamma_e, (bounds.rows, n))
+        w = _commitments(yu, ye, key, params)
+        seed = _seed(context, c1, w)
+        matrix = challenge_matrix(seed, bounds.rows, count).astype(np.float64)
+        shift_u = np.rint(matrix @ secret_u).astype(np.int64)
+        shift_e = np.rint(matrix @ secret_e).astype(np.int64)
+        if np.abs(shift_u).max() > bounds.beta_u or np.abs(shift_e).max() > bounds.beta_e:
+            continue  # beyond the public shift bound (probability ≤ 2^-40): start again
+        zu, ze = yu + shift_u, ye + shift_e
+        if (
+            np.abs(zu).max() <= bounds.gamma_u - bounds.beta_u
+            and np.abs(ze).max() <= bounds.gamma_e - bounds.beta_e
+        ):
+            if attempts is not None:
+                attempts.append(tries)
+            return WellFormedProof(seed, zu, ze)
+
+
+def verify(
+    c1: U64Array,
+    proof: WellFormedProof,
+    key: KeyRows,
+    params: ParameterSet,
+    context: ProofContext,
+    bounds: ProofBounds | None = None,
+) -> None:
+    """Return if the proof verifies for c1 (n, L, N, NTT form); ProofError otherwise."""
+    count = c1.shape[0]
+    first, last = context.first_index, context.first_index + count - 1
+    bounds = bounds or proof_bounds(params, count)
+    shape = (bounds.rows, params.poly_degree)
+    if proof.zu.shape != shape or proof.ze.shape != shape or len(proof.seed) != _SEED_BYTES:
+        raise ProofError("the proof has the wrong shape", first, last)
+    if (
+        np.abs(proof.zu).max() > bounds.gamma_u - bounds.beta_u
+        or np.abs(proof.ze).max() > bounds.gamma_e - bounds.beta_e
+    ):
+        raise ProofError("a response is out of range", first, last)
+    matrix = challenge_matrix(proof.seed, bounds.rows, count)
+    w = _commitments(proof.zu, proof.ze, key, params)
+    for j, q in enumerate(params.data_primes):
+        w[:, j] = sub_mod(w[:, j], _combine_words(matrix, c1[:, j], q), q)
+    if _seed(context, c1, w) != proof.seed:
+        raise ProofError("the proof does not verify", first, last)
