@@ -235,6 +235,12 @@ def params(
     tau: int = typer.Option(1024, min=1, help="decryptions per key epoch"),
     value_bits: int = typer.Option(40, help="log2 of the bound V on |Σ n_k x_k|"),
     precision_bits: int = typer.Option(30, help="decoded error at most 2^-p of V"),
+    proofs: bool = typer.Option(
+        True,
+        "--proofs/--no-proofs",
+        help="uploads carry proofs of well-formed ciphertexts (off: benchmarks and trusted "
+        "clients only)",
+    ),
     explain: bool = typer.Option(
         False, "--explain", help="print the derivation term by term, then the margins"
     ),
@@ -251,6 +257,7 @@ def params(
             tau=tau,
             value_bits=value_bits,
             precision_bits=precision_bits,
+            proofs=proofs,
         )
     except ParameterError as exc:
         fail(str(exc))

@@ -18,6 +18,7 @@ from he_agg.combine import average_from_shares
 from he_agg.modarith import F64Array, U64Array
 from he_agg.packing import Manifest, flatten, unflatten
 from he_agg.params import ParameterSet, derive_parameters
+from he_agg.wellformed import NO_ROSTER
 from keys.committee import CommitteeSetup, run_committee_setup
 from keys.decrypt import decryption_share
 
@@ -63,6 +64,7 @@ def _encrypt_all(
                 federation=FEDERATION,
                 round=1,
                 client=f"bank-{index}",
+                roster_digest=NO_ROSTER,  # in process: nothing checks the proofs' context
             )
             blobs.append(blob)
             bar.advance(task)

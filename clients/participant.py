@@ -207,6 +207,7 @@ class Participant:
         self._require_roster()  # refused before anything is asked of the server
         epoch = self.round_status(round).epoch  # the round's key epoch, checked below
         public = self.fetch_public_context(epoch)
+        roster_digest = self._require_roster().roster.digest  # governs that epoch (checked)
         vector_size = flatten(update)[1].size + 1
         blocks = -(-vector_size // public.params.slots)
 
@@ -219,6 +220,7 @@ class Participant:
                 round=round,
                 client=self.name,
                 epoch=epoch,
+                roster_digest=roster_digest,
                 progress=progress,
             )
 

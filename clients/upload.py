@@ -6,9 +6,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from he_agg.backend import encrypt_vector
+from he_agg.backend.proven import encrypt_with_proofs
 from he_agg.envelope import Upload, encode_upload
+from he_agg.errors import ProtocolError
 from he_agg.packing import Manifest, flatten, weighted_vector
 from he_agg.public import PublicContext
+from he_agg.wellformed import ProofContext
 
 __all__ = ["prepare_upload"]
 
@@ -22,11 +25,23 @@ def prepare_upload(
     round: int,
     client: str,
     epoch: int = 0,
+    roster_digest: bytes | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[bytes, Manifest]:
-    """Envelope bytes for Enc([n_k, n_k·x_k]) under the collective key, and the manifest."""
+    """Envelope bytes for Enc([n_k, n_k·x_k]) under the collective key, and the manifest.
+
+    With a parameter set that requires proofs, every c1 is proven well formed, bound to
+    this federation, epoch, round, client and the roster (``roster_digest``, required)."""
     vector, manifest = flatten(update)
-    weighted = weighted_vector(vector, num_samples, public.params)
-    words = encrypt_vector(weighted, public, progress=progress)
-    upload = Upload(federation, round, client, public.params.scale, words, epoch)
-    return encode_upload(upload, public.params), manifest
+    params = public.params
+    weighted = weighted_vector(vector, num_samples, params)
+    proofs: tuple[bytes, ...] = ()
+    if params.proofs:
+        if roster_digest is None:
+            raise ProtocolError("a proof of well-formed ciphertexts binds the roster digest")
+        context = ProofContext(params.fingerprint, federation, epoch, round, client, roster_digest)
+        words, proofs = encrypt_with_proofs(weighted, public, context, progress)
+    else:
+        words = encrypt_vector(weighted, public, progress=progress)
+    upload = Upload(federation, round, client, params.scale, words, epoch, proofs)
+    return encode_upload(upload, params), manifest

@@ -4,7 +4,7 @@ All integers little-endian. A reader in any language needs only this table.
 
     offset  size  field
     0       4     magic  b"HEAG"
-    4       2     format version (2)
+    4       2     format version (3)
     6       2     header length H in bytes (everything before the body)
     8       32    parameter-set fingerprint (sha256 of its canonical encoding)
     40      8     key epoch (the collective key it is encrypted under)
@@ -16,13 +16,18 @@ All integers little-endian. A reader in any language needs only this table.
     H       ...   body: for each data prime q_j in order, the C·2·N words of every
                   ciphertext's (c0, c1) residues mod q_j, ciphertext-major, each word
                   bit-packed to q_j's bit length (see bitpack.py)
+    ...   ...   proofs (format 3, a parameter set with ``proofs``, a client's upload only):
+                  one he_agg.wellformed proof per group of ≤ PROOF_GROUP ciphertexts,
+                  in order, each of the fixed size ``wellformed.proof_size`` gives
 
-The body length is fixed by (C, N, the primes); anything shorter or longer is refused,
-and so is any word ≥ its prime.
+The body length is fixed by (C, N, the primes, whether proofs are carried); anything
+shorter or longer is refused, and so is any word ≥ its prime.
 
 Version 2 added the key epoch, so a client's request signature (over the body's sha256)
 binds its upload to one epoch as well as to the federation, round and client. A version-1
-envelope (before key epochs) is refused with a message that says so.
+envelope (before key epochs) is refused with a message that says so. Version 3 added the
+proofs; a version-2 envelope (no proofs section) is still read for a parameter set
+without proofs, and refused with a message that says so for one with them.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from he_agg import wellformed
 from he_agg.bitpack import pack_residues, packed_size, unpack_residues
 from he_agg.errors import (
     FingerprintError,
@@ -53,7 +59,7 @@ __all__ = [
 
 MAGIC = b"HEAG"
 AGGREGATE_CLIENT = "_aggregate"  # the client id of a round's aggregate; no party can have it
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _FIXED = struct.Struct("<4sHH32sQQId")
 _MAX_ID = 255
 
@@ -68,6 +74,7 @@ class Upload:
     scale: float
     words: U64Array
     epoch: int = 0
+    proofs: tuple[bytes, ...] = ()  # he_agg.wellformed proofs, one per group (proven sets)
 
     @property
     def count(self) -> int:
@@ -86,15 +93,27 @@ def _body_size(params: ParameterSet, count: int) -> int:
     return sum(packed_size(words, bits) for bits in params.prime_bits)
 
 
+def _carries_proofs(params: ParameterSet, client: str) -> bool:
+    return params.proofs and client != AGGREGATE_CLIENT
+
+
 def expected_size(params: ParameterSet, count: int, federation: str, client: str) -> int:
     header = _FIXED.size + 2 + len(federation.encode()) + len(client.encode())
-    return header + _body_size(params, count)
+    proofs = wellformed.proofs_size(params, count) if _carries_proofs(params, client) else 0
+    return header + _body_size(params, count) + proofs
 
 
 def encode_upload(upload: Upload, params: ParameterSet) -> bytes:
     count, polys, levels, n = upload.words.shape
     if (polys, levels, n) != (2, len(params.data_primes), params.poly_degree):
         raise MismatchError(f"words have shape {upload.words.shape}, not (C, 2, L, N)")
+    sizes = [size for _, size in wellformed.groups(count)]
+    if _carries_proofs(params, upload.client):
+        expected = [wellformed.proof_size(params, size) for size in sizes]
+        if [len(p) for p in upload.proofs] != expected:
+            raise MismatchError("this parameter set needs one proof of well-formedness per group")
+    elif upload.proofs:
+        raise MismatchError("this envelope carries no proofs")
     tail = _ident(upload.federation, "federation") + _ident(upload.client, "client")
     header_length = _FIXED.size + len(tail)
     fixed = _FIXED.pack(
@@ -107,7 +126,8 @@ def encode_upload(upload: Upload, params: ParameterSet) -> bytes:
         count,
         upload.scale,
     )
-    return b"".join([fixed, tail, pack_residues(upload.words, params.data_primes)])
+    body = pack_residues(upload.words, params.data_primes)
+    return b"".join([fixed, tail, body, *upload.proofs])
 
 
 def _read_ident(blob: memoryview, offset: int, what: str) -> tuple[str, int]:
@@ -144,7 +164,12 @@ def decode_upload(
         raise VersionError(
             "format version 1 predates key epochs; encrypt the update again with this he-agg"
         )
-    if version != FORMAT_VERSION:
+    if version == 2 and params.proofs:
+        raise VersionError(
+            "format version 2 carries no proofs of well-formed ciphertexts, which this "
+            "parameter set requires; encrypt the update again with this he-agg"
+        )
+    if version not in (2, FORMAT_VERSION):
         raise VersionError(f"format version {version}, this server reads {FORMAT_VERSION}")
     _, _, header_length, fingerprint, key_epoch, round_no, count, scale = _FIXED.unpack_from(blob)
     if fingerprint != params.fingerprint:
@@ -167,11 +192,25 @@ def decode_upload(
     if count == 0 or (max_count is not None and count > max_count):
         raise MismatchError(f"ciphertext count {count} outside 1..{max_count}")
     body_size = _body_size(params, count)
-    if len(blob) - header_length != body_size:
-        raise SizeError(f"body is {len(blob) - header_length} bytes, expected {body_size}")
+    proofs = wellformed.proofs_size(params, count) if _carries_proofs(params, who) else 0
+    if len(blob) - header_length != body_size + proofs:
+        raise SizeError(f"body is {len(blob) - header_length} bytes, expected {body_size + proofs}")
+    end = header_length + body_size
     words = unpack_residues(
-        blob[header_length:], params.data_primes, (count, 2), params.poly_degree
+        blob[header_length:end], params.data_primes, (count, 2), params.poly_degree
     )
+    carried: list[bytes] = []
+    if proofs:
+        for _, size in wellformed.groups(count):
+            length = wellformed.proof_size(params, size)
+            carried.append(bytes(blob[end : end + length]))
+            end += length
     return Upload(
-        federation=fed, round=round_no, client=who, scale=scale, words=words, epoch=key_epoch
+        federation=fed,
+        round=round_no,
+        client=who,
+        scale=scale,
+        words=words,
+        epoch=key_epoch,
+        proofs=tuple(carried),
     )

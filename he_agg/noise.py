@@ -79,6 +79,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from he_agg.sampling import KEY_SIGMA
+
 if TYPE_CHECKING:
     from he_agg.params import ParameterSet
 
@@ -86,7 +88,11 @@ __all__ = [
     "FLOOD_SPREAD",
     "FLOOD_TAIL",
     "NOISE_BOUND",
+    "PROOF_GROUP",
+    "PROOF_ROWS",
+    "PROOF_SHIFT_FAILURE_BITS",
     "Budget",
+    "ProofMasks",
     "aggregate_noise_bound",
     "decoded_ciphertext_error",
     "decoded_float_error",
@@ -96,6 +102,7 @@ __all__ = [
     "encoding_rounding",
     "encryption_error_term",
     "explain",
+    "extracted_leak_bound",
     "fft_relative_error",
     "flooding_tail",
     "fresh_noise_bound",
@@ -103,6 +110,9 @@ __all__ = [
     "lagrange_error",
     "message_coefficient_bound",
     "mod_switch_rounding",
+    "proof_masks",
+    "proven_client_bound",
+    "proven_fresh_noise_bound",
     "render_explanation",
     "rule_sigma",
     "statistical_security",
@@ -137,6 +147,73 @@ def fresh_noise_bound(poly_degree: int, members: int, special_prime: int) -> flo
         key_error_term(poly_degree, members, special_prime)
         + encryption_error_term(poly_degree, members, special_prime)
         + mod_switch_rounding(poly_degree, members)
+    )
+
+
+# ---- (f) proven uploads (he_agg.rlwe encryption, he_agg.wellformed proofs; PROOFS.md) ----
+PROOF_ROWS = 136  # m: binary rows; a cheat succeeds w.p. ≤ n·2^-m ≤ 2^-128 per hash query (n ≤ 256)
+PROOF_GROUP = 256  # at most this many ciphertexts per proof (an upload carries several)
+PROOF_SHIFT_FAILURE_BITS = 40  # an honest shift exceeds β with probability ≤ 2^-40 per proof
+
+
+@dataclass(frozen=True)
+class ProofMasks:
+    """β (a public bound on every coefficient of Σ_i C_ji·x_i) and γ = 2^k − 1 (the mask
+    width) for the u and e parts of one proof."""
+
+    beta_u: int
+    beta_e: int
+    gamma_u: int
+    gamma_e: int
+
+
+def _bernstein(count: int, variance: float, bound: float, failure: float) -> int:
+    """t with P(|sum of ``count`` independent centred terms| > t) ≤ ``failure`` (Bernstein's
+    inequality), each term bounded by ``bound`` with the given variance; never above the
+    worst case count·bound."""
+    log_term = math.log(2 / failure)
+    b = bound / 3
+    t = b * log_term + math.sqrt((b * log_term) ** 2 + 2 * count * variance * log_term)
+    return max(1, min(math.ceil(t), math.ceil(count * bound)))
+
+
+def proof_masks(poly_degree: int, count: int, rows: int = PROOF_ROWS) -> ProofMasks:
+    """β and γ for ``count`` ciphertexts: β holds for every row and coefficient except with
+    probability 2^-PROOF_SHIFT_FAILURE_BITS (the prover then restarts); γ ≥ 2·m·N·β keeps
+    each part with probability ≥ e^-1/2. A term C_ji·u_i[k] is 0 w.p. ½, else uniform
+    ternary (variance ⅓ overall); C_ji·e_i[k] has variance σ²/2 and |·| ≤ B_e."""
+    failure = 2.0**-PROOF_SHIFT_FAILURE_BITS / (2 * rows * poly_degree)
+    beta_u = _bernstein(count, 1 / 3, 1, failure)
+    beta_e = _bernstein(count, KEY_SIGMA**2 / 2, NOISE_BOUND, failure)
+
+    def gamma(beta: int) -> int:
+        return (1 << (2 * rows * poly_degree * beta).bit_length()) - 1
+
+    return ProofMasks(beta_u, beta_e, gamma(beta_u), gamma(beta_e))
+
+
+def proven_fresh_noise_bound(poly_degree: int, members: int) -> float:
+    """(f) B_fresh of he_agg.rlwe's encryption mod q (no special prime, no division):
+    ‖u·e_pk + e0 + e1·s‖∞ ≤ N·n·B_e + B_e + N·n·B_e."""
+    return float(2 * poly_degree * members * NOISE_BOUND + NOISE_BOUND)
+
+
+def extracted_leak_bound(poly_degree: int, members: int, masks: ProofMasks) -> float:
+    """(f) What an accepted proof guarantees of an adversarial c1: an exact opening
+    c1 = a·ū + ē with ‖ū‖∞ ≤ 2γ_u, ‖ē‖∞ ≤ 2γ_e, so c1·s = −ū·b + (ū·e_pk + ē·s) with b
+    public and ‖ū·e_pk + ē·s‖∞ ≤ N·n·(2γ_u·B_e + 2γ_e): the key-dependent part the
+    flooding must hide (c0 may be anything; it is known to its sender)."""
+    return float(poly_degree * members * (2 * masks.gamma_u * NOISE_BOUND + 2 * masks.gamma_e))
+
+
+def proven_client_bound(poly_degree: int, members: int) -> float:
+    """(f) The key-dependent noise one client can put in a decryption when proofs are
+    required: an honest encryption's, or the most an accepted proof of the largest group
+    allows, whichever is larger."""
+    masks = proof_masks(poly_degree, PROOF_GROUP)
+    return max(
+        proven_fresh_noise_bound(poly_degree, members),
+        extracted_leak_bound(poly_degree, members, masks),
     )
 
 

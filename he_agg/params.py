@@ -37,11 +37,13 @@ import hashlib
 import math
 import struct
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from he_agg import noise
 from he_agg.errors import ParameterError
 from he_agg.modarith import MAX_PRIME_BITS, find_ntt_primes, is_prime
 from he_agg.noise import FLOOD_TAIL, NOISE_BOUND, describe, explain, render_explanation
+from he_agg.sampling import MAX_FLOOD_BITS
 
 __all__ = [
     "DEFAULT",
@@ -91,6 +93,7 @@ class ParameterSet:
     committee_max: int = 8
     value_bits: int = _DEFAULT_VALUE_BITS
     precision_bits: int = 30
+    proofs: bool = False  # uploads are he_agg.rlwe encryptions with he_agg.wellformed proofs
     _fingerprint: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -135,7 +138,11 @@ class ParameterSet:
 
     # ---- noise (each term in he_agg.noise) ----------------------------------
     def fresh_noise_bound(self) -> float:
-        """B_fresh: one fresh SEAL encryption under the n-member collective key."""
+        """B_fresh: the key-dependent noise of one client's ciphertext. Without proofs, one
+        fresh SEAL encryption under the n-member collective key; with proofs, the larger of
+        an honest he_agg.rlwe encryption and what an accepted proof allows (noise (f))."""
+        if self.proofs:
+            return noise.proven_client_bound(self.poly_degree, self.committee_max)
         return noise.fresh_noise_bound(self.poly_degree, self.committee_max, self.special_prime)
 
     def aggregate_noise_bound(self) -> float:
@@ -264,8 +271,8 @@ class ParameterSet:
                 "flooding",
                 f"σ_flood = 2^{self.flood_bits} is below the rule's 2^{math.log2(need):.2f}",
             )
-        if FLOOD_TAIL * self.sigma_flood >= 2**62:
-            raise ParameterError("flooding", "σ_flood too wide for 64-bit noise words")
+        if self.flood_bits > MAX_FLOOD_BITS:
+            raise ParameterError("flooding", "σ_flood too wide for the two-part noise sampler")
 
     # ---- identity -----------------------------------------------------------
     def canonical(self) -> bytes:
@@ -289,6 +296,8 @@ class ParameterSet:
                 self.precision_bits,
             ),
         ]
+        if self.proofs:  # absent for sets without proofs: their fingerprints are unchanged
+            parts.append(b"proofs")
         return b"".join(parts)
 
     @property
@@ -310,8 +319,10 @@ class ParameterSet:
             values = dict(data)
             values["data_primes"] = tuple(int(q) for q in values["data_primes"])
             for name in names:
-                if name in values and name not in ("name", "data_primes"):
+                if name in values and name not in ("name", "data_primes", "proofs"):
                     values[name] = int(values[name])
+            if not isinstance(values.get("proofs", False), bool):
+                raise TypeError("proofs must be true or false")
             return cls(**values)
         except (KeyError, TypeError, ValueError) as exc:
             raise ParameterError("format", f"malformed parameter set: {exc}") from exc
@@ -370,6 +381,7 @@ def derive_parameters(
     stat_security: int = 40,
     value_bits: int = _DEFAULT_VALUE_BITS,
     precision_bits: int = 30,
+    proofs: bool = True,
 ) -> ParameterSet:
     """The smallest parameter set (smallest N, then fewest data bits) meeting all four
     rules with the stated margins.
@@ -380,20 +392,24 @@ def derive_parameters(
     fewest data bits with every term below q/2; accept if log2 q is at least
     SECURITY_MARGIN_BITS below the HE standard's bound.
     """
-    rules = dict(
+    rules: dict[str, Any] = dict(
         stat_security=stat_security,
         tau=tau,
         k_max=k_max,
         committee_max=committee_max,
         value_bits=value_bits,
         precision_bits=precision_bits,
+        proofs=proofs,
     )
     errors: list[str] = []
     for n, max_bits in sorted(HE_STANDARD_MAX_BITS.items()):
         special = _smallest_special_prime(n)
-        b_ct = noise.aggregate_noise_bound(
-            k_max, noise.fresh_noise_bound(n, committee_max, special)
+        fresh = (
+            noise.proven_client_bound(n, committee_max)
+            if proofs
+            else noise.fresh_noise_bound(n, committee_max, special)
         )
+        b_ct = noise.aggregate_noise_bound(k_max, fresh)
         need = noise.rule_sigma(tau, stat_security, b_ct)
         flood_bits = math.ceil(math.log2(need) + FLOOD_MARGIN_BITS)
         budget = noise.Budget(

@@ -14,11 +14,12 @@ import secrets
 import numpy as np
 import numpy.typing as npt
 
-from he_agg.modarith import U64Array
+from he_agg.modarith import U64Array, add_mod, mul_mod_shoup, shoup
 
 __all__ = [
     "KEY_SIGMA",
     "flooding_noise",
+    "flooding_noise_rns",
     "gaussian",
     "ternary",
     "to_rns",
@@ -28,6 +29,8 @@ __all__ = [
 KEY_SIGMA = 3.19  # SEAL's noise standard deviation
 KEY_NOISE_CLIP = 19  # ⌊6σ⌋, as SEAL clips its Gaussian
 I64Array = npt.NDArray[np.int64]
+SINGLE_WORD_FLOOD_BITS = 56  # above this, flooding noise is drawn as two 64-bit parts
+MAX_FLOOD_BITS = 2 * SINGLE_WORD_FLOOD_BITS
 
 
 def _noise_rng() -> np.random.Generator:
@@ -63,6 +66,8 @@ def flooding_noise(shape: tuple[int, ...], sigma_bits: int, tail: int) -> I64Arr
     zero (a lattice that leaks the residue of what it masks). A uniform term of
     2^(sigma_bits−30) fills them; it changes the distribution by a negligible amount.
     """
+    if sigma_bits > SINGLE_WORD_FLOOD_BITS:
+        raise ValueError(f"2^{sigma_bits} does not fit a 64-bit word: use flooding_noise_rns")
     rng = _noise_rng()
     sigma = float(2**sigma_bits)
     low_bits = max(sigma_bits - 30, 0)
@@ -77,6 +82,33 @@ def flooding_noise(shape: tuple[int, ...], sigma_bits: int, tail: int) -> I64Arr
         values += rng.integers(-(1 << (low_bits - 1)), 1 << (low_bits - 1), size=shape)
     assert float(np.abs(values).max(initial=0)) < limit
     return values
+
+
+def flooding_noise_rns(
+    shape: tuple[int, ...], sigma_bits: int, tail: int, primes: tuple[int, ...]
+) -> U64Array:
+    """Flooding noise of width 2^sigma_bits as residues (*shape[:-1], L, N).
+
+    Up to 2^56 it is :func:`flooding_noise`. Wider noise does not fit a 64-bit word, so it
+    is the convolution F = x1 + 2^k·x2 of two independent draws of width 2^(sigma_bits−k)
+    (k = ⌊sigma_bits/2⌋), computed mod each prime: F is within negligible statistical
+    distance of a discrete Gaussian of width 2^(sigma_bits−k)·√(1 + 2^2k) ≥ 2^sigma_bits
+    (Peikert, *An efficient and parallel Gaussian sampler for lattices*, CRYPTO 2010,
+    Thm 3.1: both parts are far above the smoothing parameter of Z), and
+    |F| ≤ tail·2^sigma_bits·(1 + 2^-k).
+    """
+    if sigma_bits <= SINGLE_WORD_FLOOD_BITS:
+        return to_rns(flooding_noise(shape, sigma_bits, tail), primes)
+    if sigma_bits > MAX_FLOOD_BITS:
+        raise ValueError(f"flooding width 2^{sigma_bits} is beyond the two-part sampler")
+    k = sigma_bits // 2
+    low = to_rns(flooding_noise(shape, sigma_bits - k, tail), primes)
+    high = to_rns(flooding_noise(shape, sigma_bits - k, tail), primes)
+    out = np.empty_like(low)
+    for j, q in enumerate(primes):
+        scaled = mul_mod_shoup(high[..., j, :], shoup(np.uint64((1 << k) % q), q), q)
+        out[..., j, :] = add_mod(low[..., j, :], scaled, q)
+    return out
 
 
 def uniform_mod(q: int, shape: tuple[int, ...]) -> U64Array:

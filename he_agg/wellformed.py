@@ -30,8 +30,8 @@ ciphertext count and every c1 word, and every w word.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import math
 import os
 from dataclasses import dataclass
 
@@ -41,24 +41,31 @@ import numpy.typing as npt
 from he_agg import bitpack, ntt
 from he_agg.errors import ProtocolError
 from he_agg.modarith import U64Array, add_mod, mul_mod_shoup, shoup, sub_mod
+from he_agg.noise import PROOF_GROUP, PROOF_ROWS, proof_masks
 from he_agg.params import ParameterSet
 from he_agg.rlwe import EncryptionWitness, KeyRows
-from he_agg.sampling import KEY_NOISE_CLIP, KEY_SIGMA, to_rns
+from he_agg.sampling import to_rns
 
 __all__ = [
+    "NO_ROSTER",
     "ROWS",
     "ProofBounds",
     "ProofContext",
     "ProofError",
     "WellFormedProof",
     "challenge_matrix",
+    "groups",
     "proof_bounds",
+    "proof_size",
+    "proofs_size",
     "prove",
+    "prove_upload",
     "verify",
+    "verify_upload",
 ]
 
-ROWS = 128  # m: binary challenge rows; knowledge error 2^-m per hash query
-SHIFT_FAILURE_BITS = 40  # an honest shift exceeds β with probability ≤ 2^-40 per proof
+ROWS = PROOF_ROWS
+NO_ROSTER = bytes(32)  # the roster digest of in-process runs, which have no roster
 _DOMAIN = b"he-agg/wellformed/v1\x00"
 _SEED_BYTES = 32
 I64Array = npt.NDArray[np.int64]
@@ -120,30 +127,34 @@ class ProofBounds:
         return float((keep_u * keep_e) ** (self.rows * n))
 
 
-def _bernstein(count: int, variance: float, bound: float, failure: float) -> int:
-    """t with P(|Σ of ``count`` independent terms| > t) ≤ ``failure`` (Bernstein), each term
-    bounded by ``bound`` with the given variance."""
-    log_term = math.log(2 / failure)
-    v = count * variance
-    b = bound / 3
-    t = b * log_term + math.sqrt((b * log_term) ** 2 + 2 * v * log_term)
-    return max(1, min(math.ceil(t), math.ceil(count * bound)))
-
-
 def proof_bounds(params: ParameterSet, count: int, rows: int = ROWS) -> ProofBounds:
-    """The bounds for ``count`` ciphertexts. β bounds each coefficient of Σ_i C_ji·x_i for
-    every row and coefficient at once except with probability 2^-SHIFT_FAILURE_BITS (the
-    prover then restarts); γ = 2^k − 1 ≥ 2·m·N·β keeps each part with probability ≥ e^-1/2."""
-    n = params.poly_degree
-    failure = 2.0**-SHIFT_FAILURE_BITS / (2 * rows * n)
-    # a term is C_ji·u_i[k]: 0 w.p. 1/2, else uniform ternary (variance 2/3)
-    beta_u = _bernstein(count, 1 / 3, 1, failure)
-    beta_e = _bernstein(count, KEY_SIGMA**2 / 2, KEY_NOISE_CLIP, failure)
+    """The bounds for ``count`` ciphertexts (he_agg.noise.proof_masks, which the parameter
+    rules use too): β bounds each coefficient of Σ_i C_ji·x_i for every row and coefficient
+    at once except with probability 2^-40 (the prover then restarts); γ = 2^k − 1 ≥
+    2·m·N·β keeps each part with probability ≥ e^-1/2."""
+    masks = proof_masks(params.poly_degree, count, rows)
+    return ProofBounds(rows, count, masks.beta_u, masks.beta_e, masks.gamma_u, masks.gamma_e)
 
-    def gamma(beta: int) -> int:
-        return (1 << (2 * rows * n * beta).bit_length()) - 1
 
-    return ProofBounds(rows, count, beta_u, beta_e, gamma(beta_u), gamma(beta_e))
+def proof_size(params: ParameterSet, count: int) -> int:
+    """Bytes of one proof for ``count`` ciphertexts."""
+    bounds = proof_bounds(params, count)
+    cells = bounds.rows * params.poly_degree
+    return (
+        _SEED_BYTES
+        + bitpack.packed_size(cells, bounds.width_u)
+        + bitpack.packed_size(cells, bounds.width_e)
+    )
+
+
+def groups(count: int) -> list[tuple[int, int]]:
+    """(first, count) of each proof group of an upload of ``count`` ciphertexts."""
+    return [(g, min(PROOF_GROUP, count - g)) for g in range(0, count, PROOF_GROUP)]
+
+
+def proofs_size(params: ParameterSet, count: int) -> int:
+    """Bytes of all the proofs of an upload of ``count`` ciphertexts."""
+    return sum(proof_size(params, size) for _, size in groups(count))
 
 
 @dataclass(frozen=True)
@@ -291,3 +302,44 @@ def verify(
         w[:, j] = sub_mod(w[:, j], _combine_words(matrix, c1[:, j], q), q)
     if _seed(context, c1, w) != proof.seed:
         raise ProofError("the proof does not verify", first, last)
+
+
+def prove_upload(
+    words: U64Array,
+    witness: EncryptionWitness,
+    key: KeyRows,
+    params: ParameterSet,
+    context: ProofContext,
+) -> tuple[bytes, ...]:
+    """One proof per group of ≤ PROOF_GROUP ciphertexts of an upload (words (C, 2, L, N)),
+    each bound to its first index."""
+    out = []
+    for first, size in groups(words.shape[0]):
+        part = slice(first, first + size)
+        sub = EncryptionWitness(witness.u[part], witness.e0[part], witness.e1[part])
+        bound = dataclasses.replace(context, first_index=first)
+        proof = prove(words[part, 1], sub, key, params, bound)
+        out.append(proof.to_bytes(proof_bounds(params, size)))
+    return tuple(out)
+
+
+def verify_upload(
+    words: U64Array,
+    proofs: tuple[bytes, ...],
+    key: KeyRows,
+    params: ParameterSet,
+    context: ProofContext,
+) -> None:
+    """Every group's proof verifies for the upload's c1 words; ProofError naming the first
+    group (its ciphertext indices) that does not."""
+    layout = groups(words.shape[0])
+    if len(proofs) != len(layout):
+        raise ProofError(f"{len(proofs)} proofs for {len(layout)} groups", 0, words.shape[0] - 1)
+    for (first, size), blob in zip(layout, proofs, strict=True):
+        bound = dataclasses.replace(context, first_index=first)
+        bounds = proof_bounds(params, size)
+        try:
+            proof = WellFormedProof.from_bytes(blob, bounds, params.poly_degree)
+        except ProofError as exc:
+            raise ProofError(str(exc).split(": ", 1)[-1], first, first + size - 1) from exc
+        verify(words[first : first + size, 1], proof, key, params, bound, bounds)

@@ -58,9 +58,12 @@ from he_agg.errors import (
     ProtocolError,
     ServiceError,
 )
-from he_agg.key_statement import KeyStatement
+from he_agg.key_statement import KeyStatement, key_digest
 from he_agg.params import ParameterSet
+from he_agg.public import PublicContext
+from he_agg.rlwe import KeyRows, key_rows
 from he_agg.roster import Roster, SignedRoster, follow, roster_for_epoch
+from he_agg.seal_codec import ciphertext_from_bytes
 from keys.decrypt import decryption_share
 from keys.dkg import (
     DKG_SECRET,
@@ -114,6 +117,7 @@ class MemberAgent:
         self._ledger = Ledger(self.state_dir, ledger_key(identity, federation), federation)
         self._keygens: dict[int, MemberKeygen] = {}
         self._secrets: dict[int, MemberSecrets] = {}
+        self._proof_keys: dict[int, KeyRows] = {}
         self._sent: set[tuple[int, int]] = set()  # delivered since start; re-sent after a restart
         self._said: set[tuple[int, int, str]] = set()  # (round, attempt, what) logged once
         old = _joined_before_endorsements(self.state_dir)
@@ -433,6 +437,7 @@ class MemberAgent:
         roster = self.roster_of(request.epoch)
         if roster is None or request.epoch not in self.held_epochs():
             return Decision.refuse(f"this member holds no key of epoch {request.epoch}")
+        params = parameters(config)
         return verify(
             request,
             config,
@@ -442,7 +447,25 @@ class MemberAgent:
             functools.partial(self.upload_blob, request.round),
             epoch=request.epoch,
             roster=roster,
+            proof_key=self.proof_key(params, request.epoch) if params.proofs else None,
         )
+
+    def proof_key(self, params: ParameterSet, epoch: int) -> KeyRows:
+        """The collective key of ``epoch`` that uploads' proofs are checked against: the one
+        this member's own key statement of that epoch names (by digest), not the server's
+        word."""
+        if epoch not in self._proof_keys:
+            path = epoch_dir(self.state_dir, epoch) / KEY_STATEMENT_FILE
+            statement = KeyStatement.from_bytes(path.read_bytes())
+            blob = self.http.request("GET", paths.public_key(self.federation, epoch)).content
+            if key_digest(blob) != statement.public_key_digest:
+                raise ProtocolError(
+                    f"the server serves another key of epoch {epoch} than the one this "
+                    "member signed"
+                )
+            public = PublicContext(params, ciphertext_from_bytes(blob))
+            self._proof_keys[epoch] = key_rows(public)
+        return self._proof_keys[epoch]
 
     def handle(self, config: FederationCreate, request: DecryptionRequest) -> bool:
         """Verify one decryption request and send the share; False (and a log line) if refused.

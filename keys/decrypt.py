@@ -18,7 +18,7 @@ from he_agg.combine import DecryptionShare, lagrange_coefficient
 from he_agg.errors import DecryptionRefused
 from he_agg.modarith import U64Array, add_mod, mul_mod_shoup, shoup
 from he_agg.params import FLOOD_TAIL, ParameterSet
-from he_agg.sampling import flooding_noise, to_rns
+from he_agg.sampling import flooding_noise_rns
 from keys.shamir import ThresholdShare
 
 __all__ = ["decryption_share"]
@@ -43,7 +43,7 @@ def decryption_share(
     if share.member not in members or len(set(members)) != len(members):
         raise DecryptionRefused("the decryption set must list distinct members, this one included")
     primes = params.data_primes
-    noise = to_rns(flooding_noise((c1.shape[0], params.poly_degree), bits, FLOOD_TAIL), primes)
+    noise = flooding_noise_rns((c1.shape[0], params.poly_degree), bits, FLOOD_TAIL, primes)
     out = np.empty_like(c1)
     for j, q in enumerate(primes):
         weight = shoup(lagrange_coefficient(share.member, members, q), q)

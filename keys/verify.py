@@ -66,7 +66,9 @@ from he_agg.envelope import Upload, decode_upload
 from he_agg.errors import DecryptionRefused, EnvelopeError, ProtocolError
 from he_agg.params import DEFAULT, ParameterSet
 from he_agg.request_signing import SignedRequest, verify_signature
+from he_agg.rlwe import KeyRows
 from he_agg.roster import Roster
+from he_agg.wellformed import ProofContext, ProofError, verify_upload
 from keys.ledger import LedgerState, Pin
 
 __all__ = [
@@ -189,6 +191,7 @@ def verify(
     *,
     epoch: int,
     roster: Roster,
+    proof_key: KeyRows | None = None,
 ) -> Decision:
     """Every check of the module docstring, for the member ``member`` holding a key share of
     ``epoch`` and having pinned ``roster``; the aggregate to decrypt, or why not."""
@@ -201,7 +204,9 @@ def verify(
         _check_floor(request, ledger)
         pin = _check_pin(request, ledger)
         _check_quorum(request, roster, federation, epoch)
-        uploads = _verified_uploads(request, keys, params, federation, upload_blob)
+        uploads = _verified_uploads(
+            request, keys, params, federation, upload_blob, proof_key, roster
+        )
         try:
             envelope = aggregate_envelope(uploads, params, federation, request.round, request.epoch)
         except EnvelopeError as exc:
@@ -353,13 +358,18 @@ def _verified_uploads(
     params: ParameterSet,
     federation: str,
     upload_blob: UploadSource,
+    proof_key: KeyRows | None,
+    roster: Roster,
 ) -> Iterator[Upload]:
-    """Fetch, check and decode the listed uploads one at a time, for the running sum."""
+    """Fetch, check and decode the listed uploads one at a time, for the running sum; with
+    a parameter set that requires proofs, every upload's proofs are verified here too."""
+    if params.proofs and proof_key is None:
+        raise DecryptionRefused("no collective key to check the uploads' proofs against")
     for record in request.uploads:
         blob = upload_blob(record.client)
         _check_upload(record, keys[record.client], blob, federation, request.round)
         try:
-            yield decode_upload(
+            upload = decode_upload(
                 blob,
                 params,
                 federation=federation,
@@ -371,6 +381,23 @@ def _verified_uploads(
             raise DecryptionRefused(
                 f"upload of {record.client!r} is not a valid envelope for this round: {exc}"
             ) from exc
+        if params.proofs:
+            assert proof_key is not None
+            context = ProofContext(
+                params.fingerprint,
+                federation,
+                request.epoch,
+                request.round,
+                record.client,
+                roster.digest,
+            )
+            try:
+                verify_upload(upload.words, upload.proofs, proof_key, params, context)
+            except ProofError as exc:
+                raise DecryptionRefused(
+                    f"upload of {record.client!r} is not proven well formed: {exc}"
+                ) from exc
+        yield upload
 
 
 def _check_upload(

@@ -21,7 +21,7 @@ def params() -> ParameterSet:
 @pytest.fixture(scope="session")
 def e2e_params() -> ParameterSet:
     """Sized for the end-to-end test: at most 16 clients, sums below 2^15."""
-    return derive_parameters("test-e2e", k_max=16, value_bits=15)
+    return derive_parameters("test-e2e", k_max=16, value_bits=15, proofs=False)
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,12 @@ import tenseal.sealapi as sealapi
 from he_agg.aggregate import RunningSum, aggregate_uploads
 from he_agg.envelope import Upload, encode_upload
 from he_agg.errors import MismatchError
-from he_agg.params import DEFAULT
+from he_agg.params import derive_parameters
 from he_agg.seal_codec import SealCiphertext, ciphertext_from_bytes, ciphertext_to_bytes
 from he_agg.seal_context import save_bytes, seal_context
 from tests.helpers import random_words
 
-P = DEFAULT
+P = derive_parameters("aggregate-test", proofs=False)  # envelopes without proofs
 
 
 def _seal_sum(words: list[np.ndarray]) -> np.ndarray:

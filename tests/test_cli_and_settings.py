@@ -55,10 +55,12 @@ def test_client_submit_reports_a_missing_file_clearly(
 
 
 def test_params_command_prints_a_valid_set() -> None:
-    result = runner.invoke(app, ["params", "--k-max", "100", "--value-bits", "14"])
+    result = runner.invoke(app, ["params", "--k-max", "100", "--value-bits", "14", "--no-proofs"])
     assert result.exit_code == 0
     described = json.loads(result.output)
     assert described["N"] == 4096 and described["K_max"] == 100
+    proven = runner.invoke(app, ["params", "--k-max", "100", "--value-bits", "14"])
+    assert proven.exit_code == 0 and json.loads(proven.output)["N"] == 8192  # proofs: default
 
 
 def test_settings_come_from_toml_and_environment(

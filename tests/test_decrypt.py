@@ -65,7 +65,7 @@ def test_share_round_trip_and_size(committee: CommitteeSetup) -> None:
     back = DecryptionShare.from_bytes(blob, params)
     assert (back.member, back.decryption_set, back.aggregate_digest) == (1, (1, 2, 3), DIGEST)
     assert np.array_equal(back.words, share.words)
-    assert len(blob) / params.slots <= 12  # log2 q bits per parameter
+    assert len(blob) / params.slots <= sum(params.prime_bits) / 8 + 1  # log2 q bits each
 
 
 def test_a_share_names_its_key_epoch(committee: CommitteeSetup) -> None:

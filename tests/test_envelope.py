@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from he_agg.envelope import Upload, decode_upload, encode_upload, expected_size
+from he_agg import wellformed
+from he_agg.envelope import (
+    AGGREGATE_CLIENT,
+    Upload,
+    decode_upload,
+    encode_upload,
+    expected_size,
+)
 from he_agg.errors import (
     EnvelopeError,
     FingerprintError,
@@ -20,7 +27,7 @@ from he_agg.errors import (
 from he_agg.params import DEFAULT, derive_parameters
 from tests.helpers import random_words
 
-P = DEFAULT
+P = derive_parameters("envelope-test", proofs=False)  # SEAL's path: no proofs section
 
 
 def _upload(count: int = 2, seed: int = 0, client: str = "bank-1") -> Upload:
@@ -60,7 +67,7 @@ def _set(blob: bytes, offset: int, fmt: str, value: object) -> bytes:
         (lambda b: b[:-1], SizeError),
         (lambda b: b + b"\x00", SizeError),
         (lambda b: b"XXXX" + b[4:], MagicError),
-        (lambda b: _set(b, 4, "<H", 3), VersionError),
+        (lambda b: _set(b, 4, "<H", 4), VersionError),
         (lambda b: _set(b, 8, "<B", b[8] ^ 1), FingerprintError),
         (lambda b: _set(b, 56, "<I", 3), SizeError),  # count says 3, body holds 2
         (lambda b: _set(b, 56, "<I", 0), MismatchError),
@@ -133,3 +140,54 @@ def test_the_epoch_round_trips_and_is_bound_in_the_bytes() -> None:
     assert decode_upload(blob, P, epoch=7).epoch == 7
     assert struct.unpack_from("<Q", blob, 40) == (7,)
     assert hashlib.sha256(blob).digest() != hashlib.sha256(encode_upload(_upload(1), P)).digest()
+
+
+# ---- format 3: the proofs section (a parameter set with proofs) ------------------------
+
+
+def _proven(count: int, client: str = "bank-1") -> Upload:
+    words = random_words(DEFAULT.data_primes, (count, 2), DEFAULT.poly_degree, 5)
+    proofs = tuple(
+        bytes([i]) * wellformed.proof_size(DEFAULT, size)
+        for i, (_, size) in enumerate(wellformed.groups(count))
+    )
+    return Upload("fed", 7, client, DEFAULT.scale, words, 0, proofs)
+
+
+def test_proofs_travel_in_the_envelope_and_round_trip() -> None:
+    assert DEFAULT.proofs
+    count = wellformed.PROOF_GROUP + 1  # two groups
+    upload = _proven(count)
+    blob = encode_upload(upload, DEFAULT)
+    assert struct.unpack_from("<H", blob, 4) == (3,)
+    assert len(blob) == expected_size(DEFAULT, count, "fed", "bank-1")
+    back = decode_upload(blob, DEFAULT)
+    assert back.proofs == upload.proofs and len(back.proofs) == 2
+    with pytest.raises(SizeError):
+        decode_upload(blob[:-1], DEFAULT)
+
+
+def test_an_upload_without_its_proofs_is_refused() -> None:
+    upload = _proven(1)
+    with pytest.raises(MismatchError, match="proof"):
+        encode_upload(dataclasses.replace(upload, proofs=()), DEFAULT)
+    with pytest.raises(MismatchError, match="proof"):
+        encode_upload(dataclasses.replace(upload, proofs=(b"short",)), DEFAULT)
+    blob = encode_upload(upload, DEFAULT)
+    stripped = blob[: len(blob) - len(upload.proofs[0])]
+    with pytest.raises(SizeError):
+        decode_upload(stripped, DEFAULT)
+
+
+def test_a_version_2_envelope_is_refused_where_proofs_are_required() -> None:
+    blob = encode_upload(_proven(1), DEFAULT)
+    with pytest.raises(VersionError, match="carries no proofs"):
+        decode_upload(_set(blob, 4, "<H", 2), DEFAULT)
+    old = _set(BLOB, 4, "<H", 2)  # without proofs, version 2 is still read
+    assert np.array_equal(decode_upload(old, P).words, decode_upload(BLOB, P).words)
+
+
+def test_the_aggregate_carries_no_proofs() -> None:
+    words = random_words(DEFAULT.data_primes, (1, 2), DEFAULT.poly_degree, 6)
+    aggregate = Upload("fed", 7, AGGREGATE_CLIENT, DEFAULT.scale, words)
+    assert decode_upload(encode_upload(aggregate, DEFAULT), DEFAULT).proofs == ()

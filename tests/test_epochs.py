@@ -70,7 +70,9 @@ def _holds_key(fed: LocalFederation, member: int, epoch: int) -> bool:
 
 @pytest.fixture
 def fed(tmp_path: Path) -> Any:
-    params = derive_parameters("epochs-test", k_max=4, committee_max=4, value_bits=12, tau=TAU)
+    params = derive_parameters(
+        "epochs-test", k_max=4, committee_max=4, value_bits=12, tau=TAU, proofs=False
+    )
     federation = LocalFederation(
         tmp_path, "epochs", CLIENTS, params=params, members=3, threshold=2, share_timeout=30
     )

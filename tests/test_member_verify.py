@@ -175,7 +175,9 @@ def digest_of_sum(blobs: list[bytes], params: ParameterSet, epoch: int = 0) -> s
 
 def build_setup() -> Setup:
     """A committee of 3 (t=2), four enrolled clients, and round 1 with three uploads."""
-    params = derive_parameters("member-verify", k_max=8, committee_max=3, value_bits=12)
+    params = derive_parameters(
+        "member-verify", k_max=8, committee_max=3, value_bits=12, proofs=False
+    )
     committee = run_committee_setup(params, FED, members=3, threshold=2)
     clients = {name: Identity.generate(0) for name in (*CLIENTS, "intruder")}
     config = FederationCreate(
@@ -408,7 +410,9 @@ def test_refuses_fewer_than_k_min_clients(setup: Setup) -> None:
 def _with_k_max(setup: Setup, k_max: int) -> FederationCreate:
     """The federation's config on a parameter set with this K_max (K_min stays the
     roster's 3: the config gives only the parameter set)."""
-    params = derive_parameters("member-verify", k_max=k_max, committee_max=3, value_bits=12)
+    params = derive_parameters(
+        "member-verify", k_max=k_max, committee_max=3, value_bits=12, proofs=False
+    )
     return setup.config.model_copy(update={"parameters": params.to_dict()})
 
 

@@ -24,13 +24,24 @@ from he_agg.params import (
     derive_parameters,
     explain,
 )
-from he_agg.sampling import flooding_noise
+from he_agg.sampling import flooding_noise_rns
 from he_agg.seal_codec import SealCiphertext, ciphertext_to_bytes, plaintext_from_bytes
 from he_agg.seal_context import save_bytes, seal_context
 from keys.committee import CommitteeSetup
 from tests.helpers import summed_secret_key
 
 P = DEFAULT
+
+
+def _lift(residues: npt.NDArray[np.uint64], primes: tuple[int, ...]) -> list[int]:
+    """Residues (L, N) → the centred integers they stand for (CRT, Python integers)."""
+    q = math.prod(primes)
+    out = []
+    for column in residues.T:
+        parts = zip(column, primes, strict=True)
+        value = sum(int(r) * (q // p) * pow(q // p, -1, p) for r, p in parts) % q
+        out.append(value - q if value > q // 2 else value)
+    return out
 
 
 def _with(**changes: object) -> ParameterSet:
@@ -125,17 +136,21 @@ def test_security_table_matches_seal() -> None:
 
 
 def test_default_is_what_the_derivation_gives_and_meets_every_rule() -> None:
-    assert derive_parameters() == P
+    assert derive_parameters() == P and P.proofs  # proofs of well-formed uploads by default
     P.validate()
     assert P.sigma_flood >= P.required_flood_sigma()
-    assert P.upload_bytes_per_parameter() <= 24
+    assert P.upload_bytes_per_parameter() <= 33  # 3 primes: the price of the proofs' slack
+    trusted = derive_parameters(proofs=False)  # benchmarks and trusted clients only
+    assert trusted.upload_bytes_per_parameter() <= 24 and trusted.fingerprint != P.fingerprint
 
 
 def test_derivation_picks_the_smallest_ring_that_fits() -> None:
     # p = 30 with V = 2^40 and both margins needs log2 q = 109.3 at N = 4096 (108 allowed).
     assert P.poly_degree == 8192
-    assert derive_parameters("small", precision_bits=28).poly_degree == 4096
-    assert derive_parameters("few", k_max=8, value_bits=12).poly_degree == 4096
+    assert derive_parameters("small", precision_bits=28, proofs=False).poly_degree == 4096
+    assert derive_parameters("few", k_max=8, value_bits=12, proofs=False).poly_degree == 4096
+    # with proofs the flooding must also hide what an accepted proof allows: 2^88
+    assert derive_parameters("few", k_max=8, value_bits=12).poly_degree == 8192
 
 
 def test_derivation_uses_no_more_data_bits_than_needed() -> None:
@@ -189,12 +204,28 @@ def test_fingerprint_is_stable_and_changes_with_every_field() -> None:
 
 # ---- (a) fresh encryption, (c) the aggregate, (d) the collective key -----------------
 def test_fresh_encryption_terms_match_an_independent_count() -> None:
-    n, members, p = 8192, 8, P.special_prime
+    seal_path = derive_parameters(proofs=False)
+    n, members, p = 8192, 8, seal_path.special_prime
     assert noise.key_error_term(n, members, p) == pytest.approx(n * members * 21 / p)
     assert noise.encryption_error_term(n, members, p) == pytest.approx(21 * (1 + n * members) / p)
     assert noise.mod_switch_rounding(n, members) == 0.5 + n * members / 2
     expected = 21 * (1 + 2 * n * members) / p + (n * members + 1) / 2
-    assert P.fresh_noise_bound() == pytest.approx(expected)
+    assert seal_path.fresh_noise_bound() == pytest.approx(expected)
+
+
+def test_proven_upload_terms_match_an_independent_count() -> None:
+    """(f): he_agg.rlwe's fresh noise, and what an accepted proof of 256 ciphertexts allows:
+    c1 = a·ū + ē with ‖ū‖ ≤ 2γ_u, ‖ē‖ ≤ 2γ_e, so ‖ū·e_pk + ē·s‖ ≤ N·n·(2γ_u·21 + 2γ_e)."""
+    n, members = 8192, 8
+    assert noise.proven_fresh_noise_bound(n, members) == 2 * n * members * 21 + 21
+    masks = noise.proof_masks(n, noise.PROOF_GROUP)
+    assert masks.gamma_u + 1 >= 2 * noise.PROOF_ROWS * n * masks.beta_u
+    assert masks.gamma_e + 1 >= 2 * noise.PROOF_ROWS * n * masks.beta_e
+    assert masks.beta_u <= noise.PROOF_GROUP and masks.beta_e <= noise.PROOF_GROUP * 21
+    leak = n * members * (2 * masks.gamma_u * 21 + 2 * masks.gamma_e)
+    assert noise.extracted_leak_bound(n, members, masks) == leak
+    assert P.fresh_noise_bound() == max(leak, noise.proven_fresh_noise_bound(n, members))
+    assert P.aggregate_noise_bound() == P.k_max * leak + (P.k_max + 1) / 2
 
 
 def test_fresh_seal_encryption_noise_is_within_its_bound() -> None:
@@ -283,9 +314,15 @@ def test_lagrange_interpolation_of_the_shares_is_exact(committee: CommitteeSetup
 
 def test_flooding_tails_bound_the_sum_of_t_members_and_enter_the_headroom() -> None:
     t = 3
-    total = sum(flooding_noise((P.poly_degree,), P.flood_bits, noise.FLOOD_TAIL) for _ in range(t))
-    tail = noise.flooding_tail(t, P.sigma_flood)
-    assert tail == t * 12 * P.sigma_flood
+    primes = P.data_primes
+    draws = [
+        flooding_noise_rns((P.poly_degree,), P.flood_bits, noise.FLOOD_TAIL, primes)
+        for _ in range(t)
+    ]
+    lifted = [_lift(d, primes) for d in draws]
+    total = np.array([float(sum(values)) for values in zip(*lifted, strict=True)])
+    tail = noise.flooding_tail(t, P.sigma_flood) * (1 + 2.0 ** -(P.flood_bits // 2))
+    assert tail >= t * 12 * P.sigma_flood
     assert np.abs(total).max() <= tail
     assert np.abs(total).max() > P.sigma_flood  # the noise is as wide as σ says
     counted = P.decryption_noise_bound() - P.aggregate_noise_bound()

@@ -23,7 +23,7 @@ FED = "roster-test"
 
 @pytest.fixture(scope="module")
 def small() -> ParameterSet:
-    return derive_parameters("roster-test", k_max=4, committee_max=3, value_bits=12)
+    return derive_parameters("roster-test", k_max=4, committee_max=3, value_bits=12, proofs=False)
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +159,6 @@ def test_a_key_whose_second_half_is_not_the_crs_is_refused(
 def test_another_parameter_set_is_refused(setup: CommitteeSetup, signed: SignedRoster) -> None:
     public_key = ciphertext_to_bytes(setup.public.public_key)
     statements = _statements(setup, signed.roster, public_key)
-    other = derive_parameters("other", k_max=4, committee_max=3, value_bits=11)
+    other = derive_parameters("other", k_max=4, committee_max=3, value_bits=11, proofs=False)
     with pytest.raises(ProtocolError, match="parameter set"):
         verify_collective_key(public_key, statements, signed.roster, other)

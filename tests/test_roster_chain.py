@@ -18,7 +18,7 @@ from keys.identity import Identity
 ADMIN = Identity.generate(0)
 OTHER = Identity.generate(0)
 KEYS = {i: Identity.generate(i).public for i in range(1, 6)}
-PARAMS = derive_parameters("chain-test", k_max=4, committee_max=5, value_bits=12)
+PARAMS = derive_parameters("chain-test", k_max=4, committee_max=5, value_bits=12, proofs=False)
 
 
 def _member(index: int, name: str | None = None) -> RosterMember:

@@ -47,6 +47,6 @@ def test_crs_is_deterministic_per_federation_and_below_each_prime() -> None:
     assert np.array_equal(a, common_reference_polynomial(DEFAULT, "fed-a"))
     assert not np.array_equal(a, common_reference_polynomial(DEFAULT, "fed-b"))
     primes = (*DEFAULT.data_primes, DEFAULT.special_prime)
-    assert a.shape == (3, DEFAULT.poly_degree)
+    assert a.shape == (len(primes), DEFAULT.poly_degree)
     for row, q in zip(a, primes, strict=True):
         assert row.max() < q and row.max() > q * 0.99

@@ -31,7 +31,9 @@ from keys.identity import Identity
 
 FED = "epoch-fed"
 TAU = 3
-PARAMS = derive_parameters("server-epochs", k_max=4, committee_max=4, value_bits=12, tau=TAU)
+PARAMS = derive_parameters(
+    "server-epochs", k_max=4, committee_max=4, value_bits=12, tau=TAU, proofs=False
+)
 ADMIN = Identity.generate(0)
 OTHER_ADMIN = Identity.generate(0)
 MEMBERS = {i: Identity.generate(i) for i in (1, 2, 3, 4, 5)}

@@ -112,7 +112,9 @@ def fed(
     admin = Identity.generate(0)
     clients = {name: Identity.generate(0) for name in CLIENTS}
     members = [Identity.generate(i) for i in (1, 2, 3, 4)]
-    params = derive_parameters("service-test", k_max=8, committee_max=4, value_bits=12)
+    params = derive_parameters(
+        "service-test", k_max=8, committee_max=4, value_bits=12, proofs=False
+    )
     server = ServerProcess(tmp / "server", [admin.public.signing_key.hex()], database=database)
     server.start()
     federation = Federation(server, params, admin, clients, members, tmp=tmp)
@@ -453,7 +455,9 @@ def test_fuzzed_requests_never_get_a_server_error(fed: Federation) -> None:
 
 def test_a_round_closes_at_k_max_uploads(fed: Federation) -> None:
     """The noise budget covers K_max uploads: a round closes when it has that many."""
-    small = derive_parameters("service-small", k_max=2, committee_max=3, value_bits=12)
+    small = derive_parameters(
+        "service-small", k_max=2, committee_max=3, value_bits=12, proofs=False
+    )
     committee = fed.members[:3]  # n=3, t=2: the quorum is all three
     spec = federation_spec(
         "small",

@@ -194,7 +194,7 @@ def test_serve_over_tls_and_its_one_line_refusals(tmp_path: Path) -> None:
 
 
 def test_a_full_round_over_tls_with_member_processes(tmp_path: Path) -> None:
-    params = derive_parameters("tls-test", k_max=4, committee_max=3, value_bits=12)
+    params = derive_parameters("tls-test", k_max=4, committee_max=3, value_bits=12, proofs=False)
     banks = ["bank-1", "bank-2"]
     local = LocalFederation(
         tmp_path, "tls-round", banks, params=params, members=2, threshold=2, tls=True

@@ -99,8 +99,9 @@ def test_seal_decrypts_the_reference_encryption(setup: CommitteeSetup) -> None:
         shape = (1, len(params.data_primes), params.poly_degree)
         out.append(decode_aggregate(decrypted.reshape(shape), ctx)[: params.slots])
     # fresh noise ≤ 2·N·n·B_e + B_e (he_agg.rlwe), spread by decoding over ≤ N slots
+    # plus SEAL's binary64 decoding, about 2^-45 of the values here
     bound = fresh_noise_bound(params) * params.poly_degree / 2.0**params.scale_bits
-    assert np.abs(np.concatenate(out) - values).max() <= bound
+    assert np.abs(np.concatenate(out) - values).max() <= bound + 1e-9 * np.abs(values).max()
 
 
 def test_encryption_is_a_function_of_its_witness(setup: CommitteeSetup) -> None:

@@ -86,6 +86,7 @@ def bench_parameters(max_clients: int) -> ParameterSet:
         k_max=max_clients,
         committee_max=3,
         value_bits=math.ceil(math.log2(max_clients)) + 1,
+        proofs=False,  # the suite measures HE without proofs; benchmarks/bench_proofs.py adds them
     )
 
 

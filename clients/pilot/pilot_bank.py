@@ -71,6 +71,11 @@ class _BankRounds:
             federation=self.federation,
             round=number,
             client=self.name,
+            roster_digest=(
+                self.participant.follow_rosters().roster.digest
+                if self.public.params.proofs
+                else None
+            ),
         )
         encrypted = time.perf_counter()
         self.participant.upload(number, body, manifest)

@@ -17,6 +17,7 @@ from clients.upload import prepare_upload
 from he_agg.aggregate import aggregate_uploads
 from he_agg.combine import average_from_shares
 from he_agg.params import ParameterSet
+from he_agg.wellformed import NO_ROSTER
 
 if TYPE_CHECKING:
     from clients.participant import Participant
@@ -80,6 +81,7 @@ class InProcessAggregator(Aggregator):
                 federation=FEDERATION,
                 round=round_number,
                 client=name,
+                roster_digest=NO_ROSTER,  # in process: nothing checks the proofs' context
             )[0]
             for name, v, w in zip(names, vectors, weights, strict=True)
         ]

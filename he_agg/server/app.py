@@ -108,6 +108,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         task = asyncio.create_task(clock())
         log.info("aggregator started", extra={"data_dir": str(settings.data_dir)})
+        for federation in state.federations.without_proofs():
+            log.warning(
+                "federation without proofs of well-formed uploads: one client colluding with "
+                "this server can extract the collective key (SECURITY.md); use only for "
+                "benchmarks or trusted clients",
+                extra={"federation": federation},
+            )
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

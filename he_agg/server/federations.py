@@ -222,6 +222,15 @@ class Federations:
             raise ServiceError(404, f"no federation {federation_id!r}")
         return Federation(row, tuple(self.store.epochs(federation_id)))
 
+    def without_proofs(self) -> list[str]:
+        """Encrypted federations whose parameter set does not require upload proofs."""
+        found = []
+        for row in self.store.federations():
+            federation = Federation(row, ())
+            if federation.mode == FederationMode.CKKS and not federation.params.proofs:
+                found.append(federation.id)
+        return found
+
     def party(self, federation: Federation, key: str) -> PartyRow | None:
         return self.store.party_by_key(federation.id, key)
 

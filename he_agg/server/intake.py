@@ -23,10 +23,14 @@ from he_agg.envelope import decode_upload, expected_size
 from he_agg.errors import HeAggError, PackingError, ServiceError, StoreConflict
 from he_agg.packing import Manifest
 from he_agg.plain import decode_plain_upload, plain_size
+from he_agg.public import PublicContext
+from he_agg.rlwe import key_rows
+from he_agg.seal_codec import ciphertext_from_bytes
 from he_agg.server import metrics
 from he_agg.server.auth import Caller
-from he_agg.server.federations import Federation, round_row
+from he_agg.server.federations import Epoch, Federation, round_row
 from he_agg.server.store import BlobStore, Store, UploadRow
+from he_agg.wellformed import ProofContext, verify_upload
 
 __all__ = ["Intake"]
 
@@ -145,6 +149,35 @@ class Intake:
             except StoreConflict as exc:
                 raise ServiceError(409, "an update from this client is already stored") from exc
 
+    def _count_values(
+        self, federation: Federation, number: int, epoch: Epoch, client: str, body: mmap.mmap
+    ) -> int:
+        """Validate an envelope in place, its proofs of well-formed ciphertexts included
+        when the parameter set requires them; the values (plaintext) or ciphertexts (CKKS)
+        it holds."""
+        if federation.mode == FederationMode.PLAINTEXT:
+            return int(decode_plain_upload(memoryview(body)).size)
+        params = federation.params
+        upload = decode_upload(
+            memoryview(body),
+            params,
+            federation=federation.id,
+            round=number,
+            client=client,
+            epoch=epoch.number,
+        )
+        if params.proofs:
+            if epoch.row.public_key is None:
+                raise ServiceError(409, f"key epoch {epoch.number} has no collective key yet")
+            public = PublicContext(
+                params, ciphertext_from_bytes(self.blobs.read(epoch.row.public_key))
+            )
+            context = ProofContext(
+                params.fingerprint, federation.id, epoch.number, number, client, epoch.roster_digest
+            )
+            verify_upload(upload.words, upload.proofs, key_rows(public), params, context)
+        return upload.count
+
     def _validate(
         self, federation: Federation, number: int, client: str, manifest_text: str, temporary: Path
     ) -> str:
@@ -158,8 +191,8 @@ class Intake:
                 raise ServiceError(422, "empty body")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as body:
                 try:
-                    epoch = round_row(self.store, federation.id, number).epoch
-                    count = _count_values(federation, number, epoch, client, body)
+                    epoch = federation.at(round_row(self.store, federation.id, number).epoch)
+                    count = self._count_values(federation, number, epoch, client, body)
                 except HeAggError as exc:
                     problem = str(exc)  # raised below, once no array views the mapping
         if problem:
@@ -170,20 +203,3 @@ class Intake:
         if count != expected:
             raise ServiceError(422, "the envelope's size does not match its manifest")
         return manifest.to_json()
-
-
-def _count_values(
-    federation: Federation, number: int, epoch: int, client: str, body: mmap.mmap
-) -> int:
-    """Validate an envelope in place; values (plaintext) or ciphertexts (CKKS) it holds."""
-    if federation.mode == FederationMode.PLAINTEXT:
-        return int(decode_plain_upload(memoryview(body)).size)
-    upload = decode_upload(
-        memoryview(body),
-        federation.params,
-        federation=federation.id,
-        round=number,
-        client=client,
-        epoch=epoch,
-    )
-    return upload.count

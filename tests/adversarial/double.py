@@ -87,8 +87,11 @@ class World:
     roster: SignedRoster
 
     @classmethod
-    def build(cls, members: int = 3, threshold: int = 2) -> World:
-        params = derive_parameters("hostile-test", k_max=3, committee_max=members, value_bits=12)
+    def build(cls, members: int = 3, threshold: int = 2, proofs: bool = False) -> World:
+        """``proofs``: uploads carry proofs of well-formed ciphertexts (N = 8192; slower)."""
+        params = derive_parameters(
+            "hostile-test", k_max=3, committee_max=members, value_bits=12, proofs=proofs
+        )
         committee = run_committee_setup(params, FED, members=members, threshold=threshold)
         admin = Identity.generate(0)
         clients = {name: Identity.generate(0) for name in CLIENTS}
@@ -112,14 +115,26 @@ class World:
         rng = np.random.default_rng(seed + 100 * round + CLIENTS.index(client))
         update = {"w": rng.uniform(-1, 1, 40).astype(np.float32)}
         blob, manifest = prepare_upload(
-            update, 10.0, self.committee.public, federation=FED, round=round, client=client
+            update,
+            10.0,
+            self.committee.public,
+            federation=FED,
+            round=round,
+            client=client,
+            roster_digest=self.roster.roster.digest,
         )
+        return self.signed(client, round, blob, manifest.to_header(), at)
+
+    def signed(
+        self, client: str, round: int, blob: bytes, manifest: str, at: int | None = None
+    ) -> tuple[bytes, UploadRecord]:
+        """``blob`` and the record of ``client``'s signed PUT of it to ``round``."""
         target = paths.update(FED, round, client)
         with SignedClient(BASE, self.clients[client].signing) as sdk:
-            headers = sdk.headers("PUT", target, blob, manifest.to_header())
+            headers = sdk.headers("PUT", target, blob, manifest)
         if at is not None:  # what SignedClient.headers signs, at another time
             digest, nonce = hashlib.sha256(blob).hexdigest(), headers[HEADER_NONCE]
-            message = canonical_request("PUT", target, digest, at, nonce, manifest.to_header())
+            message = canonical_request("PUT", target, digest, at, nonce, manifest)
             signature = self.clients[client].signing.sign(message).hex()
             headers = {**headers, HEADER_TIMESTAMP: str(at), HEADER_SIGNATURE: signature}
         record = UploadRecord(
@@ -130,7 +145,7 @@ class World:
             timestamp=int(headers[HEADER_TIMESTAMP]),
             nonce=headers[HEADER_NONCE],
             target=target,
-            manifest=manifest.to_header(),
+            manifest=manifest,
         )
         return blob, record
 

@@ -26,14 +26,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from he_agg.api import paths
 from he_agg.api.models import DecryptionRequest, KeygenStatus
 from he_agg.api.states import KeygenPhase
 from he_agg.endorsement import Endorsement, upload_set_digest
+from he_agg.envelope import decode_upload, encode_upload
 from he_agg.errors import KeyStoreError, ProtocolError
+from he_agg.rlwe import key_rows, sample_witness
 from he_agg.roster import SignedRoster
+from he_agg.wellformed import ProofContext, prove_upload
 from keys.agent import MemberAgent
 from keys.ledger import Ledger, Pin, ledger_key
 from keys.pinning import pin_roster
@@ -486,7 +490,76 @@ def test_upgraded_members_decrypt_rounds_uploaded_after_the_upgrade(
     assert all(agent.ledger().floor is not None for agent in agents)
 
 
-ATTACKS = 24  # the tests above that call _attack (the parametrised ones count 3, 5 and 2)
+# ---- a client colluding with the server: uploads that would extract the key (issue 10) ------
+
+
+@pytest.fixture(scope="module")
+def proven_world() -> World:
+    return World.build(proofs=True)
+
+
+@pytest.fixture
+def proven_server(proven_world: World) -> HostileServer:
+    """Serves the honest collective key: members check uploads' proofs against it."""
+    key = proven_world.public_key()
+    return HostileServer(proven_world, public_key=key, statements=proven_world.statements(key))
+
+
+def test_an_honest_proven_round_gets_its_shares(
+    proven_server: HostileServer, tmp_path: Path
+) -> None:
+    """The control: with proofs required, members verify every upload's proofs and share."""
+    proven_server.honest_round(1, CLIENTS[:3])
+    _run(_members(proven_server, tmp_path))
+    assert sorted(proven_server.shares) == [(1, 1, 1), (1, 1, 2)]
+
+
+def _extraction_upload(server: HostileServer, kind: str) -> None:
+    """bank-3 (colluding) replaces its first c1 by a constant C = 2^40, or by the negation of
+    bank-1's (so the aggregate's c1 loses bank-1's), re-proves with randomness of its own,
+    signs the result; the server lists it with the true sum."""
+    world = server.world
+    params = world.params
+    request = server.requests[1]
+    original = decode_upload(server.blobs[(1, "bank-3")], params)
+    words = original.words.copy()
+    for j, q in enumerate(params.data_primes):
+        if kind == "constant":
+            words[0, 1, j] = np.uint64((1 << 40) % q)  # a constant is flat in NTT form
+        else:
+            other = decode_upload(server.blobs[(1, "bank-1")], params).words[0, 1, j]
+            words[0, 1, j] = (np.uint64(q) - other) % np.uint64(q)
+    context = ProofContext(params.fingerprint, FED, 0, 1, "bank-3", world.roster.roster.digest)
+    witness = sample_witness(words.shape[0], params)
+    proofs = prove_upload(words, witness, key_rows(world.committee.public), params, context)
+    forged = encode_upload(dataclasses.replace(original, words=words, proofs=proofs), params)
+    record = request.uploads[2]
+    blob, signed = world.signed("bank-3", 1, forged, record.manifest)
+    server.blobs[(1, "bank-3")] = blob
+    blobs = [server.blobs[(1, c)] for c in CLIENTS[:3]]
+    server.requests[1] = _changed(
+        request,
+        uploads=[*request.uploads[:2], signed],
+        aggregate_sha256=world.aggregate_digest(blobs, 1),
+    )
+
+
+@pytest.mark.parametrize("kind", ["constant", "cancelling"])
+def test_a_colluding_clients_key_extraction_upload(
+    proven_server: HostileServer, tmp_path: Path, kind: str
+) -> None:
+    proven_server.honest_round(1, CLIENTS[:3])
+    _extraction_upload(proven_server, kind)
+    request = proven_server.requests[1]
+    agents = _members(proven_server, tmp_path)
+    _attack(f"key extraction upload ({kind} c1)", proven_server, agents, 1, request.attempt)
+    shown = agents[0].decryption_request(1)  # with the quorum of endorsements it gathered
+    decision = agents[0].decide(agents[0].config(), shown)
+    assert not decision.accepted and "bank-3" in decision.reason
+    assert "not proven well formed" in decision.reason
+
+
+ATTACKS = 26  # the tests above that call _attack (the parametrised ones count 3, 5, 2 and 2)
 
 
 def test_no_attack_released_a_share() -> None:

@@ -200,3 +200,8 @@ def test_unsettled_epochs_are_those_neither_current_nor_retired(store: SqlStore)
     assert store.unsettled_epochs() == [first_epoch()]  # the old one, rounds left
     store.retire_epoch("fed", 0, 9.0)
     assert store.unsettled_epochs() == []
+
+
+def test_federations_are_listed_by_id(store: SqlStore) -> None:
+    enrolled(store)
+    assert [row.id for row in store.federations()] == ["fed"]

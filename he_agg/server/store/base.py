@@ -131,6 +131,10 @@ class Store(Protocol):
 
     def federation(self, federation_id: str) -> FederationRow | None: ...
 
+    def federations(self) -> list[FederationRow]:
+        """Every federation, by id."""
+        ...
+
     def set_current_epoch(self, federation_id: str, epoch: int) -> None:
         """Make ``epoch`` (already stored) the one new rounds open under."""
         ...

@@ -227,6 +227,10 @@ class SqlStore:
         row = self._one("federation", query)
         return None if row is None else _federation(row)
 
+    def federations(self) -> list[FederationRow]:
+        query = sa.select(t.federations).order_by(t.federations.c.id)
+        return [_federation(row) for row in self._all("federations", query)]
+
     def set_current_epoch(self, federation_id: str, epoch: int) -> None:
         c, e = t.federations.c, t.epochs.c
         stored = sa.exists().where(e.federation == federation_id, e.epoch == epoch)
