@@ -375,18 +375,38 @@ def _term_rows(params: ParameterSet) -> list[Row]:
     n, members, p = params.poly_degree, params.committee_max, params.special_prime
     eps = fft_relative_error(n)
     per_client = encoding_float_error(n, params.scale, params.client_value_bound)
-    return [
-        ("(a) encryption error (e0+e1·s)/p", "B_e·(1+N·n)/p",
-         _bits(encryption_error_term(n, members, p))),
+    seal_path = [
+        (
+            "(a) encryption error (e0+e1·s)/p",
+            "B_e·(1+N·n)/p",
+            _bits(encryption_error_term(n, members, p)),
+        ),
         ("(d) collective key error u·e_pk/p", "N·n·B_e/p", _bits(key_error_term(n, members, p))),
         ("(a) mod-switch rounding", "1/2 + N·n/2", _bits(mod_switch_rounding(n, members))),
         ("(a) B_fresh, one encryption", "the three above", _bits(params.fresh_noise_bound())),
+    ]
+    return [
+        *(_proof_rows(params) if params.proofs else seal_path),
         ("(b) encoding rounding", "1/2 per coefficient", _bits(encoding_rounding())),
         ("(b) encoding float error, one client", f"ε·√2·Δ·V/K, ε = 2^{math.log2(eps):.2f}",
          _bits(per_client)),
         ("(c) B_ct, K_max clients", "K·B_fresh + (K+1)/2", _bits(params.aggregate_noise_bound())),
         ("(e) Lagrange interpolation", "Σ λ_k·S_k ≡ s mod q_j", _bits(lagrange_error())),
         ("(e) t flooding tails", "t·12σ", _bits(flooding_tail(members, params.sigma_flood))),
+    ]  # fmt: skip
+
+
+def _proof_rows(params: ParameterSet) -> list[Row]:
+    n, members = params.poly_degree, params.committee_max
+    masks = proof_masks(n, PROOF_GROUP)
+    return [
+        ("(f) he_agg.rlwe fresh noise", "2·N·n·B_e + B_e",
+         _bits(proven_fresh_noise_bound(n, members))),
+        (f"(f) proof masks, m = {PROOF_ROWS}, {PROOF_GROUP} ciphertexts", "γ_u, γ_e ≥ 2·m·N·β",
+         f"2^{math.log2(masks.gamma_u + 1):.0f}, 2^{math.log2(masks.gamma_e + 1):.0f}"),
+        ("(f) what an accepted proof allows", "N·n·(2γ_u·B_e + 2γ_e)",
+         _bits(extracted_leak_bound(n, members, masks))),
+        ("(f) B_fresh, one client", "the larger of the two", _bits(params.fresh_noise_bound())),
     ]  # fmt: skip
 
 

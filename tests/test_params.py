@@ -392,8 +392,12 @@ def test_default_supports_a_million_samples_of_values_up_to_a_thousand() -> None
 def test_explain_lists_every_term_and_margin() -> None:
     rows = explain(P)
     names = [name for name, _, _ in rows]
-    for tag in ("(a)", "(b)", "(c)", "(d)", "(e)", "flooding:", "precision:", "headroom:"):
+    for tag in ("(f)", "(b)", "(c)", "(e)", "flooding:", "precision:", "headroom:"):
         assert any(name.startswith(tag) for name in names), tag
+    seal_path = [name for name, _, _ in explain(derive_parameters(proofs=False))]
+    for tag in ("(a)", "(b)", "(c)", "(d)", "(e)"):
+        assert any(name.startswith(tag) for name in seal_path), tag
+    assert not any(name.startswith("(f)") for name in seal_path)
     values = dict((name, value) for name, _, value in rows)
     assert values["(e) Lagrange interpolation"] == "0 (exact)"
     assert values["(c) B_ct, K_max clients"] == f"2^{math.log2(P.aggregate_noise_bound()):.2f}"
@@ -402,7 +406,9 @@ def test_explain_lists_every_term_and_margin() -> None:
 def test_cli_params_explain_prints_the_derivation_and_margins() -> None:
     result = CliRunner().invoke(app, ["params", "--explain"])
     assert result.exit_code == 0, result.output
-    assert "B_ct" in result.output and "mod-switch rounding" in result.output
+    assert "B_ct" in result.output and "what an accepted proof allows" in result.output
+    unproven = CliRunner().invoke(app, ["params", "--explain", "--no-proofs"])
+    assert "mod-switch rounding" in unproven.output
     assert f"{P.statistical_security_at_rule:.2f} bits" in result.output
     assert f"{P.security_margin_bits:.2f} bits" in result.output
     plain = CliRunner().invoke(app, ["params"])
