@@ -8,6 +8,7 @@ no explicit reordering, so coefficient i of the output is the evaluation at
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +24,16 @@ from he_agg.modarith import (
     sub_mod,
 )
 
-__all__ = ["NttTables", "forward", "inverse", "minimal_primitive_root", "ntt_tables"]
+__all__ = [
+    "COMPILED",
+    "NttTables",
+    "forward",
+    "forward_reference",
+    "inverse",
+    "inverse_reference",
+    "minimal_primitive_root",
+    "ntt_tables",
+]
 
 
 def _bit_reverse(i: int, bits: int) -> int:
@@ -106,8 +116,9 @@ def _chunked(transform: Callable[[U64Array, int], U64Array]) -> Callable[[U64Arr
 
 
 @_chunked
-def forward(coeffs: U64Array, q: int) -> U64Array:
-    """NTT of polynomials along the last axis (entries must be in [0, q))."""
+def forward_reference(coeffs: U64Array, q: int) -> U64Array:
+    """NTT of polynomials along the last axis (entries must be in [0, q)): numpy, the
+    reference the compiled path (:mod:`he_agg.ntt_compiled`) is tested against."""
     n = coeffs.shape[-1]
     tables = ntt_tables(q, n)
     lead = coeffs.shape[:-1]
@@ -125,8 +136,8 @@ def forward(coeffs: U64Array, q: int) -> U64Array:
 
 
 @_chunked
-def inverse(values: U64Array, q: int) -> U64Array:
-    """Inverse NTT along the last axis."""
+def inverse_reference(values: U64Array, q: int) -> U64Array:
+    """Inverse NTT along the last axis (numpy, the reference)."""
     n = values.shape[-1]
     tables = ntt_tables(q, n)
     lead = values.shape[:-1]
@@ -142,3 +153,35 @@ def inverse(values: U64Array, q: int) -> U64Array:
         v[..., 1, :] = mul_mod_shoup(difference, roots, q)
         m //= 2
     return mul_mod_shoup(a, tables.n_inverse, q)
+
+
+def _compiled() -> bool:
+    """numba's kernels, unless HE_AGG_NTT=numpy asks for the reference or numba is absent."""
+    if os.environ.get("HE_AGG_NTT", "").lower() == "numpy":
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return False
+    return True
+
+
+COMPILED = _compiled()
+
+
+def forward(coeffs: U64Array, q: int) -> U64Array:
+    """NTT of polynomials along the last axis (entries must be in [0, q))."""
+    if COMPILED:
+        from he_agg import ntt_compiled
+
+        return ntt_compiled.forward(coeffs, q)
+    return forward_reference(coeffs, q)
+
+
+def inverse(values: U64Array, q: int) -> U64Array:
+    """Inverse NTT along the last axis."""
+    if COMPILED:
+        from he_agg import ntt_compiled
+
+        return ntt_compiled.inverse(values, q)
+    return inverse_reference(values, q)

@@ -88,3 +88,21 @@ def test_minimal_primitive_root_is_smallest() -> None:
     root = ntt.minimal_primitive_root(order, q)
     primitive = [x for x in range(1, q) if pow(x, order // 2, q) == q - 1 and pow(x, order, q) == 1]
     assert root == min(primitive)
+
+
+@pytest.mark.parametrize("bits", [(30,), (44, 43, 43), (50,), (55,), (60,)])
+def test_the_compiled_ntt_is_bit_exact_with_the_numpy_reference(bits: tuple[int, ...]) -> None:
+    """he_agg.ntt_compiled against the numpy reference, both directions, on primes across
+    the float and the 128-bit Shoup paths of the reference (≤ 50 bits and above)."""
+    from he_agg import ntt_compiled
+
+    assert ntt.COMPILED  # numba is a dependency: the default path is the compiled one
+    for n in (1024, 8192):
+        for q in find_ntt_primes(n, bits):
+            values = np.random.default_rng(q % 1000).integers(0, q, size=(3, n), dtype=np.uint64)
+            forward = ntt_compiled.forward(values, q)
+            assert np.array_equal(forward, ntt.forward_reference(values, q))
+            assert np.array_equal(ntt_compiled.inverse(forward, q), values)
+            assert np.array_equal(ntt.inverse_reference(forward, q), values)
+            edge = np.full((1, n), q - 1, dtype=np.uint64)  # the largest residues
+            assert np.array_equal(ntt_compiled.forward(edge, q), ntt.forward_reference(edge, q))
