@@ -11,6 +11,7 @@ only under keys of epochs the newest roster governs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -47,6 +48,7 @@ from he_agg.roster import Roster, SignedRoster, follow
 __all__ = ["Participant", "read_model"]
 
 _PROGRESS_BYTES = 8 * 1024 * 1024
+log = logging.getLogger("he_agg.client")
 
 
 class Participant:
@@ -78,6 +80,7 @@ class Participant:
         self.name = name
         self.show_progress = show_progress
         self._public: dict[int, PublicContext] = {}
+        self._warned = False
         self._federation: FederationOut | None = None
 
     @property
@@ -207,6 +210,12 @@ class Participant:
         self._require_roster()  # refused before anything is asked of the server
         epoch = self.round_status(round).epoch  # the round's key epoch, checked below
         public = self.fetch_public_context(epoch)
+        if not public.params.proofs and not self._warned:
+            self._warned = True
+            log.warning(
+                "this federation's parameter set has no proofs of well-formed uploads: "
+                "its privacy holds only if every client is honest (SECURITY.md)"
+            )
         roster_digest = self._require_roster().roster.digest  # governs that epoch (checked)
         vector_size = flatten(update)[1].size + 1
         blocks = -(-vector_size // public.params.slots)

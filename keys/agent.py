@@ -118,6 +118,7 @@ class MemberAgent:
         self._keygens: dict[int, MemberKeygen] = {}
         self._secrets: dict[int, MemberSecrets] = {}
         self._proof_keys: dict[int, KeyRows] = {}
+        self._warned = False
         self._sent: set[tuple[int, int]] = set()  # delivered since start; re-sent after a restart
         self._said: set[tuple[int, int, str]] = set()  # (round, attempt, what) logged once
         old = _joined_before_endorsements(self.state_dir)
@@ -178,11 +179,24 @@ class MemberAgent:
             raise ProtocolError(f"the server's federation configuration: {problem}")
         if not pinned.exists():
             write_durably(pinned, _canonical(served))
+            self._warn_without_proofs(served)
             return served
         config = FederationCreate.model_validate_json(pinned.read_bytes())
         if _canonical(served) != _canonical(config):
             raise ProtocolError("the server's federation configuration changed since enrolment")
+        self._warn_without_proofs(config)
         return config
+
+    def _warn_without_proofs(self, config: FederationCreate) -> None:
+        """Once per start: a parameter set without upload proofs trusts every client."""
+        if self._warned or parameters(config).proofs:
+            return
+        self._warned = True
+        log.warning(
+            "this federation's parameter set has no proofs of well-formed uploads: one "
+            "client colluding with the server can extract the collective key (SECURITY.md)",
+            extra={"member": self.index, "federation": self.federation},
+        )
 
     def follow_rosters(self) -> SignedRoster:
         """Follow the admin's signed chain from the pinned roster; pin the newest. Every

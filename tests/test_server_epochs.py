@@ -10,6 +10,7 @@ messages themselves are checked by the DKG tests and, end to end, by tests/test_
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,30 @@ def test_only_round_states_that_finish_free_an_epoch(state: AppState) -> None:
     _make_ready(state, 1)
     state.rounds.settle_epochs(_fed(state))
     assert _fed(state).epoch == 1 and not _fed(state).at(0).row.retired
+
+
+def test_the_server_warns_on_every_start_about_a_federation_without_proofs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A parameter set without proofs (benchmarks, trusted clients) is legal, and said
+    aloud each time the server starts."""
+    from fastapi.testclient import TestClient
+
+    from he_agg.server.app import create_app
+
+    settings = Settings(data_dir=tmp_path, admin_keys=[_admin_key()])
+    first = create_app(settings)
+    first.state.he_agg.federations.create(_body(), _admin_key())  # PARAMS: proofs=False
+    first.state.he_agg.store.close()
+    logger = logging.getLogger("he_agg")  # the server's JSON logs do not propagate
+    for _ in range(2):  # two starts of the server on the same data folder
+        app = create_app(settings)  # (re)configures the he_agg logger's handlers
+        caplog.clear()
+        logger.addHandler(caplog.handler)
+        try:
+            with TestClient(app):
+                pass
+        finally:
+            logger.removeHandler(caplog.handler)
+        warned = [r for r in caplog.records if "without proofs" in r.getMessage()]
+        assert [getattr(r, "federation", None) for r in warned] == [FED]
