@@ -177,6 +177,9 @@ def federation_fingerprint(
     typer.echo(
         f"{len(signed.clients)} clients; {len(signed.members)} members, t = {signed.threshold}"
     )
+    if signed.proofs is not None:
+        shown = "required" if signed.proofs else "OFF (trusted clients only)"
+        typer.echo(f"proofs of well-formed uploads: {shown}")
     typer.echo(f"fingerprint {signed.fingerprint}")
 
 

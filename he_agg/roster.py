@@ -63,9 +63,19 @@ class Roster:
     clients: tuple[RosterClient, ...]
     members: tuple[RosterMember, ...]
     admin_key: str  # Ed25519, hex: who signs this roster and its successors
+    # uploads must carry proofs of well-formed ciphertexts (the parameter set says so too;
+    # shown here for people). None: a roster signed before proofs existed, so no field.
+    proofs: bool | None = None
 
     def canonical(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields, without ``proofs`` when it is None (older rosters' bytes unchanged)."""
+        data = asdict(self)
+        if data["proofs"] is None:
+            del data["proofs"]
+        return data
 
     @property
     def digest(self) -> bytes:
@@ -104,6 +114,7 @@ class Roster:
                 clients=tuple(RosterClient(**c) for c in data["clients"]),
                 members=tuple(RosterMember(**m) for m in data["members"]),
                 admin_key=str(data["admin_key"]),
+                proofs=None if data.get("proofs") is None else bool(data["proofs"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"not a roster: {exc}") from exc
@@ -148,13 +159,13 @@ class SignedRoster:
                 f"roster version {new.version} (epoch {new.epoch}) does not follow the pinned "
                 f"version {old.version} (epoch {old.epoch})"
             )
-        if (new.parameters, new.mode) != (old.parameters, old.mode):
+        if (new.parameters, new.mode, new.proofs) != (old.parameters, old.mode, old.proofs):
             raise ProtocolError("a roster change cannot change the parameter set or the mode")
         _check_identities(old, new)
         return new
 
     def to_json(self) -> str:
-        body = {"roster": asdict(self.roster), "signature": self.signature.hex()}
+        body = {"roster": self.roster.as_dict(), "signature": self.signature.hex()}
         return json.dumps(body, sort_keys=True, indent=2) + "\n"
 
     @classmethod

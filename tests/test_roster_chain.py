@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from he_agg.api.models import FederationCreate, MemberIn, PartyIn
-from he_agg.api.roster_check import genesis_mismatch, roster_for
+from he_agg.api.roster_check import genesis_mismatch, roster_for, roster_mismatch
 from he_agg.errors import ProtocolError
 from he_agg.params import derive_parameters
 from he_agg.roster import RosterMember, SignedRoster, follow, roster_for_epoch
@@ -117,3 +117,21 @@ def test_a_party_pinned_at_a_later_roster_accepts_the_creation_body() -> None:
     edited = body.model_copy(update={"threshold": 3})
     assert "threshold" in (genesis_mismatch(edited, v2) or "")
     assert genesis_mismatch(body.model_copy(update={"roster": None}), v2) == "it has no roster"
+
+
+def test_the_roster_shows_the_proofs_setting_and_older_rosters_keep_their_bytes() -> None:
+    assert GENESIS.roster.proofs is False  # PARAMS was derived with proofs=False
+    assert '"proofs":false' in GENESIS.roster.canonical().decode()
+    legacy = dataclasses.replace(GENESIS.roster, proofs=None)  # signed before proofs existed
+    assert "proofs" not in legacy.canonical().decode()
+    again = SignedRoster.from_json(SignedRoster.sign(legacy, ADMIN.sign).to_json())
+    assert again.roster.proofs is None and again.verify() == legacy
+    with pytest.raises(ProtocolError, match="parameter set or the mode"):
+        _next(GENESIS, proofs=True).check_successor_of(GENESIS)
+
+
+def test_a_served_body_whose_proofs_setting_differs_is_refused() -> None:
+    body = _body().model_copy(update={"roster": GENESIS.to_json()})
+    flipped = dataclasses.replace(GENESIS.roster, proofs=True)
+    assert "proofs" in (roster_mismatch(body, flipped) or "")
+    assert roster_mismatch(body, dataclasses.replace(GENESIS.roster, proofs=None)) is None

@@ -38,6 +38,7 @@ def roster_for(
             for m in sorted(config.members, key=lambda m: m.index)
         ),
         admin_key=admin_key,
+        proofs=params.proofs,
     )
 
 
@@ -47,6 +48,8 @@ def roster_mismatch(config: FederationCreate, roster: Roster) -> str | None:
     for field in ("federation", "mode", "parameters", "threshold", "k_min", "k_max"):
         if getattr(expected, field) != getattr(roster, field):
             return f"{field} differs from the pinned roster"
+    if roster.proofs is not None and roster.proofs != expected.proofs:
+        return "the proofs setting differs from the pinned roster"
     if sorted(expected.clients, key=str) != sorted(roster.clients, key=str):
         return "the enrolled clients differ from the pinned roster"
     if expected.members != roster.members:
