@@ -60,13 +60,14 @@ def _forward(
             t = n // (2 * m)
             for i in range(m):
                 w, wq = roots[m + i], quots[m + i]
-                base = 2 * i * t
-                for j in range(base, base + t):
-                    x = a[j]
-                    y = _mulmod(a[j + t], w, wq, q)
+                lo = a[2 * i * t : 2 * i * t + t]  # two views: LLVM vectorises the loop
+                hi = a[2 * i * t + t : 2 * i * t + 2 * t]
+                for j in range(t):
+                    x = lo[j]
+                    y = _mulmod(hi[j], w, wq, q)
                     s = x + y
-                    a[j] = s - q * np.uint64(s >= q)
-                    a[j + t] = x - y + q * np.uint64(x < y)
+                    lo[j] = s - q * np.uint64(s >= q)
+                    hi[j] = x - y + q * np.uint64(x < y)
             m *= 2
 
 
@@ -87,12 +88,13 @@ def _inverse(
             t = n // (2 * m)
             for i in range(m):
                 w, wq = roots[m + i], quots[m + i]
-                base = 2 * i * t
-                for j in range(base, base + t):
-                    x, y = a[j], a[j + t]
+                lo = a[2 * i * t : 2 * i * t + t]
+                hi = a[2 * i * t + t : 2 * i * t + 2 * t]
+                for j in range(t):
+                    x, y = lo[j], hi[j]
                     s = x + y
-                    a[j] = s - q * np.uint64(s >= q)
-                    a[j + t] = _mulmod(x - y + q * np.uint64(x < y), w, wq, q)
+                    lo[j] = s - q * np.uint64(s >= q)
+                    hi[j] = _mulmod(x - y + q * np.uint64(x < y), w, wq, q)
             m //= 2
         for j in range(n):
             a[j] = _mulmod(a[j], n_inv, n_inv_quot, q)
