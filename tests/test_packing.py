@@ -9,7 +9,7 @@ from he_agg.errors import PackingError
 from he_agg.modarith import add_mod
 from he_agg.packing import Manifest, flatten, unflatten, weighted_average, weighted_vector
 from he_agg.params import DEFAULT, FLOOD_TAIL, SUPPORTED_MAX_SAMPLES, SUPPORTED_MAX_VALUE
-from he_agg.sampling import flooding_noise, to_rns
+from he_agg.sampling import flooding_noise_rns
 from he_agg.seal_codec import plaintext_from_bytes
 from he_agg.seal_context import save_bytes, seal_context
 
@@ -80,12 +80,11 @@ def _decrypt_like_a_committee(weighted: np.ndarray, members: int) -> np.ndarray:
     block[: weighted.size] = weighted
     plain = encode_block(block, ctx, encoder)
     words = plaintext_from_bytes(save_bytes(plain)).data.reshape(len(params.data_primes), -1).copy()
-    total = sum(
-        flooding_noise((params.poly_degree,), params.flood_bits, FLOOD_TAIL) for _ in range(members)
-    )
-    rns = to_rns(np.asarray(total), params.data_primes)
-    for j, q in enumerate(params.data_primes):
-        words[j] = add_mod(words[j], ntt.forward(rns[j], q), q)
+    primes = params.data_primes
+    for _ in range(members):  # each member's flooding, drawn as the members draw it
+        rns = flooding_noise_rns((params.poly_degree,), params.flood_bits, FLOOD_TAIL, primes)
+        for j, q in enumerate(primes):
+            words[j] = add_mod(words[j], ntt.forward(rns[j], q), q)
     return decode_words(words, ctx, encoder)
 
 

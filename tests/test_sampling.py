@@ -50,3 +50,27 @@ def test_crs_is_deterministic_per_federation_and_below_each_prime() -> None:
     assert a.shape == (len(primes), DEFAULT.poly_degree)
     for row, q in zip(a, primes, strict=True):
         assert row.max() < q and row.max() > q * 0.99
+
+
+def test_flooding_wider_than_a_word_is_drawn_in_two_parts() -> None:
+    """2^88 does not fit int64: the single-word sampler refuses it, and the RNS sampler
+    returns residues of x1 + 2^44·x2 whose spread is that of 2^88 (checked by CRT)."""
+    import pytest
+
+    from he_agg.sampling import SINGLE_WORD_FLOOD_BITS, flooding_noise_rns
+
+    with pytest.raises(ValueError, match="64-bit word"):
+        flooding_noise((4,), SINGLE_WORD_FLOOD_BITS + 1, 12)
+    primes = (1152921504606830593, 1152921504606748673)  # 60-bit, so |F| < q1·q2/2 lifts
+    residues = flooding_noise_rns((4096,), 88, 12, primes)
+    q = primes[0] * primes[1]
+    values = []
+    for r0, r1 in zip(residues[0].tolist(), residues[1].tolist(), strict=True):
+        v = (
+            r0 * primes[1] * pow(primes[1], -1, primes[0])
+            + r1 * primes[0] * pow(primes[0], -1, primes[1])
+        ) % q
+        values.append(v - q if v > q // 2 else v)
+    spread = float(np.std(np.array(values, dtype=np.float64)))
+    assert 0.9 * 2**88 < spread < 1.1 * 2**88
+    assert max(abs(v) for v in values) <= 12 * 2**88 * (1 + 2**-44)
