@@ -104,3 +104,21 @@ def test_key_extraction_uploads_and_bad_proofs_are_refused(fed: LocalFederation)
     assert fed.admin_api().round(fed.federation, number).uploads == []  # nothing stored
     client.upload(number, honest, manifest)  # the honest one is still taken
     assert fed.admin_api().round(fed.federation, number).uploads == [CLIENTS[2]]
+
+
+def test_proofs_follow_a_key_epoch_switch(fed: LocalFederation) -> None:
+    """After a re-key, uploads are proven against epoch 1's key (the proof binds the epoch)
+    and the round still publishes FedAvg."""
+    target = fed.admin_api().rekey(fed.federation)[-1].epoch
+    fed.wait_for_epoch(target, timeout=180)
+    number = fed.admin_api().open_round(fed.federation, deadline_seconds=120).number
+    assert fed.admin_api().round(fed.federation, number).epoch == target
+    updates = [_update(seed) for seed in (20, 21)]
+    for name, (update, samples) in zip(CLIENTS[:2], updates, strict=True):
+        fed.participant(name).submit(update, samples, round=number)
+    fed.admin_api().close_round(fed.federation, number)
+    model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=180)
+    total = sum(n for _, n in updates)
+    expected = sum(flatten(u)[0] * n for u, n in updates) / total
+    assert fed.params is not None
+    assert np.abs(flatten(model)[0] - expected).max() <= fed.params.error_bound(2) * 2 / total
