@@ -324,7 +324,7 @@ class ParameterSet:
             if not isinstance(values.get("proofs", False), bool):
                 raise TypeError("proofs must be true or false")
             return cls(**values)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ParameterError("format", f"malformed parameter set: {exc}") from exc
 
     def describe(self) -> dict[str, object]:

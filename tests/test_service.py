@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -323,6 +324,47 @@ def _row_count(fed: Federation) -> int:
         return sum(len(store.uploads(FED, r.number)) for r in store.rounds(FED))
     finally:
         store.close()
+
+
+def test_non_finite_numbers_and_disconnects_are_no_server_errors(fed: Federation) -> None:
+    """NaN/Infinity anywhere in a JSON body is a 422 that changes nothing; a client that
+    disconnects mid-body is one INFO line, without a traceback, and no 5xx is counted."""
+    admin = _raw(fed, fed.admin)
+    for constant in ("Infinity", "-Infinity", "NaN"):
+        body = (
+            '{"id": "inf-fed", "threshold": 1, "k_min": 1, "clients": [{"name": "a", '
+            '"signing_key": "' + "ab" * 32 + '"}], "parameters": {"poly_degree": 8192, '
+            '"tau": ' + constant + "}}"
+        ).encode()
+        with pytest.raises(ServiceError) as caught:
+            admin.request("POST", "/v1/federations", content=body)
+        assert caught.value.status == 422 and "non-finite" in caught.value.detail
+    with pytest.raises(ServiceError) as caught:
+        admin.request("GET", "/v1/federations/inf-fed")
+    assert caught.value.status == 404  # nothing was created
+
+    host, port = fed.server.url.removeprefix("http://").split(":")
+    ready = KeygenPhase.READY
+    assert wait(lambda: fed.admin_api().federation(FED).keygen_phase == ready, 60)
+    number = fed.admin_api().open_round(FED, deadline_seconds=120).number
+    client = _raw(fed, fed.clients[CLIENTS[0]])
+    for path, signer in (
+        (f"/v1/federations/{FED}", admin),  # a small-body route
+        (f"/v1/federations/{FED}/rounds/{number}/updates/{CLIENTS[0]}", client),  # streamed
+    ):
+        headers = signer.headers("PUT", path, b"x" * 100_000, "{}")
+        with socket.create_connection((host, int(port))) as raw:
+            lines = [f"PUT {path} HTTP/1.1", f"Host: {host}", "Content-Length: 100000"]
+            lines += [f"{k}: {v}" for k, v in headers.items()]
+            raw.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"x" * 1000)
+            time.sleep(0.3)
+    time.sleep(0.5)  # the server notices the closed socket
+    metrics = admin.request("GET", "/metrics").text
+    assert 'status="500"' not in metrics
+    log = fed.server.log.read_text()
+    assert "Traceback" not in log and "unexpected error" not in log
+    assert '"event": "client disconnected"' in log  # one INFO line each
+    fed.admin_api().close_round(FED, number)
 
 
 def test_bad_uploads_are_refused_and_store_nothing(fed: Federation) -> None:

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from he_agg.errors import HeAggError, ServiceError, SignatureError, StoreError
 from he_agg.server import metrics
@@ -81,6 +82,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ValidationError)
     async def body_invalid(request: Request, exc: ValidationError) -> JSONResponse:
         return _error(422, _validation_detail(exc.errors()))
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        """The client went away mid-request: one INFO line, no traceback, not a 5xx."""
+        log.info("client disconnected", extra={"path": request.url.path})
+        metrics.REJECTED.labels(status="disconnected").inc()
+        return JSONResponse(status_code=400, content={"detail": "client disconnected"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

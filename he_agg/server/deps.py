@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -82,6 +83,7 @@ async def signed_caller(request: Request, state: StateDep) -> SignedBody:
     if declared is not None and declared.isdigit() and int(declared) > MAX_SMALL_BODY:
         raise HTTPException(413, "request body too large")
     body = await request.body()
+    _refuse_non_finite(body)
     caller = complete(
         pending,
         request.method,
@@ -94,6 +96,22 @@ async def signed_caller(request: Request, state: StateDep) -> SignedBody:
 
 
 CallerDep = Annotated[SignedBody, Depends(signed_caller)]
+
+
+def _no_constant(name: str) -> float:
+    raise ServiceError(422, f"the request body holds a non-finite number ({name})")
+
+
+def _refuse_non_finite(body: bytes) -> None:
+    """NaN and ±Infinity are not JSON, but Python's parser and pydantic's accept them: a JSON
+    body holding one is refused with a 422 before any model sees it. A body that is not
+    JSON is left to the route (its model's error, or a binary format)."""
+    if body.lstrip()[:1] not in (b"{", b"["):
+        return
+    try:
+        json.loads(body, parse_constant=_no_constant)
+    except ValueError:
+        return
 
 
 def get_federation(federation_id: str, state: StateDep) -> Federation:
