@@ -12,10 +12,12 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
+from he_agg.api.models import CommitmentIn, EpochRequest, FederationCreate, RoundOpen
 from he_agg.errors import HeAggError, ServiceError, SignatureError, StoreError
 from he_agg.server import metrics
 from he_agg.server.config import Settings
@@ -129,10 +131,82 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await task
         state.store.close()
 
-    app = FastAPI(title="he-agg aggregator", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="he-agg aggregator",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # served below from the swagger-ui-bundle package: no CDN
+        redoc_url=None,
+    )
     app.state.he_agg = state
     for module in (health, federations, keygen, rounds, uploads, decryption, model):
         app.include_router(module.router)
 
     _install_error_handlers(app)
+    _install_openapi(app)
+    _install_docs(app)
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs with its assets from the swagger-ui-bundle package, so the page
+    works on a machine without internet access."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(
+        "/docs-assets",
+        StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+        name="docs-assets",
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} — API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+
+# Request bodies the routes parse themselves (they must see the signed bytes first): their
+# schemas are named in the routes' openapi_extra and defined here.
+_BODY_MODELS = (FederationCreate, RoundOpen, CommitmentIn, EpochRequest)
+SIGNATURE_SCHEME = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "x-he-agg-signature",
+    "description": "Ed25519 over the canonical request (he_agg.request_signing): method, "
+    "target, body sha256, x-he-agg-timestamp, x-he-agg-nonce and x-he-agg-manifest; the "
+    "signer's public key in x-he-agg-key. A stale timestamp or a reused nonce is 401, a "
+    "route outside the caller's role 403.",
+}
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """The OpenAPI document with every referenced schema defined and the request
+    signature declared as the security scheme of every /v1 route."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = spec.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        for body in _BODY_MODELS:
+            schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[body.__name__] = schema
+        components["securitySchemes"] = {"he-agg-signature": SIGNATURE_SCHEME}
+        for path, operations in spec["paths"].items():
+            if path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["security"] = [{"he-agg-signature": []}]
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = build  # type: ignore[method-assign]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
@@ -25,6 +25,7 @@ __all__ = [
     "CallerDep",
     "FederationDep",
     "StateDep",
+    "binary",
     "member_caller",
     "require_admin",
     "require_party",
@@ -35,6 +36,14 @@ MAX_SMALL_BODY = 512 * 1024 * 1024
 OCTETS = {
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 }
+
+
+def binary(description: str, media_type: str = "application/octet-stream") -> dict[int | str, Any]:
+    """``responses=`` for a route whose 200 is raw bytes in a documented format."""
+    schema: dict[str, Any] = {"type": "string", "format": "binary"}
+    if media_type != "application/octet-stream":
+        schema = {"type": "string"}
+    return {200: {"description": description, "content": {media_type: {"schema": schema}}}}
 
 
 @dataclass

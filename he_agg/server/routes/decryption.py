@@ -6,14 +6,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from he_agg.api.models import DecryptionRequest
-from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, member_caller
+from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, binary, member_caller
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tags=["decryption"])
 
 
-@router.get("/aggregate", response_class=Response)
+@router.get(
+    "/aggregate",
+    response_class=Response,
+    responses=binary("the aggregate envelope (he_agg.envelope, client _aggregate)"),
+)
 def get_aggregate(
     number: int, federation: FederationDep, signed: CallerDep, state: StateDep
 ) -> Response:

@@ -14,7 +14,14 @@ from he_agg.api.models import (
     KeyStatements,
 )
 from he_agg.api.states import KeygenPhase
-from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_admin, require_party
+from he_agg.server.deps import (
+    CallerDep,
+    FederationDep,
+    StateDep,
+    binary,
+    require_admin,
+    require_party,
+)
 
 __all__ = ["router"]
 
@@ -46,14 +53,22 @@ def read_federation(federation: FederationDep, signed: CallerDep, state: StateDe
     return state.federations.describe(federation, state.keygen.phase(federation))
 
 
-@router.get("/{federation_id}/roster", response_class=Response)
+@router.get(
+    "/{federation_id}/roster",
+    response_class=Response,
+    responses=binary("the signed roster (he_agg.roster.SignedRoster JSON)", "application/json"),
+)
 def roster(federation: FederationDep, signed: CallerDep, state: StateDep) -> Response:
     """The admin-signed roster as created. Parties compare it with the one they pinned."""
     require_party(state, federation, signed.caller, "client", "member", "admin")
     return Response(state.federations.roster(federation), media_type="application/json")
 
 
-@router.get("/{federation_id}/rosters", response_class=Response)
+@router.get(
+    "/{federation_id}/rosters",
+    response_class=Response,
+    responses=binary("a JSON list of signed roster texts, oldest first", "application/json"),
+)
 def rosters(federation: FederationDep, signed: CallerDep, state: StateDep) -> Response:
     """Every admin-signed roster, oldest first: parties follow the chain from their pin."""
     require_party(state, federation, signed.caller, "client", "member", "admin")
@@ -98,7 +113,11 @@ def key_statements(
     return state.keygen.statements(federation, epoch)
 
 
-@router.get("/{federation_id}/public-key", response_class=Response)
+@router.get(
+    "/{federation_id}/public-key",
+    response_class=Response,
+    responses=binary("the collective key as SEAL's uncompressed PublicKey bytes"),
+)
 def public_key(
     federation: FederationDep, signed: CallerDep, state: StateDep, epoch: int | None = None
 ) -> Response:

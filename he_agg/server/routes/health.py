@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from he_agg.server import metrics
 from he_agg.server.auth import body_digest, complete, read_headers, request_target
-from he_agg.server.deps import StateDep, require_admin
+from he_agg.server.deps import StateDep, binary, require_admin
 
 __all__ = ["router"]
 
@@ -19,7 +19,11 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses=binary("Prometheus text exposition format", "text/plain"),
+)
 async def prometheus_metrics(request: Request, state: StateDep) -> Response:
     if not state.settings.metrics_open:
         pending = read_headers(request, state.settings.max_skew_seconds)

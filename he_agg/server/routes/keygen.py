@@ -11,6 +11,7 @@ from he_agg.server.deps import (
     CallerDep,
     FederationDep,
     StateDep,
+    binary,
     member_caller,
     require_party,
 )
@@ -68,7 +69,11 @@ def put_public_key_share(
     return Response(status_code=204)
 
 
-@router.get("/public-key-shares/{member}", response_class=Response)
+@router.get(
+    "/public-key-shares/{member}",
+    response_class=Response,
+    responses=binary("a member's public-key share p_i (he_agg.collective_key.PublicKeyShare)"),
+)
 def get_public_key_share(
     member: int,
     federation: FederationDep,
@@ -94,7 +99,11 @@ def put_shamir_share(
     return Response(status_code=204)
 
 
-@router.get("/shamir-shares/{sender}/{recipient}", response_class=Response)
+@router.get(
+    "/shamir-shares/{sender}/{recipient}",
+    response_class=Response,
+    responses=binary("a sealed, signed Shamir share (he_agg.share_message.EncryptedShare)"),
+)
 def get_shamir_share(
     sender: int,
     recipient: int,

@@ -6,14 +6,20 @@ from fastapi import APIRouter, Response
 
 from he_agg.packing import Manifest
 from he_agg.request_signing import HEADER_MANIFEST
-from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_party
+from he_agg.server.deps import CallerDep, FederationDep, StateDep, binary, require_party
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tags=["model"])
 
 
-@router.get("/model", response_class=Response)
+@router.get(
+    "/model",
+    response_class=Response,
+    responses=binary(
+        "the averaged model: little-endian float64 values; the manifest header names the tensors"
+    ),
+)
 def get_model(
     number: int, federation: FederationDep, signed: CallerDep, state: StateDep
 ) -> Response:

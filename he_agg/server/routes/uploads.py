@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from he_agg.api.models import UploadReceipt
 from he_agg.errors import ServiceError
 from he_agg.server.auth import complete, read_headers, request_target
-from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, member_caller
+from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, binary, member_caller
 
 __all__ = ["router"]
 
@@ -73,7 +73,11 @@ async def put_update(
     return JSONResponse(status_code=201, content=receipt.model_dump())
 
 
-@router.get("/{client}", response_class=Response)
+@router.get(
+    "/{client}",
+    response_class=Response,
+    responses=binary("the upload envelope (he_agg.envelope, format 3) as stored"),
+)
 def get_update(
     number: int, client: str, federation: FederationDep, signed: CallerDep, state: StateDep
 ) -> Response:
