@@ -24,6 +24,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.progress import Progress
 
+from clients.spool import UploadSpool, default_spool_dir, update_digest
 from clients.upload import prepare_upload
 from he_agg.api import paths
 from he_agg.api.models import (
@@ -66,11 +67,13 @@ class Participant:
         show_progress: bool = True,
         roster: SignedRoster | None = None,
         roster_file: Path | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         """``roster``: the admin's roster this client pinned (out of band, fingerprint
         compared); required to encrypt, since the server's own word is worth nothing.
         Signed successors of it are followed (:meth:`follow_rosters`); ``roster_file``,
-        if given, is rewritten with the newest one followed."""
+        if given, is rewritten with the newest one followed. ``spool_dir`` keeps uploads
+        until acknowledged (default: $XDG_CACHE_HOME/he-agg/uploads)."""
         if roster is not None:
             roster.verify()
         self.signed_roster = roster
@@ -81,6 +84,7 @@ class Participant:
         self.show_progress = show_progress
         self._public: dict[int, PublicContext] = {}
         self._warned = False
+        self.spool = UploadSpool(spool_dir or default_spool_dir())
         self._federation: FederationOut | None = None
 
     @property
@@ -179,13 +183,25 @@ class Participant:
         return [RoundOut.model_validate(r).number for r in response.json()]
 
     def submit(self, update: Mapping[str, Any], num_samples: float, *, round: int) -> UploadReceipt:
-        """Weight, encrypt (or, in a plaintext federation, just encode) and upload an update."""
-        if self.config().mode == FederationMode.PLAINTEXT:
-            vector, manifest = flatten(update)
-            body = encode_plain_upload(weighted_vector(vector, num_samples, self.parameters()))
+        """Weight, encrypt (or, in a plaintext federation, just encode) and upload an update.
+
+        The bytes are spooled (:mod:`clients.spool`) until the server acknowledges them: a
+        second submit of the same update for the same round, after a lost acknowledgement
+        or a crash, sends the identical bytes and gets the first receipt, not a 409."""
+        digest = update_digest(update, num_samples)
+        spooled = self.spool.load(self.federation, round, self.name, digest)
+        if spooled is not None:
+            body, manifest = spooled
         else:
-            body, manifest = self._encrypt(update, num_samples, round)
-        return self.upload(round, body, manifest)
+            if self.config().mode == FederationMode.PLAINTEXT:
+                vector, manifest = flatten(update)
+                body = encode_plain_upload(weighted_vector(vector, num_samples, self.parameters()))
+            else:
+                body, manifest = self._encrypt(update, num_samples, round)
+            self.spool.keep(self.federation, round, self.name, digest, body, manifest)
+        receipt = self.upload(round, body, manifest)
+        self.spool.drop(self.federation, round, self.name)
+        return receipt
 
     def upload(self, round: int, body: bytes, manifest: Manifest) -> UploadReceipt:
         """PUT prepared envelope bytes (see :func:`clients.upload.prepare_upload`)."""

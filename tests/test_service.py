@@ -31,7 +31,7 @@ from clients.participant import Participant
 from he_agg.api.models import DecryptionRequest
 from he_agg.api.states import KeygenPhase, RoundState
 from he_agg.api.transport import SignedClient
-from he_agg.errors import ServiceError
+from he_agg.errors import ServiceError, TransportError
 from he_agg.packing import flatten
 from he_agg.params import ParameterSet, derive_parameters
 from he_agg.roster import SignedRoster
@@ -60,7 +60,7 @@ class Federation:
     def database_url(self) -> str:
         return self.server.database or f"sqlite:///{self.server.data_dir / 'he-agg.sqlite3'}"
 
-    def participant(self, name: str) -> Participant:
+    def participant(self, name: str, transport: httpx.BaseTransport | None = None) -> Participant:
         return Participant(
             self.server.url,
             FED,
@@ -68,6 +68,8 @@ class Federation:
             self.clients[name].signing,
             show_progress=False,
             roster=self.roster,
+            transport=transport,
+            spool_dir=self.tmp / "spool" / name,
         )
 
     def admin_api(self) -> Admin:
@@ -364,6 +366,46 @@ def test_non_finite_numbers_and_disconnects_are_no_server_errors(fed: Federation
     log = fed.server.log.read_text()
     assert "Traceback" not in log and "unexpected error" not in log
     assert '"event": "client disconnected"' in log  # one INFO line each
+    fed.admin_api().close_round(FED, number)
+
+
+class _LostAcknowledgement(httpx.BaseTransport):
+    """Delivers every request, but loses the server's answer to an upload: what a client sees
+    when the connection drops (or it is killed) after the server wrote the upload."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.lost = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "PUT" and "/updates/" in request.url.path:
+            response.read()
+            self.lost += 1
+            raise httpx.ReadError("connection dropped before the acknowledgement")
+        return response
+
+
+def test_a_retry_after_a_lost_acknowledgement_gets_the_first_receipt(fed: Federation) -> None:
+    """The SDK spools the exact bytes (mode 0600) until acknowledged: submitting again after
+    the answer was lost sends them again and gets 201 with the first receipt, not a 409."""
+    number = fed.admin_api().open_round(FED, deadline_seconds=120).number
+    name = CLIENTS[1]
+    update, samples = _update(41)
+    lossy = _LostAcknowledgement()
+    with pytest.raises(TransportError):
+        fed.participant(name, transport=lossy).submit(update, samples, round=number)
+    assert lossy.lost >= 1 and fed.admin_api().round(FED, number).uploads == [name]
+    [spooled] = list((fed.tmp / "spool" / name).glob("*.upload"))
+    assert spooled.stat().st_mode & 0o777 == 0o600
+    receipt = fed.participant(name).submit(update, samples, round=number)  # a restarted client
+    store = open_store(fed.database_url)
+    try:
+        stored = store.uploads(FED, number)
+    finally:
+        store.close()
+    assert [(u.client, u.sha256) for u in stored] == [(name, receipt.sha256)]
+    assert not list((fed.tmp / "spool" / name).glob("*.upload"))  # dropped once acknowledged
     fed.admin_api().close_round(FED, number)
 
 
