@@ -7,6 +7,7 @@ here (the server and the apps)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from clients.cli_parties import client_app, committee_app
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="he-agg: privacy-preserving aggregation for federated learning.", no_args_is_help=True
+    help="he-agg: privacy-preserving aggregation for federated learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # main() turns an unexpected error into one line
 )
 keys_app = typer.Typer(help="Party keys (Ed25519 to sign, X25519 to receive shares).")
 app.add_typer(keys_app, name="keys")
@@ -264,5 +267,33 @@ def params(
     typer.echo(render_explanation(chosen) if explain else json.dumps(chosen.describe(), indent=2))
 
 
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of an unexpected error"),
+) -> None:
+    """he-agg: privacy-preserving aggregation for federated learning."""
+    del debug  # read by main() from argv, before any command runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: an error that no command turned into a message is still one line
+    on stderr (and exit status 1), never a traceback, unless ``--debug`` is given."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="he-agg")
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if "--debug" in args:
+            raise
+        typer.secho(
+            f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -44,6 +46,10 @@ def passphrase(confirm: bool = False) -> str:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr and exit ``code``; with ``--debug``, the traceback of the error
+    being handled too."""
+    if "--debug" in sys.argv and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 

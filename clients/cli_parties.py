@@ -25,14 +25,19 @@ committee_app = typer.Typer(help="A committee member's commands.")
 
 
 def _load_update(path: Path) -> dict[str, Any]:
-    if path.suffix == ".npz":
-        import numpy as np
+    """A torch state_dict (.pt) or numpy arrays (.npz); anything else is one clear line."""
+    try:
+        if path.suffix == ".npz":
+            import numpy as np
 
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    import torch
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        import torch
 
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        fail(f"{path} is not a torch state_dict (.pt) or numpy arrays (.npz): {reason}")
     if not isinstance(loaded, dict):
         fail(f"{path} does not hold a state_dict")
     return dict(loaded)
