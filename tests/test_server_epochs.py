@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,41 @@ def test_the_server_warns_on_every_start_about_a_federation_without_proofs(
             logger.removeHandler(caplog.handler)
         warned = [r for r in caplog.records if "without proofs" in r.getMessage()]
         assert [getattr(r, "federation", None) for r in warned] == [FED]
+
+
+def test_a_server_restart_does_not_count_as_members_silence(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Share deadlines run only while the server is up: a set named before an outage gets
+    a full timeout after the restart before it is replaced (which would spend τ)."""
+    store = SqlStore(database_url)
+    blobs = FileBlobStore(tmp_path / "blobs")
+    before = AppState.build(Settings(data_dir=tmp_path), store, blobs)
+    before.federations.create(_body(), _admin_key())
+    _make_ready(before, 0)
+    number = before.rounds.open(_fed(before), 60).number
+    row = store.round(FED, number)
+    assert row is not None
+    timeout = _fed(before).spec.share_timeout_seconds
+    named = dataclasses.replace(
+        row,
+        state=RoundState.DECRYPTING,
+        attempt=1,
+        decryption_set=(1, 2),
+        attempt_started=time.time() - 10 * timeout,  # named long before the outage
+        aggregate="00" * 32,
+    )
+    store.save_round(named)
+    store.count_decryption(FED, 0)  # naming the set spent one decryption of τ
+    for member in (1, 2, 3):  # a quorum endorsed: only the shares are awaited
+        store.insert_endorsement(FED, number, member, "ab" * 32, "{}")
+    after = AppState.build(Settings(data_dir=tmp_path), store, blobs)  # the restart
+    after.rounds.tick(time.time() + timeout / 2)
+    still = store.round(FED, number)
+    assert still is not None and (still.state, still.attempt) == (RoundState.DECRYPTING, 1)
+    assert _fed(after).current.row.decryptions_used == 1  # not spent again
+    after.rounds.tick(after.rounds.up_since + timeout + 1)  # silent while the server was up
+    row = store.round(FED, number)
+    assert row is not None and row.state == RoundState.ABORTED  # only member 3 is left
+    assert row.reason is not None and "answer" in row.reason
+    store.close()

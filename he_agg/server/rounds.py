@@ -55,6 +55,10 @@ class Rounds:
         self.federations = federations
         self.keygen = keygen
         self.publisher = publisher
+        # Deadlines for members count only while this server is up: after a restart (or an
+        # outage of the server) every member gets a full share timeout again, and a set is
+        # replaced, spending τ, only when its members could reach the server and did not.
+        self.up_since = time.time()
 
     # ---- reading -------------------------------------------------------------
     def row(self, federation: str, number: int) -> RoundRow:
@@ -269,10 +273,11 @@ class Rounds:
             timeout = federation.spec.share_timeout_seconds
             if not self._has_quorum(federation, row):
                 # no share can come before a quorum endorses the upload set: wait for one
-                if now - (row.closed or now) >= ENDORSE_PATIENCE * timeout:
+                waited = now - max(row.closed or now, self.up_since)
+                if waited >= ENDORSE_PATIENCE * timeout:
                     self._abort_unendorsed(federation, row)
                 continue
-            if now - (row.attempt_started or 0.0) >= timeout:
+            if now - max(row.attempt_started or 0.0, self.up_since) >= timeout:
                 self._replace_silent_set(federation, row)
         for federation_id in sorted({e.federation for e in self.store.unsettled_epochs()}):
             self.settle_epochs(self.federations.get(federation_id))
