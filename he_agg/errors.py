@@ -143,10 +143,11 @@ class SchemaError(StoreError):
 class ServiceError(HeAggError):
     """An HTTP error from the aggregator, with its status code and the server's explanation."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, retry_after: float | None = None) -> None:
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
+        self.retry_after = retry_after  # seconds, for a 503 or 429 (the Retry-After header)
 
 
 class TransportError(HeAggError):

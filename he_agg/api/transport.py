@@ -13,6 +13,7 @@ a refused handshake, is not retried: it raises :class:`he_agg.errors.TransportEr
 from __future__ import annotations
 
 import hashlib
+import random
 import secrets
 import ssl
 import time
@@ -72,6 +73,7 @@ class SignedClient:
         retries: int = 6,
         backoff: float = 0.25,
         verify: Verify = True,
+        busy_deadline: float = 600.0,
     ) -> None:
         self._http = httpx.Client(
             base_url=base_url, transport=transport, timeout=timeout, verify=ssl_context(verify)
@@ -80,6 +82,7 @@ class SignedClient:
         self.public_key = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.retries = retries
         self.backoff = backoff
+        self.busy_deadline = busy_deadline  # seconds a busy server (503/429) is waited for
 
     def close(self) -> None:
         self._http.close()
@@ -126,6 +129,7 @@ class SignedClient:
             headers["content-type"] = "application/octet-stream"
         target = str(httpx.URL(path).raw_path.decode())
         attempt = 0
+        started = time.monotonic()
         while True:
             signed = {**headers, **self.headers(method, target, content, manifest)}
             try:
@@ -138,9 +142,19 @@ class SignedClient:
                 if _tls_refusal(exc) is not None or attempt >= self.retries:
                     self._unreachable(exc)
             else:
-                if response.status_code != 503 or attempt >= self.retries:
+                if response.status_code not in (429, 503):
                     break
-            time.sleep(self.backoff * 2**attempt)
+                wait = _retry_after(response)
+                if wait is None:  # a 503 without advice: the server is unwell, retry a little
+                    if attempt >= self.retries:
+                        break
+                elif time.monotonic() - started + wait > self.busy_deadline:
+                    break  # busy for longer than the caller is willing to wait
+                else:  # busy: wait what it asks, jittered so the clients do not come back at once
+                    time.sleep(wait * random.uniform(1.0, 1.5))
+                    attempt += 1
+                    continue
+            time.sleep(min(self.backoff * 2**attempt, 30.0) * random.uniform(0.5, 1.0))
             attempt += 1
         if response.status_code >= 400 and response.status_code not in allow:
             try:
@@ -168,6 +182,16 @@ class SignedClient:
             hint = " (if the server uses TLS, its URL starts with https://)"
         detail = str(exc) or repr(exc)
         raise TransportError(f"cannot reach the server at {url}: {detail}{hint}") from exc
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds of a Retry-After header (delta-seconds form), if there is one."""
+    value = response.headers.get("retry-after", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
 
 
 def _tls_refusal(exc: httpx.TransportError) -> ssl.SSLError | None:

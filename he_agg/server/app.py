@@ -58,7 +58,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status, exc.detail)
+        response = _error(exc.status, exc.detail)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
 
     @app.exception_handler(SignatureError)
     async def signature_error(request: Request, exc: SignatureError) -> JSONResponse:

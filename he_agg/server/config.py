@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     tls_cert: Path | None = Field(default=None, description="PEM certificate chain for https")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    max_inflight_upload_bytes: int = Field(
+        default=1 << 30, ge=1, description="uploads admitted at once, in declared bytes"
+    )
+    max_inflight_uploads: int = Field(default=64, ge=1, description="uploads admitted at once")
+    retry_after_seconds: float = Field(
+        default=2.0, gt=0, description="what a 503 for a busy server tells clients to wait"
+    )
     insecure_http: bool = Field(
         default=False, description="allow plain http on an address other than loopback"
     )

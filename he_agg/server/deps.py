@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request
 
 from he_agg.api.states import PartyRole
 from he_agg.errors import ServiceError
+from he_agg.server.admission import Admission
 from he_agg.server.auth import Caller, body_digest, complete, read_headers, request_target
 from he_agg.server.config import Settings
 from he_agg.server.federations import Federation, Federations
@@ -56,6 +57,7 @@ class AppState:
     rounds: Rounds
     intake: Intake
     publisher: Publisher
+    admission: Admission
 
     @classmethod
     def build(cls, settings: Settings, store: Store, blobs: BlobStore) -> AppState:
@@ -64,7 +66,14 @@ class AppState:
         publisher = Publisher(store, blobs)
         rounds = Rounds(store, blobs, federations, keygen, publisher)
         intake = Intake(store, blobs, rounds.close_if_complete)
-        return cls(settings, store, blobs, federations, keygen, rounds, intake, publisher)
+        admission = Admission(
+            settings.max_inflight_upload_bytes,
+            settings.max_inflight_uploads,
+            settings.retry_after_seconds,
+        )
+        return cls(
+            settings, store, blobs, federations, keygen, rounds, intake, publisher, admission
+        )
 
     @property
     def admin_keys(self) -> frozenset[str]:

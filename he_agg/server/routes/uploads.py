@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from he_agg.api.models import UploadReceipt
 from he_agg.errors import ServiceError
-from he_agg.server.auth import complete, read_headers, request_target
+from he_agg.server.auth import PendingAuth, complete, read_headers, request_target
 from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, binary, member_caller
 
 __all__ = ["router"]
@@ -32,6 +32,20 @@ async def put_update(
 ) -> JSONResponse:
     """Idempotent: the same body again gets the first answer; a different body gets 409."""
     pending = read_headers(request, state.settings.max_skew_seconds)
+    declared = request.headers.get("content-length", "")
+    reserve = int(declared) if declared.isdigit() else state.settings.max_inflight_upload_bytes
+    with state.admission.admit(reserve):  # 503 + Retry-After past the caps, body unread
+        return await _put_update(number, client, federation, request, state, pending)
+
+
+async def _put_update(
+    number: int,
+    client: str,
+    federation: FederationDep,
+    request: Request,
+    state: StateDep,
+    pending: PendingAuth,
+) -> JSONResponse:
     party = state.federations.party(federation, pending.key)
     if party is None or party.role != "client" or party.name != client:
         raise ServiceError(403, f"only enrolled client {client!r} may upload here")

@@ -1,0 +1,85 @@
+"""Backpressure: the server admits a bounded number of upload bytes and uploads at once and
+answers the rest 503 with Retry-After before reading their bodies; the SDK waits what it
+is told (jittered), within a total deadline."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+
+from he_agg.api.transport import SignedClient
+from he_agg.errors import ServiceError
+from he_agg.server.admission import Admission
+from he_agg.server.app import create_app
+from he_agg.server.config import Settings
+from tests.test_server_epochs import FED, _admin_key, _body
+
+
+def test_admission_caps_bytes_and_uploads_and_releases_however_a_request_ends() -> None:
+    gate = Admission(max_bytes=100, max_uploads=2, retry_after=3)
+    with gate.admit(60):
+        with pytest.raises(ServiceError) as busy, gate.admit(50):  # 110 bytes > 100
+            pass
+        assert busy.value.status == 503 and busy.value.retry_after == 3
+        with gate.admit(40), pytest.raises(ServiceError), gate.admit(0):  # a third > 2
+            pass
+    assert (gate.bytes, gate.uploads) == (0, 0)
+    with pytest.raises(RuntimeError), gate.admit(100):
+        raise RuntimeError("the request failed")
+    assert (gate.bytes, gate.uploads) == (0, 0)  # released anyway
+    with gate.admit(10_000):  # alone, an upload larger than the cap still gets in
+        assert gate.uploads == 1
+
+
+def test_a_busy_server_answers_503_before_reading_the_body(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, admin_keys=[_admin_key()], max_inflight_uploads=1)
+    app = create_app(settings)
+    state = app.state.he_agg
+    state.federations.create(_body(), _admin_key())
+    key = Ed25519PrivateKey.generate()
+    path = f"/v1/federations/{FED}/rounds/1/updates/bank-1"
+    body = b"x" * 5000
+    headers = SignedClient("http://x", key).headers("PUT", path, body, "{}")
+    with TestClient(app) as client, state.admission.admit(1):  # one upload in flight
+        response = client.put(path, content=body, headers=headers)
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
+    assert "busy" in response.json()["detail"]
+    assert (state.admission.bytes, state.admission.uploads) == (0, 0)
+
+
+def _busy_then_ok(busy: int, retry_after: str) -> tuple[httpx.MockTransport, list[float]]:
+    times: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        times.append(time.monotonic())
+        if len(times) <= busy:
+            return httpx.Response(
+                503, json={"detail": "busy"}, headers={"retry-after": retry_after}
+            )
+        return httpx.Response(201, json={"ok": True})
+
+    return httpx.MockTransport(answer), times
+
+
+def test_the_sdk_waits_what_a_busy_server_asks() -> None:
+    transport, times = _busy_then_ok(2, "1")
+    client = SignedClient("http://agg", Ed25519PrivateKey.generate(), transport=transport)
+    assert client.request("PUT", "/x", content=b"abc").status_code == 201
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) == 3 and all(1.0 <= gap <= 1.6 for gap in gaps)  # 1 s, jittered
+
+
+def test_the_sdk_gives_up_after_its_deadline() -> None:
+    transport, times = _busy_then_ok(100, "2")
+    client = SignedClient(
+        "http://agg", Ed25519PrivateKey.generate(), transport=transport, busy_deadline=3.0
+    )
+    with pytest.raises(ServiceError) as busy:
+        client.request("PUT", "/x", content=b"abc")
+    assert busy.value.status == 503 and len(times) == 2  # 2 s waited; 2 more would pass 3 s
