@@ -4,6 +4,7 @@ is told (jittered), within a total deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from pathlib import Path
@@ -83,3 +84,34 @@ def test_the_sdk_gives_up_after_its_deadline() -> None:
     with pytest.raises(ServiceError) as busy:
         client.request("PUT", "/x", content=b"abc")
     assert busy.value.status == 503 and len(times) == 2  # 2 s waited; 2 more would pass 3 s
+
+
+class _Body:
+    """A request whose body arrives in ``sizes`` chunks, ``gap`` seconds apart."""
+
+    def __init__(self, sizes: list[int], gap: float) -> None:
+        self.sizes, self.gap = sizes, gap
+
+    async def stream(self):  # type: ignore[no-untyped-def]
+        for size in self.sizes:
+            await asyncio.sleep(self.gap)
+            yield b"x" * size
+
+
+def _drain(body: _Body, chunk_seconds: float, min_rate: float) -> int:
+    from he_agg.server.routes.uploads import _paced
+
+    async def run() -> int:
+        return sum([len(c) async for c in _paced(body, chunk_seconds, min_rate)])  # type: ignore[arg-type]
+
+    return asyncio.run(run())
+
+
+def test_a_stalled_or_slow_body_is_refused_with_408() -> None:
+    assert _drain(_Body([1000] * 5, 0.01), chunk_seconds=1.0, min_rate=1000) == 5000
+    with pytest.raises(ServiceError) as stalled:
+        _drain(_Body([10, 10], 0.5), chunk_seconds=0.2, min_rate=0)
+    assert stalled.value.status == 408 and "no body data" in stalled.value.detail
+    with pytest.raises(ServiceError) as slow:  # chunks on time, but 20 bytes/s on average
+        _drain(_Body([1] * 20, 0.05), chunk_seconds=0.2, min_rate=100)
+    assert slow.value.status == 408 and "slower than" in slow.value.detail

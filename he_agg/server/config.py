@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         default=1 << 30, ge=1, description="uploads admitted at once, in declared bytes"
     )
     max_inflight_uploads: int = Field(default=64, ge=1, description="uploads admitted at once")
+    body_chunk_seconds: float = Field(
+        default=30.0, gt=0, description="an upload whose body stalls this long gets 408"
+    )
+    min_rate: float = Field(
+        default=16 * 1024, ge=0, description="bytes/s an upload body must average (408 below)"
+    )
     retry_after_seconds: float = Field(
         default=2.0, gt=0, description="what a 503 for a busy server tells clients to wait"
     )

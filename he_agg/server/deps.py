@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
 from he_agg.api.states import PartyRole
 from he_agg.errors import ServiceError
@@ -102,7 +103,8 @@ async def signed_caller(request: Request, state: StateDep) -> SignedBody:
         raise HTTPException(413, "request body too large")
     body = await request.body()
     _refuse_non_finite(body)
-    caller = complete(
+    caller = await run_in_threadpool(  # the nonce is spent in the database: off the loop
+        complete,
         pending,
         request.method,
         request_target(request),

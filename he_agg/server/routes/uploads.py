@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import time
+from collections.abc import AsyncIterator
+from typing import BinaryIO
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -46,32 +50,29 @@ async def _put_update(
     state: StateDep,
     pending: PendingAuth,
 ) -> JSONResponse:
-    party = state.federations.party(federation, pending.key)
-    if party is None or party.role != "client" or party.name != client:
-        raise ServiceError(403, f"only enrolled client {client!r} may upload here")
-    state.intake.require_enrolled(federation, number, client)
-    if state.intake.existing(federation.id, number, client) is None:
-        state.intake.require_open(federation.id, number)
-    limit = state.intake.max_bytes(federation, client)
+    limit = await run_in_threadpool(_check_before_body, state, federation, number, client, pending)
     too_large = f"update is larger than this federation's {limit} bytes"
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ServiceError(413, too_large)
     fd, temporary = state.blobs.temporary()
     digest, size = hashlib.sha256(), 0
+    settings = state.settings
     try:
         with os.fdopen(fd, "wb") as out:
-            async for chunk in request.stream():
+            pending_bytes: list[bytes] = []  # written to disk off the event loop, 1 MiB at a time
+            async for chunk in _paced(request, settings.body_chunk_seconds, settings.min_rate):
                 size += len(chunk)
                 if size > limit:
-                    raise ServiceError(
-                        413, f"update is larger than this federation's {limit} bytes"
-                    )
+                    raise ServiceError(413, too_large)
                 digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        caller = complete(
+                pending_bytes.append(chunk)
+                if sum(map(len, pending_bytes)) >= _WRITE_BATCH:
+                    await run_in_threadpool(out.write, b"".join(pending_bytes))
+                    pending_bytes.clear()
+            await run_in_threadpool(_finish, out, b"".join(pending_bytes))
+        caller = await run_in_threadpool(
+            complete,
             pending,
             request.method,
             request_target(request),
@@ -85,6 +86,49 @@ async def _put_update(
     finally:
         temporary.unlink(missing_ok=True)
     return JSONResponse(status_code=201, content=receipt.model_dump())
+
+
+_WRITE_BATCH = 1 << 20
+
+
+def _check_before_body(
+    state: StateDep, federation: FederationDep, number: int, client: str, pending: PendingAuth
+) -> int:
+    """Who may upload here, to an open round: database work, in a worker thread. Returns
+    the largest body this client may send."""
+    party = state.federations.party(federation, pending.key)
+    if party is None or party.role != "client" or party.name != client:
+        raise ServiceError(403, f"only enrolled client {client!r} may upload here")
+    state.intake.require_enrolled(federation, number, client)
+    if state.intake.existing(federation.id, number, client) is None:
+        state.intake.require_open(federation.id, number)
+    return state.intake.max_bytes(federation, client)
+
+
+def _finish(out: BinaryIO, tail: bytes) -> None:
+    out.write(tail)
+    out.flush()
+    os.fsync(out.fileno())
+
+
+async def _paced(request: Request, chunk_seconds: float, min_rate: float) -> AsyncIterator[bytes]:
+    """The body's chunks, refused with 408 if a chunk takes longer than ``chunk_seconds``
+    to arrive or, after the first ``chunk_seconds``, the mean rate falls below ``min_rate``
+    bytes per second (a slow-loris client holds no slot and no temp file for long)."""
+    stream = request.stream().__aiter__()
+    started, received = time.monotonic(), 0
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=chunk_seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise ServiceError(408, f"no body data for {chunk_seconds:g} s") from exc
+        received += len(chunk)
+        elapsed = time.monotonic() - started
+        if elapsed > chunk_seconds and received / elapsed < min_rate:
+            raise ServiceError(408, f"the body arrives slower than {min_rate:g} bytes/s")
+        yield chunk
 
 
 @router.get(
