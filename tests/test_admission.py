@@ -115,3 +115,15 @@ def test_a_stalled_or_slow_body_is_refused_with_408() -> None:
     with pytest.raises(ServiceError) as slow:  # chunks on time, but 20 bytes/s on average
         _drain(_Body([1] * 20, 0.05), chunk_seconds=0.2, min_rate=100)
     assert slow.value.status == 408 and "slower than" in slow.value.detail
+
+
+def test_ready_is_not_health(tmp_path: Path) -> None:
+    """/health is liveness; /ready also needs a writable store and room on the disk."""
+    with TestClient(create_app(Settings(data_dir=tmp_path / "a"))) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        assert client.get("/ready").json() == {"status": "ready"}
+    full = Settings(data_dir=tmp_path / "b", min_free_bytes=1 << 62)  # more than any disk
+    with TestClient(create_app(full)) as client:
+        assert client.get("/health").status_code == 200
+        refused = client.get("/ready")
+        assert refused.status_code == 503 and "free" in refused.json()["detail"]

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     min_rate: float = Field(
         default=16 * 1024, ge=0, description="bytes/s an upload body must average (408 below)"
     )
+    min_free_bytes: int = Field(
+        default=1 << 30, ge=0, description="/ready answers 503 below this much free disk"
+    )
     retry_after_seconds: float = Field(
         default=2.0, gt=0, description="what a 503 for a busy server tells clients to wait"
     )
