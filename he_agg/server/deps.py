@@ -66,7 +66,7 @@ class AppState:
         keygen = KeygenRelay(store, blobs, federations)
         publisher = Publisher(store, blobs)
         rounds = Rounds(store, blobs, federations, keygen, publisher)
-        intake = Intake(store, blobs, rounds.close_if_complete)
+        intake = Intake(store, blobs)  # complete rounds are closed by the clock (rounds.tick)
         admission = Admission(
             settings.max_inflight_upload_bytes,
             settings.max_inflight_uploads,
