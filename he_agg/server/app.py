@@ -190,6 +190,37 @@ SIGNATURE_SCHEME = {
 }
 
 
+_PROBLEM = {
+    "type": "object",
+    "properties": {"detail": {"type": "string", "description": "what was wrong, for people"}},
+    "required": ["detail"],
+}
+_STATUSES = {
+    "400": "the client disconnected before its body arrived",
+    "401": "unsigned, badly signed, stale (clock skew) or replayed (nonce) request",
+    "403": "a route outside the caller's role, or another party's resource",
+    "404": "no such federation, round, epoch, member or upload",
+    "409": "the resource is not in a state that takes this request (see detail)",
+    "422": "the body or a parameter is malformed or fails a check (see detail)",
+    "503": "storage unavailable, or the server is busy (Retry-After)",
+}
+_UPLOAD_STATUSES = {
+    "408": "the body stalled or arrived below the minimum rate",
+    "413": "the body is larger than this federation's limit",
+}
+
+
+def _document_statuses(operation: dict[str, Any], method: str, path: str) -> None:
+    """Every error status a signed route can answer, each with the one JSON ``detail``."""
+    codes = dict(_STATUSES)
+    if method == "put" and path.endswith("/updates/{client}"):
+        codes |= _UPLOAD_STATUSES
+    problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    responses = operation.setdefault("responses", {})
+    for code, description in codes.items():
+        responses.setdefault(code, {"description": description, "content": problem})
+
+
 def _install_openapi(app: FastAPI) -> None:
     """The OpenAPI document with every referenced schema defined and the request
     signature declared as the security scheme of every /v1 route."""
@@ -205,10 +236,12 @@ def _install_openapi(app: FastAPI) -> None:
             schemas.update(schema.pop("$defs", {}))
             schemas[body.__name__] = schema
         components["securitySchemes"] = {"he-agg-signature": SIGNATURE_SCHEME}
+        schemas.setdefault("Problem", _PROBLEM)
         for path, operations in spec["paths"].items():
             if path.startswith("/v1/"):
-                for operation in operations.values():
+                for method, operation in operations.items():
                     operation["security"] = [{"he-agg-signature": []}]
+                    _document_statuses(operation, method, path)
         app.openapi_schema = spec
         return spec
 

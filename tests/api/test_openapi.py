@@ -84,3 +84,14 @@ def test_the_docs_page_needs_no_cdn(client: TestClient) -> None:
     assert "cdn" not in page.text.lower() and "/docs-assets/swagger-ui-bundle.js" in page.text
     script = client.get("/docs-assets/swagger-ui-bundle.js")
     assert script.status_code == 200 and len(script.content) > 100_000
+
+
+def test_every_signed_route_documents_its_error_statuses(spec: dict[str, Any]) -> None:
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            documented = set(operation["responses"])
+            assert {"401", "403", "404", "422", "503"} <= documented, (method, path)
+    upload = spec["paths"]["/v1/federations/{federation_id}/rounds/{number}/updates/{client}"]
+    assert {"408", "409", "413"} <= set(upload["put"]["responses"])
