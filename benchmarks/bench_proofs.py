@@ -19,7 +19,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core: numpy's BLAS (the challenge products) too
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -33,7 +32,6 @@ from he_agg.backend import encrypt_vector  # noqa: E402
 from he_agg.backend.proven import encode_blocks  # noqa: E402
 from he_agg.params import DEFAULT  # noqa: E402
 from he_agg.rlwe import (  # noqa: E402
-    EncryptionWitness,
     encrypt_words,
     key_rows,
     sample_witness,
@@ -72,21 +70,13 @@ def main() -> None:
         seconds, words = _timed(lambda: encrypt_words(plain, key, witness, params))  # noqa: B023
         own.append(seconds)
         start = time.perf_counter()
-        proofs = []
-        for first, size in wellformed.groups(words.shape[0]):
-            part = slice(first, first + size)
-            sub = EncryptionWitness(witness.u[part], witness.e0[part], witness.e1[part])
-            bound = dataclasses.replace(context, first_index=first)
-            tries: list[int] = []
-            proof = wellformed.prove(words[part, 1], sub, key, params, bound, attempts=tries)
-            attempts += tries
-            proofs.append(proof.to_bytes(wellformed.proof_bounds(params, size)))
+        proofs = wellformed.prove_upload(words, witness, key, params, context, attempts)
         prove.append(time.perf_counter() - start)
         seconds, _ = _timed(
-            lambda: wellformed.verify_upload(words, tuple(proofs), key, params, context)  # noqa: B023
+            lambda: wellformed.verify_upload(words, proofs, key, params, context)  # noqa: B023
         )
         verify.append(seconds)
-        uploads.append((words, tuple(proofs)))
+        uploads.append((words, proofs))
     count = uploads[0][0].shape[0]
     cipher_bytes = count * 2 * params.poly_degree * sum(params.prime_bits) / 8
     proof_bytes = sum(len(p) for p in uploads[0][1])

@@ -17,11 +17,19 @@ from clients.cli_common import (
     read_roster,
 )
 from he_agg.api.states import FederationMode
+from he_agg.roster import SignedRoster
 
 __all__ = ["federation_app", "round_app"]
 
 federation_app = typer.Typer(help="Administer federations and their signed rosters.")
 round_app = typer.Typer(help="Open, inspect and close rounds.")
+
+
+def _write_roster(signed: SignedRoster, target: Path | None) -> None:
+    """Write the signed roster (default ./FEDERATION.roster.json) and say its fingerprint."""
+    path = target or Path(f"{signed.roster.federation}.roster.json")
+    path.write_text(signed.to_json())
+    typer.echo(f"wrote {path}; fingerprint {signed.roster.fingerprint}")
 
 
 @federation_app.command("create")
@@ -64,14 +72,12 @@ def federation_create(
     if spec.mode == FederationMode.CKKS:
         signed = admin.signed_roster(spec)
         spec = spec.model_copy(update={"roster": signed.to_json()})
-        target = roster_out or Path(f"{federation_id}.roster.json")
     result = call(lambda: admin.create_federation(spec))
     typer.echo(
         json.dumps({"id": result.id, "keygen_phase": result.keygen_phase, "epoch": result.epoch})
     )
     if spec.mode == FederationMode.CKKS:
-        target.write_text(signed.to_json())
-        typer.echo(f"wrote {target}; fingerprint {signed.roster.fingerprint}")
+        _write_roster(signed, roster_out)
 
 
 @federation_app.command("export")
@@ -87,9 +93,7 @@ def federation_export(
     signed = call(lambda: admin.roster(federation_id))
     if signed.roster.admin_key != admin.http.public_key.hex():
         fail("the served roster is not signed by this admin key; do not hand it out")
-    target = out or Path(f"{federation_id}.roster.json")
-    target.write_text(signed.to_json())
-    typer.echo(f"wrote {target}; fingerprint {signed.roster.fingerprint}")
+    _write_roster(signed, out)
 
 
 @federation_app.command("epochs")
@@ -160,11 +164,9 @@ def federation_change(
             k_min=k_min,
         )
     )
-    target = roster_out or Path(f"{federation_id}.roster.json")
-    target.write_text(signed.to_json())
     roster = signed.roster
     typer.echo(f"roster version {roster.version} starts key epoch {roster.epoch}")
-    typer.echo(f"wrote {target}; fingerprint {roster.fingerprint}")
+    _write_roster(signed, roster_out)
 
 
 @federation_app.command("fingerprint")

@@ -22,16 +22,16 @@ the parameter rules take it from there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from he_agg import ntt
-from he_agg.modarith import U64Array, add_mod, mul_mod_shoup, shoup
+from he_agg import noise, ntt
+from he_agg.modarith import ShoupConstant, U64Array, add_mod, mul_mod_shoup, shoup
 from he_agg.params import ParameterSet
 from he_agg.public import PublicContext
-from he_agg.sampling import KEY_NOISE_CLIP, gaussian, ternary, to_rns
+from he_agg.sampling import gaussian, ternary, to_rns
 
 __all__ = [
     "EncryptionWitness",
@@ -73,20 +73,35 @@ class KeyRows:
 
     b: U64Array
     a: U64Array
+    primes: tuple[int, ...]
+    _b: tuple[ShoupConstant, ...] = field(init=False, repr=False, compare=False)
+    _a: tuple[ShoupConstant, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # the Shoup constants, once per key (hot path)
+        object.__setattr__(
+            self, "_b", tuple(shoup(r, q) for r, q in zip(self.b, self.primes, strict=True))
+        )
+        object.__setattr__(
+            self, "_a", tuple(shoup(r, q) for r, q in zip(self.a, self.primes, strict=True))
+        )
 
     def a_times(self, values: U64Array, j: int, q: int) -> U64Array:
         """â_j ⊙ values (NTT form, one prime)."""
-        return mul_mod_shoup(values, shoup(self.a[j], q), q)
+        return mul_mod_shoup(values, self._a[j], q)
 
     def b_times(self, values: U64Array, j: int, q: int) -> U64Array:
-        return mul_mod_shoup(values, shoup(self.b[j], q), q)
+        return mul_mod_shoup(values, self._b[j], q)
 
 
 def key_rows(public: PublicContext) -> KeyRows:
     """The data-prime rows of the collective public key (SEAL lists the special prime last)."""
     levels = len(public.params.data_primes)
     data = public.public_key.data
-    return KeyRows(np.ascontiguousarray(data[0, :levels]), np.ascontiguousarray(data[1, :levels]))
+    return KeyRows(
+        np.ascontiguousarray(data[0, :levels]),
+        np.ascontiguousarray(data[1, :levels]),
+        public.params.data_primes,
+    )
 
 
 def _ntt_rows(values: npt.NDArray[np.integer], primes: tuple[int, ...]) -> U64Array:
@@ -112,7 +127,5 @@ def encrypt_words(
 
 
 def fresh_noise_bound(params: ParameterSet) -> float:
-    """‖e_pk·u + e0 + e1·s‖∞ for a committee of ``committee_max``: e_pk and s are sums of
-    n members' errors and ternary secrets."""
-    n, members = params.poly_degree, params.committee_max
-    return float(2 * n * members * KEY_NOISE_CLIP + KEY_NOISE_CLIP)
+    """‖e_pk·u + e0 + e1·s‖∞ for a committee of ``committee_max`` (he_agg.noise term (f))."""
+    return noise.proven_fresh_noise_bound(params.poly_degree, params.committee_max)
