@@ -24,7 +24,7 @@ from he_agg.errors import ServiceError
 from he_agg.packing import flatten
 from he_agg.params import derive_parameters
 from keys.agent import wait
-from keys.dkg import MEMBER_KEY, epoch_dir
+from keys.dkg import KEY_STATEMENT_FILE, MEMBER_KEY, epoch_dir
 
 CLIENTS = ["bank-a", "bank-b", "bank-c"]
 TAU = 3
@@ -64,6 +64,11 @@ def _round(fed: LocalFederation, clients: dict[str, Participant], seed: int) -> 
     return status.epoch
 
 
+def _took_part(fed: LocalFederation, member: int, epoch: int) -> bool:
+    """The member signed that epoch's key statement (kept after its secrets are destroyed)."""
+    return (epoch_dir(fed.member_state(member), epoch) / KEY_STATEMENT_FILE).exists()
+
+
 def _holds_key(fed: LocalFederation, member: int, epoch: int) -> bool:
     return (epoch_dir(fed.member_state(member), epoch) / MEMBER_KEY).exists()
 
@@ -95,7 +100,12 @@ def test_ten_rounds_past_tau_then_a_member_replaced(fed: LocalFederation) -> Non
     old = [e.epoch for e in listed if e.epoch < epochs[-1]]
     assert wait(lambda: all(e.retired for e in admin.epochs(fed.federation) if e.epoch in old), 30)
     assert wait(lambda: not any(_holds_key(fed, m, e) for m in (1, 2, 3) for e in old), 30)
-    assert all(_holds_key(fed, m, epochs[-1]) for m in (1, 2, 3))
+    # every member took part in the last round's epoch (its key statement stays; the key may
+    # already be gone if the member spent that epoch's τ in three shares)
+    statements = [
+        epoch_dir(fed.member_state(m), epochs[-1]) / KEY_STATEMENT_FILE for m in (1, 2, 3)
+    ]
+    assert all(path.exists() for path in statements)
 
     # ---- remove member 3, add member 4: a new roster, a new epoch ---------------------------
     before = admin.federation(fed.federation).epoch
@@ -108,7 +118,7 @@ def test_ten_rounds_past_tau_then_a_member_replaced(fed: LocalFederation) -> Non
     assert all(c.roster is not None and c.roster.version == 2 for c in clients.values())
     # the removed member took no part in the new epoch and destroys its old keys
     assert not _holds_key(fed, 3, signed.roster.epoch)
-    assert _holds_key(fed, 4, changed[-1])
+    assert _took_part(fed, 4, changed[-1]) and not _took_part(fed, 3, changed[-1])
     assert wait(lambda: not any(_holds_key(fed, 3, e) for e in range(changed[-1] + 1)), 30)
 
     # ---- t changes too: 3 of {1, 2, 4} ------------------------------------------------
