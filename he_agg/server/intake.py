@@ -28,6 +28,7 @@ from he_agg.rlwe import key_rows
 from he_agg.seal_codec import ciphertext_from_bytes
 from he_agg.server import metrics
 from he_agg.server.auth import Caller
+from he_agg.server.faults import crash_point
 from he_agg.server.federations import Epoch, Federation, round_row
 from he_agg.server.store import BlobStore, Store, UploadRow
 from he_agg.wellformed import ProofContext, verify_upload
@@ -97,6 +98,7 @@ class Intake:
         self._check_round(federation, number, manifest)  # before anything is written
         if not self.blobs.exists(digest):
             self.blobs.commit_file(temporary, digest)
+        crash_point("upload.blob_committed")
         row = UploadRow(
             federation=federation.id,
             round=number,
@@ -116,6 +118,7 @@ class Intake:
             if not self.store.blob_in_use(digest):
                 self.blobs.remove(digest)  # lost a race (round closed or filled): keep nothing
             raise
+        crash_point("upload.recorded")
         metrics.UPLOADS.inc()
         metrics.UPLOAD_BYTES.inc(size)
         log.info(

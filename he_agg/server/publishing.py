@@ -33,6 +33,7 @@ from he_agg.modarith import F64Array
 from he_agg.packing import Manifest, weighted_average
 from he_agg.plain import decode_plain_upload
 from he_agg.server import metrics
+from he_agg.server.faults import crash_point
 from he_agg.server.federations import Federation, round_row
 from he_agg.server.store import BlobStore, RoundRow, ShareRow, Store, UploadRow
 
@@ -194,6 +195,7 @@ class Publisher:
             self.store.insert_share(row)
         except StoreConflict:
             return  # the same member's retry won a race; the check above runs again next time
+        crash_point("share.stored")
         log.info(
             "decryption share stored",
             extra={"federation": federation.id, "round": number, "member": member},
@@ -236,6 +238,7 @@ class Publisher:
 
     def _store_model(self, row: RoundRow, average: F64Array) -> None:
         model = self.blobs.put(average.astype("<f8").tobytes())
+        crash_point("publish.combined")
         self.store.save_round(dataclasses.replace(row, state=RoundState.PUBLISHED, model=model))
         metrics.ROUNDS.labels(state=RoundState.PUBLISHED).inc()
         log.info("model published", extra={"federation": row.federation, "round": row.number})

@@ -29,6 +29,7 @@ from he_agg.endorsement import quorum
 from he_agg.envelope import decode_upload
 from he_agg.errors import ServiceError
 from he_agg.server import metrics
+from he_agg.server.faults import crash_point
 from he_agg.server.federations import Epoch, Federation, Federations, round_row
 from he_agg.server.keygen import KeygenRelay
 from he_agg.server.publishing import Publisher, abort_round
@@ -174,6 +175,7 @@ class Rounds:
             aggregate = None
             if enough and federation.mode == FederationMode.CKKS:
                 aggregate = self._aggregate(federation, epoch, number, uploads)
+                crash_point("close.summed")
             with self.store.transaction():
                 row = self.row(federation.id, number)
                 if row.state != RoundState.OPEN:
