@@ -15,7 +15,13 @@ from he_agg.errors import MismatchError
 from he_agg.modarith import U64Array
 from he_agg.params import ParameterSet
 
-__all__ = ["RunningSum", "aggregate_envelope", "aggregate_uploads", "sum_uploads"]
+__all__ = [
+    "RunningSum",
+    "aggregate_envelope",
+    "aggregate_uploads",
+    "envelope_of_sum",
+    "sum_uploads",
+]
 
 
 class RunningSum:
@@ -34,9 +40,20 @@ class RunningSum:
     def add(self, words: U64Array) -> None:
         if words.shape != self._total.shape:
             raise MismatchError(f"upload has shape {words.shape}, the round {self._total.shape}")
+        self.add_windows([(0, words)])
+
+    def add_windows(self, windows: Iterable[tuple[int, U64Array]]) -> None:
+        """Add one upload given as (first ciphertext, words) windows that cover it once
+        each: only a window's worth of the upload is in memory at a time."""
         if self._pending + 1 > self._budget:
             self._reduce()
-        np.add(self._total, words, out=self._total)
+        for first, words in windows:
+            part = self._total[first : first + words.shape[0]]
+            if words.shape[1:] != self._total.shape[1:] or part.shape != words.shape:
+                raise MismatchError(
+                    f"window of shape {words.shape} at {first} does not fit {self._total.shape}"
+                )
+            np.add(part, words, out=part)
         self._pending += 1
         self.added += 1
 
@@ -65,7 +82,13 @@ def aggregate_envelope(
 ) -> bytes:
     """The round's aggregate as an envelope. The server publishes its sha256 and every
     member recomputes it, so both must build it with this one function."""
-    total = sum_uploads(uploads, params)
+    return envelope_of_sum(sum_uploads(uploads, params), params, federation, round, epoch)
+
+
+def envelope_of_sum(
+    total: U64Array, params: ParameterSet, federation: str, round: int, epoch: int = 0
+) -> bytes:
+    """The envelope of a round's summed words (however they were summed)."""
     aggregate = Upload(federation, round, AGGREGATE_CLIENT, params.scale, total, epoch)
     return encode_upload(aggregate, params)
 

@@ -33,16 +33,21 @@ without proofs, and refused with a message that says so for one with them.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
 
 from he_agg import wellformed
-from he_agg.bitpack import pack_residues, packed_size, unpack_residues
+from he_agg.bitpack import pack_residues, packed_size, unpack
 from he_agg.errors import (
     FingerprintError,
     MagicError,
     MismatchError,
     SizeError,
     VersionError,
+    WordRangeError,
 )
 from he_agg.modarith import U64Array
 from he_agg.params import ParameterSet
@@ -51,6 +56,8 @@ __all__ = [
     "AGGREGATE_CLIENT",
     "FORMAT_VERSION",
     "MAGIC",
+    "ByteSource",
+    "EnvelopeView",
     "Upload",
     "decode_upload",
     "encode_upload",
@@ -143,8 +150,137 @@ def _read_ident(blob: memoryview, offset: int, what: str) -> tuple[str, int]:
         raise MismatchError(f"{what} id is not UTF-8") from exc
 
 
+class ByteSource(Protocol):
+    """What an envelope can be read from: bytes, a memoryview, or a file read on demand
+    (``he_agg.server.store.FileBytes``): a length, and slices as bytes-like objects."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice, /) -> bytes | memoryview: ...
+
+
+_MAX_HEADER = _FIXED.size + 2 * (1 + _MAX_ID)
+
+
+@dataclass(frozen=True)
+class EnvelopeView:
+    """A validated envelope header over the bytes (a memoryview, say of an mmap), whose
+    words are unpacked and range-checked a window of ciphertexts at a time: validating an
+    upload never holds all of it as arrays. Each ciphertext's 2N words per prime start on a
+    byte boundary (2N is a multiple of 64), so any window is read where it lies."""
+
+    blob: ByteSource
+    params: ParameterSet
+    federation: str
+    round: int
+    client: str
+    scale: float
+    epoch: int
+    count: int
+    header_length: int
+
+    @classmethod
+    def parse(
+        cls,
+        data: ByteSource,
+        params: ParameterSet,
+        *,
+        federation: str | None = None,
+        round: int | None = None,
+        client: str | None = None,
+        max_count: int | None = None,
+        epoch: int | None = None,
+    ) -> EnvelopeView:
+        """Check everything but the words: magic, version, parameter set, the expectations
+        given (each must match exactly), the scale, and the exact length."""
+        size = len(data)
+        blob = memoryview(bytes(data[0:_MAX_HEADER]))  # the header, in full, is in here
+        if len(blob) < _FIXED.size:
+            raise SizeError("shorter than the envelope header")
+        if bytes(blob[:4]) != MAGIC:
+            raise MagicError("not a he-agg upload (bad magic)")
+        (version,) = struct.unpack_from("<H", blob, 4)
+        if version == 1:
+            raise VersionError(
+                "format version 1 predates key epochs; encrypt the update again with this he-agg"
+            )
+        if version == 2 and params.proofs:
+            raise VersionError(
+                "format version 2 carries no proofs of well-formed ciphertexts, which this "
+                "parameter set requires; encrypt the update again with this he-agg"
+            )
+        if version not in (2, FORMAT_VERSION):
+            raise VersionError(f"format version {version}, this server reads {FORMAT_VERSION}")
+        _, _, header_length, fingerprint, key_epoch, round_no, count, scale = _FIXED.unpack_from(
+            blob
+        )
+        if fingerprint != params.fingerprint:
+            raise FingerprintError("upload was made for another parameter set")
+        fed, offset = _read_ident(blob, _FIXED.size, "federation")
+        who, offset = _read_ident(blob, offset, "client")
+        if offset != header_length:
+            raise SizeError("header length field disagrees with the header")
+        checks = (
+            ("federation", federation, fed),
+            ("key epoch", epoch, key_epoch),
+            ("round", round, round_no),
+            ("client", client, who),
+        )
+        for what, expected, got in checks:
+            if expected is not None and expected != got:
+                raise MismatchError(f"{what} is {got!r}, expected {expected!r}")
+        if scale != params.scale:
+            raise MismatchError(
+                f"scale {scale!r} differs from the parameter set's {params.scale!r}"
+            )
+        if count == 0 or (max_count is not None and count > max_count):
+            raise MismatchError(f"ciphertext count {count} outside 1..{max_count}")
+        body_size = _body_size(params, count)
+        proofs = wellformed.proofs_size(params, count) if _carries_proofs(params, who) else 0
+        if size - header_length != body_size + proofs:
+            raise SizeError(f"body is {size - header_length} bytes, expected {body_size + proofs}")
+        return cls(data, params, fed, round_no, who, scale, key_epoch, count, header_length)
+
+    def words(self, first: int = 0, count: int | None = None) -> U64Array:
+        """Ciphertexts ``first`` … ``first + count − 1`` as words (count, 2, L, N), each
+        checked to be below its prime (WordRangeError otherwise)."""
+        count = self.count - first if count is None else count
+        if not (first >= 0 and count > 0 and first + count <= self.count):
+            raise ValueError(f"window {first}+{count} outside 0..{self.count}")
+        n, primes = self.params.poly_degree, self.params.data_primes
+        out = np.empty((count, 2, len(primes), n), dtype=np.uint64)
+        region = self.header_length
+        for j, q in enumerate(primes):
+            bits = q.bit_length()
+            start = region + packed_size(first * 2 * n, bits)
+            size = packed_size(count * 2 * n, bits)
+            residues = unpack(self.blob[start : start + size], bits, count * 2 * n)
+            if residues.max(initial=0) >= np.uint64(q):
+                raise WordRangeError(f"a word is not below prime {j}")
+            out[:, :, j, :] = residues.reshape(count, 2, n)
+            region += packed_size(self.count * 2 * n, bits)
+        return out
+
+    def windows(self, size: int) -> Iterator[tuple[int, U64Array]]:
+        """(first, words) for consecutive windows of at most ``size`` ciphertexts."""
+        for first in range(0, self.count, size):
+            yield first, self.words(first, min(size, self.count - first))
+
+    def proofs(self) -> tuple[bytes, ...]:
+        """The proofs section, one proof per group (empty without proofs)."""
+        if not _carries_proofs(self.params, self.client):
+            return ()
+        end = self.header_length + _body_size(self.params, self.count)
+        carried = []
+        for _, size in wellformed.groups(self.count):
+            length = wellformed.proof_size(self.params, size)
+            carried.append(bytes(self.blob[end : end + length]))
+            end += length
+        return tuple(carried)
+
+
 def decode_upload(
-    data: bytes | memoryview,
+    data: ByteSource,
     params: ParameterSet,
     *,
     federation: str | None = None,
@@ -153,64 +289,22 @@ def decode_upload(
     max_count: int | None = None,
     epoch: int | None = None,
 ) -> Upload:
-    """Parse and validate an envelope; every expectation given must match exactly."""
-    blob = memoryview(data)
-    if len(blob) < _FIXED.size:
-        raise SizeError("shorter than the envelope header")
-    if bytes(blob[:4]) != MAGIC:
-        raise MagicError("not a he-agg upload (bad magic)")
-    (version,) = struct.unpack_from("<H", blob, 4)
-    if version == 1:
-        raise VersionError(
-            "format version 1 predates key epochs; encrypt the update again with this he-agg"
-        )
-    if version == 2 and params.proofs:
-        raise VersionError(
-            "format version 2 carries no proofs of well-formed ciphertexts, which this "
-            "parameter set requires; encrypt the update again with this he-agg"
-        )
-    if version not in (2, FORMAT_VERSION):
-        raise VersionError(f"format version {version}, this server reads {FORMAT_VERSION}")
-    _, _, header_length, fingerprint, key_epoch, round_no, count, scale = _FIXED.unpack_from(blob)
-    if fingerprint != params.fingerprint:
-        raise FingerprintError("upload was made for another parameter set")
-    fed, offset = _read_ident(blob, _FIXED.size, "federation")
-    who, offset = _read_ident(blob, offset, "client")
-    if offset != header_length:
-        raise SizeError("header length field disagrees with the header")
-    checks = (
-        ("federation", federation, fed),
-        ("key epoch", epoch, key_epoch),
-        ("round", round, round_no),
-        ("client", client, who),
+    """Parse and validate an envelope whole; every expectation given must match exactly."""
+    view = EnvelopeView.parse(
+        data,
+        params,
+        federation=federation,
+        round=round,
+        client=client,
+        max_count=max_count,
+        epoch=epoch,
     )
-    for what, expected, got in checks:
-        if expected is not None and expected != got:
-            raise MismatchError(f"{what} is {got!r}, expected {expected!r}")
-    if scale != params.scale:
-        raise MismatchError(f"scale {scale!r} differs from the parameter set's {params.scale!r}")
-    if count == 0 or (max_count is not None and count > max_count):
-        raise MismatchError(f"ciphertext count {count} outside 1..{max_count}")
-    body_size = _body_size(params, count)
-    proofs = wellformed.proofs_size(params, count) if _carries_proofs(params, who) else 0
-    if len(blob) - header_length != body_size + proofs:
-        raise SizeError(f"body is {len(blob) - header_length} bytes, expected {body_size + proofs}")
-    end = header_length + body_size
-    words = unpack_residues(
-        blob[header_length:end], params.data_primes, (count, 2), params.poly_degree
-    )
-    carried: list[bytes] = []
-    if proofs:
-        for _, size in wellformed.groups(count):
-            length = wellformed.proof_size(params, size)
-            carried.append(bytes(blob[end : end + length]))
-            end += length
     return Upload(
-        federation=fed,
-        round=round_no,
-        client=who,
-        scale=scale,
-        words=words,
-        epoch=key_epoch,
-        proofs=tuple(carried),
+        federation=view.federation,
+        round=view.round,
+        client=view.client,
+        scale=view.scale,
+        words=view.words(),
+        epoch=view.epoch,
+        proofs=view.proofs(),
     )

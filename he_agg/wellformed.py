@@ -61,6 +61,7 @@ __all__ = [
     "prove",
     "prove_upload",
     "verify",
+    "verify_group",
     "verify_upload",
 ]
 
@@ -347,9 +348,20 @@ def verify_upload(
         raise ProofError(f"{len(proofs)} proofs for {len(layout)} groups", 0, words.shape[0] - 1)
     for (first, size), blob in zip(layout, proofs, strict=True):
         bound = dataclasses.replace(context, first_index=first)
-        bounds = proof_bounds(params, size)
-        try:
-            proof = WellFormedProof.from_bytes(blob, bounds, params.poly_degree)
-        except ProofError as exc:
-            raise ProofError(str(exc).split(": ", 1)[-1], first, first + size - 1) from exc
-        verify(words[first : first + size, 1], proof, key, params, bound, bounds)
+        verify_group(words[first : first + size], blob, key, params, bound)
+
+
+def verify_group(
+    words: U64Array, blob: bytes, key: KeyRows, params: ParameterSet, context: ProofContext
+) -> None:
+    """One group's proof (as carried) for its ciphertexts' words (size, 2, L, N), the
+    group starting at ``context.first_index`` of the upload: a server can verify an upload
+    a group at a time, holding one group's words."""
+    size = words.shape[0]
+    first = context.first_index
+    bounds = proof_bounds(params, size)
+    try:
+        proof = WellFormedProof.from_bytes(blob, bounds, params.poly_degree)
+    except ProofError as exc:
+        raise ProofError(str(exc).split(": ", 1)[-1], first, first + size - 1) from exc
+    verify(words[:, 1], proof, key, params, context, bounds)

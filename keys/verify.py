@@ -419,10 +419,16 @@ def _check_record(record: UploadRecord, key: bytes, federation: str, number: int
         raise DecryptionRefused(
             f"upload of {record.client!r} was signed for {record.target!r}, not {target!r}"
         )
-    signed = SignedRequest(
-        "PUT", target, record.sha256, record.timestamp, record.nonce, record.manifest
-    )
+    fields = ("PUT", target, record.sha256, record.timestamp, record.nonce, record.manifest)
+    versions = (SignedRequest(*fields, length=record.size), SignedRequest(*fields))  # v2, v1
     try:
-        verify_signature(key, bytes.fromhex(record.signature), signed.canonical())
-    except (ProtocolError, ValueError) as exc:
+        signature = bytes.fromhex(record.signature)
+    except ValueError as exc:
         raise DecryptionRefused(f"upload of {record.client!r} is not signed by it") from exc
+    for signed in versions:
+        try:
+            verify_signature(key, signature, signed.canonical())
+            return
+        except ProtocolError:
+            continue
+    raise DecryptionRefused(f"upload of {record.client!r} is not signed by it")

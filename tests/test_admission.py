@@ -99,10 +99,12 @@ class _Body:
 
 
 def _drain(body: _Body, chunk_seconds: float, min_rate: float) -> int:
-    from he_agg.server.routes.uploads import _paced
+    from he_agg.server.bodies import paced
+
+    settings = Settings(body_chunk_seconds=chunk_seconds, min_rate=min_rate)
 
     async def run() -> int:
-        return sum([len(c) async for c in _paced(body, chunk_seconds, min_rate)])  # type: ignore[arg-type]
+        return sum([len(c) async for c in paced(body, settings)])  # type: ignore[arg-type]
 
     return asyncio.run(run())
 

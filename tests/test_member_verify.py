@@ -111,7 +111,7 @@ class Parties:
             signature = headers[HEADER_SIGNATURE]
         else:  # what SignedClient.headers signs, at another time
             timestamp, nonce = at, secrets.token_hex(16)
-            message = canonical_request("PUT", signed_for, digest, at, nonce, manifest)
+            message = canonical_request("PUT", signed_for, digest, at, nonce, manifest, len(blob))
             signature = key.sign(message).hex()
         return UploadRecord(
             client=client,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import shutil
 import socket
 import threading
@@ -34,6 +35,7 @@ from he_agg.api.transport import SignedClient
 from he_agg.errors import ServiceError, TransportError
 from he_agg.packing import flatten
 from he_agg.params import ParameterSet, derive_parameters
+from he_agg.request_signing import canonical_request
 from he_agg.roster import SignedRoster
 from he_agg.server.store import open_store
 from keys.agent import MemberAgent, wait
@@ -406,6 +408,72 @@ def test_a_retry_after_a_lost_acknowledgement_gets_the_first_receipt(fed: Federa
         store.close()
     assert [(u.client, u.sha256) for u in stored] == [(name, receipt.sha256)]
     assert not list((fed.tmp / "spool" / name).glob("*.upload"))  # dropped once acknowledged
+    fed.admin_api().close_round(FED, number)
+
+
+def _answer_without_body(fed: Federation, path: str, headers: dict[str, str]) -> int:
+    """Send only the headers of a request that declares a 50 MB body, and return the status
+    the server answers with: it must decide without waiting for a byte of the body."""
+    host, port = fed.server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        lines = [f"PUT {path} HTTP/1.1", f"Host: {host}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        raw.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        status_line = raw.makefile("rb").readline().decode()  # times out if it waits for a body
+    return int(status_line.split()[1])
+
+
+def test_requests_are_authenticated_before_their_body_is_read(fed: Federation) -> None:
+    """Signature, enrolment, role and the signed length against the caller's limit are all
+    settled from the headers: a caller who fails any of them costs no body read, no temp
+    file and no row. A body that then differs from its signed digest is a 400."""
+    number = fed.admin_api().open_round(FED, deadline_seconds=120).number
+    name = CLIENTS[0]
+    path = f"/v1/federations/{FED}/rounds/{number}/updates/{name}"
+    declared = 50_000_000
+
+    def signed(identity: Identity, at: str = path, length: int = declared) -> dict[str, str]:
+        """Honestly signed headers for a body of ``length`` bytes (never sent)."""
+        timestamp, nonce, digest = int(time.time()), secrets.token_hex(16), "00" * 32
+        message = canonical_request("PUT", at, digest, timestamp, nonce, "{}", length)
+        return {
+            "x-he-agg-key": identity.public.signing_key.hex(),
+            "x-he-agg-timestamp": str(timestamp),
+            "x-he-agg-nonce": nonce,
+            "x-he-agg-content-sha256": digest,
+            "x-he-agg-content-length": str(length),
+            "x-he-agg-manifest": "{}",
+            "x-he-agg-signature": identity.signing.sign(message).hex(),
+            "content-length": str(length),
+        }
+
+    before = _row_count(fed)
+    me = fed.clients[name]
+    bad = dict(signed(me), **{"x-he-agg-signature": "ab" * 64})
+    assert _answer_without_body(fed, path, bad) == 401
+    assert _answer_without_body(fed, path, signed(Identity.generate(0))) == 403  # a stranger
+    other = f"/v1/federations/{FED}/rounds/{number}/updates/{CLIENTS[1]}"
+    assert _answer_without_body(fed, other, signed(me, at=other)) == 403  # another's slot
+    assert _answer_without_body(fed, path, signed(me)) == 413  # over the federation's limit
+    small = f"/v1/federations/{FED}/rounds/{number}/endorsements/1"
+    assert _answer_without_body(fed, small, signed(Identity.generate(0), at=small)) == 403
+    assert _answer_without_body(fed, small, signed(fed.members[0], at=small)) == 413
+    assert _row_count(fed) == before
+    assert not list((fed.server.data_dir / "blobs" / "incoming").iterdir())
+
+    # the body is held to its signed digest while it streams: another body is a 400
+    manifest = flatten(_update(7)[0])[1].to_json()
+    honest = _raw(fed, me).headers("PUT", path, b"y" * 1000, manifest)
+    response = httpx.put(fed.server.url + path, content=b"z" * 1000, headers=honest)
+    assert response.status_code == 400 and "signed sha256" in response.json()["detail"]
+    admin = _raw(fed, fed.admin)
+    headers = admin.headers("POST", "/v1/federations", b'{"id": "x"}')
+    response = httpx.post(
+        fed.server.url + "/v1/federations", content=b'{"id": "y"}', headers=headers
+    )
+    assert response.status_code == 400
+    assert _row_count(fed) == before and fed.admin_api().round(FED, number).uploads == []
+    assert not list((fed.server.data_dir / "blobs" / "incoming").iterdir())
     fed.admin_api().close_round(FED, number)
 
 

@@ -54,6 +54,7 @@ def test_retries_503_and_connection_errors_with_the_same_body() -> None:
         hashlib.sha256(body).hexdigest(),
         int(last.headers[HEADER_TIMESTAMP]),
         last.headers[HEADER_NONCE],
+        length=len(body),
     )
     verify_signature(
         bytes.fromhex(last.headers[HEADER_KEY]),

@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from he_agg.errors import ServiceError, TransportError
 from he_agg.request_signing import (
+    HEADER_DIGEST,
     HEADER_KEY,
+    HEADER_LENGTH,
     HEADER_MANIFEST,
     HEADER_NONCE,
     HEADER_SIGNATURE,
@@ -96,11 +98,13 @@ class SignedClient:
     def headers(self, method: str, target: str, body: bytes, manifest: str = "") -> dict[str, str]:
         timestamp, nonce = int(time.time()), secrets.token_hex(16)
         digest = hashlib.sha256(body).hexdigest()
-        message = canonical_request(method, target, digest, timestamp, nonce, manifest)
+        message = canonical_request(method, target, digest, timestamp, nonce, manifest, len(body))
         headers = {
             HEADER_KEY: self.public_key.hex(),
             HEADER_TIMESTAMP: str(timestamp),
             HEADER_NONCE: nonce,
+            HEADER_DIGEST: digest,
+            HEADER_LENGTH: str(len(body)),
             HEADER_SIGNATURE: self._key.sign(message).hex(),
         }
         if manifest:

@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect
 from he_agg.api.models import CommitmentIn, EpochRequest, FederationCreate, RoundOpen
 from he_agg.errors import HeAggError, ServiceError, SignatureError, StoreError
 from he_agg.server import metrics
+from he_agg.server.collector import collect
 from he_agg.server.config import Settings
 from he_agg.server.deps import AppState
 from he_agg.server.logs import configure_logging
@@ -35,7 +36,8 @@ def _state(settings: Settings) -> AppState:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.database_url)
     blobs = FileBlobStore(settings.data_dir / "blobs")
-    blobs.clean_scratch()
+    blobs.clean_scratch()  # no request of this process is in progress yet
+    collect(store, blobs, time.time(), settings.collect_grace)
     return AppState.build(settings, store, blobs)
 
 
@@ -109,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def clock() -> None:
+            collected = time.monotonic()
             while True:
                 await asyncio.sleep(settings.tick_seconds)
                 try:
@@ -116,6 +119,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await run_in_threadpool(
                         state.store.prune_nonces, time.time() - 2 * settings.max_skew_seconds
                     )
+                    if time.monotonic() - collected >= settings.collect_seconds:
+                        collected = time.monotonic()
+                        await run_in_threadpool(
+                            collect, state.store, state.blobs, time.time(), settings.collect_grace
+                        )
                 except Exception:  # the clock must survive any one bad round
                     log.exception("clock tick failed")
 

@@ -49,6 +49,20 @@ class Settings(BaseSettings):
     retry_after_seconds: float = Field(
         default=2.0, gt=0, description="what a 503 for a busy server tells clients to wait"
     )
+    validation_slots: int = Field(
+        default_factory=lambda: os.cpu_count() or 2,
+        ge=1,
+        description="uploads validated at once (each holds one window of words; default: cores)",
+    )
+    collect_seconds: float = Field(
+        default=600.0, gt=0, description="how often orphan blobs and scratch files are collected"
+    )
+    collect_grace: float = Field(
+        default=3600.0, ge=0, description="orphans younger than this many seconds are kept"
+    )
+    max_admin_body_bytes: int = Field(
+        default=64 << 20, ge=1, description="the largest body an administrator's request may carry"
+    )
     insecure_http: bool = Field(
         default=False, description="allow plain http on an address other than loopback"
     )

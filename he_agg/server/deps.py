@@ -12,7 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from he_agg.api.states import PartyRole
 from he_agg.errors import ServiceError
 from he_agg.server.admission import Admission
-from he_agg.server.auth import Caller, body_digest, complete, read_headers, request_target
+from he_agg.server.auth import Caller, complete, read_headers, request_target
+from he_agg.server.bodies import read_signed_body
 from he_agg.server.config import Settings
 from he_agg.server.federations import Federation, Federations
 from he_agg.server.intake import Intake
@@ -20,6 +21,7 @@ from he_agg.server.keygen import KeygenRelay
 from he_agg.server.publishing import Publisher
 from he_agg.server.rounds import Rounds
 from he_agg.server.store import BlobStore, PartyRow, Store
+from he_agg.server.sums import RoundSums
 
 __all__ = [
     "OCTETS",
@@ -27,13 +29,16 @@ __all__ = [
     "CallerDep",
     "FederationDep",
     "StateDep",
+    "authenticate",
     "binary",
     "member_caller",
     "require_admin",
     "require_party",
 ]
 
-MAX_SMALL_BODY = 512 * 1024 * 1024
+# the least an enrolled party may send (key generation's messages); more where the
+# federation's largest upload is larger
+MIN_PARTY_BODY = 16 * 1024 * 1024
 # OpenAPI description of a raw-bytes request body (the routes read it themselves)
 OCTETS = {
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
@@ -65,8 +70,10 @@ class AppState:
         federations = Federations(store, blobs)
         keygen = KeygenRelay(store, blobs, federations)
         publisher = Publisher(store, blobs)
-        rounds = Rounds(store, blobs, federations, keygen, publisher)
-        intake = Intake(store, blobs)  # complete rounds are closed by the clock (rounds.tick)
+        sums = RoundSums(blobs)  # each open round's running sum, kept as uploads arrive
+        rounds = Rounds(store, blobs, federations, keygen, publisher, sums)
+        # complete rounds are closed by the clock (rounds.tick), not in an upload's request
+        intake = Intake(store, blobs, sums, validation_slots=settings.validation_slots)
         admission = Admission(
             settings.max_inflight_upload_bytes,
             settings.max_inflight_uploads,
@@ -95,24 +102,41 @@ class SignedBody:
     body: bytes
 
 
-async def signed_caller(request: Request, state: StateDep) -> SignedBody:
-    """Authenticate a request whose body is small enough to hold in memory."""
+async def authenticate(request: Request, state: AppState) -> Caller:
+    """The signed caller, from the headers alone (the body is not read)."""
     pending = read_headers(request, state.settings.max_skew_seconds)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_SMALL_BODY:
-        raise HTTPException(413, "request body too large")
-    body = await request.body()
-    _refuse_non_finite(body)
-    caller = await run_in_threadpool(  # the nonce is spent in the database: off the loop
-        complete,
-        pending,
-        request.method,
-        request_target(request),
-        body_digest(body),
-        state.store,
-        state.admin_keys,
+    return await run_in_threadpool(  # the nonce is spent in the database: off the loop
+        complete, pending, request.method, request_target(request), state.store, state.admin_keys
     )
+
+
+async def signed_caller(request: Request, state: StateDep) -> SignedBody:
+    """Authenticate a request whose body is small enough to hold in memory: the caller's
+    identity and role are settled, and its signed length held to that role's limit, before
+    the body is read."""
+    caller = await authenticate(request, state)
+    limit = await run_in_threadpool(_body_limit, state, request, caller)
+    if caller.signed.length > limit:
+        raise HTTPException(413, f"request body of {caller.signed.length} bytes; at most {limit}")
+    body = await read_signed_body(request, caller.signed, state.settings)
+    _refuse_non_finite(body)
     return SignedBody(caller, body)
+
+
+def _body_limit(state: AppState, request: Request, caller: Caller) -> int:
+    """The largest body this caller may send here: an administrator's setting, or, for a
+    party, its federation's largest upload (never below MIN_PARTY_BODY). A key that is
+    neither is refused (403) with its body unread."""
+    if caller.is_admin:
+        return state.settings.max_admin_body_bytes
+    federation_id = request.path_params.get("federation_id")
+    if federation_id is None:
+        raise ServiceError(403, "this route is for the federation's administrator")
+    federation = state.federations.get(federation_id)
+    party = state.federations.party(federation, caller.key)
+    if party is None:
+        raise ServiceError(403, f"this key is not enrolled in federation {federation_id!r}")
+    return max(state.intake.max_bytes(federation, party.name), MIN_PARTY_BODY)
 
 
 CallerDep = Annotated[SignedBody, Depends(signed_caller)]

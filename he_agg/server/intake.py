@@ -1,25 +1,28 @@
 """Taking an upload: the size limit, validation of the envelope in place, and storing it.
 
-A body is streamed to a scratch file by the route; here it is validated over mmap
-(never read whole into arrays), checked against the round (open, same model, fewer
-than K_max so far), moved to its content address and recorded, or refused with
-nothing kept.
+A body is streamed to a scratch file by the route; here it is validated over mmap, a
+window of ciphertexts at a time (a proof group at a time where proofs are carried: each
+proof covers its group), never read whole into arrays; at most ``validation_slots``
+uploads are validated at once, so validation's memory is bounded by slots × window
+whatever the number of uploads in flight. It is then checked against the round (open,
+same model, fewer than K_max so far), moved to its content address and recorded, or
+refused with nothing kept; once recorded it is added to the round's running sum.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import mmap
-import os
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from he_agg.api import paths
 from he_agg.api.models import UploadReceipt
 from he_agg.api.states import FederationMode, RoundState
-from he_agg.envelope import decode_upload, expected_size
+from he_agg.envelope import EnvelopeView, expected_size
 from he_agg.errors import HeAggError, PackingError, ServiceError, StoreConflict
 from he_agg.packing import Manifest
 from he_agg.plain import decode_plain_upload, plain_size
@@ -30,8 +33,9 @@ from he_agg.server import metrics
 from he_agg.server.auth import Caller
 from he_agg.server.faults import crash_point
 from he_agg.server.federations import Epoch, Federation, round_row
-from he_agg.server.store import BlobStore, Store, UploadRow
-from he_agg.wellformed import ProofContext, verify_upload
+from he_agg.server.store import BlobStore, FileBytes, Store, UploadRow
+from he_agg.server.sums import RoundSums, window_size
+from he_agg.wellformed import ProofContext, groups, verify_group
 
 __all__ = ["Intake"]
 
@@ -43,10 +47,14 @@ class Intake:
         self,
         store: Store,
         blobs: BlobStore,
+        sums: RoundSums,
         on_complete: Callable[[Federation, int], None] | None = None,
+        validation_slots: int = 2,
     ) -> None:
         self.store = store
         self.blobs = blobs
+        self.sums = sums
+        self._slots = threading.BoundedSemaphore(validation_slots)
         # None (the server): the clock closes a complete round within a tick, so no upload
         # request waits on the aggregation; a callable closes it in the request instead
         self.on_complete = on_complete
@@ -94,10 +102,10 @@ class Intake:
                 raise ServiceError(409, "a different update from this client is already stored")
             return receipt
         self.require_open(federation.id, number)
-        manifest = self._validate(federation, number, client, caller.signed.manifest, temporary)
+        with self._slots:  # validation's memory: slots × one window
+            manifest = self._validate(federation, number, client, caller.signed.manifest, temporary)
         self._check_round(federation, number, manifest)  # before anything is written
-        if not self.blobs.exists(digest):
-            self.blobs.commit_file(temporary, digest)
+        self.blobs.commit_file(temporary, digest)  # an identical blob already there is kept
         crash_point("upload.blob_committed")
         row = UploadRow(
             federation=federation.id,
@@ -119,6 +127,8 @@ class Intake:
                 self.blobs.remove(digest)  # lost a race (round closed or filled): keep nothing
             raise
         crash_point("upload.recorded")
+        if federation.mode == FederationMode.CKKS:
+            self.sums.add((federation.id, number), federation.params, row)
         metrics.UPLOADS.inc()
         metrics.UPLOAD_BYTES.inc(size)
         log.info(
@@ -156,33 +166,37 @@ class Intake:
                 raise ServiceError(409, "an update from this client is already stored") from exc
 
     def _count_values(
-        self, federation: Federation, number: int, epoch: Epoch, client: str, body: mmap.mmap
+        self, federation: Federation, number: int, epoch: Epoch, client: str, body: FileBytes
     ) -> int:
-        """Validate an envelope in place, its proofs of well-formed ciphertexts included
-        when the parameter set requires them; the values (plaintext) or ciphertexts (CKKS)
-        it holds."""
+        """Validate an envelope in place, window by window, its proofs of well-formed
+        ciphertexts included when the parameter set requires them; the values (plaintext)
+        or ciphertexts (CKKS) it holds."""
         if federation.mode == FederationMode.PLAINTEXT:
-            return int(decode_plain_upload(memoryview(body)).size)
+            return int(decode_plain_upload(body[:]).size)
         params = federation.params
-        upload = decode_upload(
-            memoryview(body),
+        view = EnvelopeView.parse(
+            body,
             params,
             federation=federation.id,
             round=number,
             client=client,
             epoch=epoch.number,
         )
-        if params.proofs:
-            if epoch.row.public_key is None:
-                raise ServiceError(409, f"key epoch {epoch.number} has no collective key yet")
-            public = PublicContext(
-                params, ciphertext_from_bytes(self.blobs.read(epoch.row.public_key))
-            )
-            context = ProofContext(
-                params.fingerprint, federation.id, epoch.number, number, client, epoch.roster_digest
-            )
-            verify_upload(upload.words, upload.proofs, key_rows(public), params, context)
-        return upload.count
+        if not params.proofs:
+            for _ in view.windows(window_size(params)):  # range-checks every word
+                pass
+            return view.count
+        if epoch.row.public_key is None:
+            raise ServiceError(409, f"key epoch {epoch.number} has no collective key yet")
+        public = PublicContext(params, ciphertext_from_bytes(self.blobs.read(epoch.row.public_key)))
+        rows = key_rows(public)
+        context = ProofContext(
+            params.fingerprint, federation.id, epoch.number, number, client, epoch.roster_digest
+        )
+        for (first, size), proof in zip(groups(view.count), view.proofs(), strict=True):
+            words = view.words(first, size)  # one proof group
+            verify_group(words, proof, rows, params, replace(context, first_index=first))
+        return view.count
 
     def _validate(
         self, federation: Federation, number: int, client: str, manifest_text: str, temporary: Path
@@ -191,18 +205,15 @@ class Intake:
             manifest = Manifest.from_header(manifest_text)
         except PackingError as exc:
             raise ServiceError(422, f"the update needs a valid manifest header: {exc}") from exc
-        problem, count = "", 0
         with open(temporary, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
+            body = FileBytes(handle.fileno())
+            if len(body) == 0:
                 raise ServiceError(422, "empty body")
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as body:
-                try:
-                    epoch = federation.at(round_row(self.store, federation.id, number).epoch)
-                    count = self._count_values(federation, number, epoch, client, body)
-                except HeAggError as exc:
-                    problem = str(exc)  # raised below, once no array views the mapping
-        if problem:
-            raise ServiceError(422, f"invalid envelope: {problem}")
+            try:
+                epoch = federation.at(round_row(self.store, federation.id, number).epoch)
+                count = self._count_values(federation, number, epoch, client, body)
+            except HeAggError as exc:
+                raise ServiceError(422, f"invalid envelope: {exc}") from exc
         params = federation.params
         plaintext = federation.mode == FederationMode.PLAINTEXT
         expected = manifest.size + 1 if plaintext else -(-(manifest.size + 1) // params.slots)

@@ -22,11 +22,10 @@ import dataclasses
 import logging
 import time
 
-from he_agg.aggregate import aggregate_envelope
+from he_agg.aggregate import envelope_of_sum
 from he_agg.api.models import RoundOut
 from he_agg.api.states import FederationMode, KeygenPhase, RoundState
 from he_agg.endorsement import quorum
-from he_agg.envelope import decode_upload
 from he_agg.errors import ServiceError
 from he_agg.server import metrics
 from he_agg.server.faults import crash_point
@@ -34,6 +33,7 @@ from he_agg.server.federations import Epoch, Federation, Federations, round_row
 from he_agg.server.keygen import KeygenRelay
 from he_agg.server.publishing import Publisher, abort_round
 from he_agg.server.store import BlobStore, RoundRow, Store, UploadRow
+from he_agg.server.sums import RoundSums
 
 __all__ = ["Rounds"]
 
@@ -50,9 +50,11 @@ class Rounds:
         federations: Federations,
         keygen: KeygenRelay,
         publisher: Publisher,
+        sums: RoundSums,
     ) -> None:
         self.store = store
         self.blobs = blobs
+        self.sums = sums
         self.federations = federations
         self.keygen = keygen
         self.publisher = publisher
@@ -163,8 +165,9 @@ class Rounds:
     def close(self, federation: Federation, number: int) -> RoundOut:
         """Close an open round now: abort below K_min, else aggregate and start decrypting.
 
-        The aggregate is computed outside any transaction (it can take seconds); if an
-        upload lands meanwhile, the sum is redone with it.
+        The sum was kept as the uploads arrived (``RoundSums``; after a restart the close
+        adds what it lacks from the blobs), so closing writes it out; that happens outside
+        any transaction, and if an upload lands meanwhile the close runs again with it.
         """
         for _ in range(3):
             if self.row(federation.id, number).state != RoundState.OPEN:
@@ -172,18 +175,19 @@ class Rounds:
             uploads = self.store.uploads(federation.id, number)
             epoch = federation.at(self.row(federation.id, number).epoch)
             enough = len(uploads) >= epoch.k_min
-            aggregate = None
+            aggregate, summed = None, {u.client: u.sha256 for u in uploads}
             if enough and federation.mode == FederationMode.CKKS:
-                aggregate = self._aggregate(federation, epoch, number, uploads)
+                aggregate, summed = self._aggregate(federation, epoch, number, uploads)
                 crash_point("close.summed")
             with self.store.transaction():
                 row = self.row(federation.id, number)
                 if row.state != RoundState.OPEN:
                     return self._out(row)
-                now = [u.sha256 for u in self.store.uploads(federation.id, number)]
-                if now != [u.sha256 for u in uploads]:
-                    continue  # an upload arrived while we were adding: include it
-                self._finish_close(federation, row, uploads, aggregate)
+                stored = self.store.uploads(federation.id, number)
+                if {u.client: u.sha256 for u in stored} != summed:
+                    continue  # an upload arrived while we were closing: include it
+                self._finish_close(federation, row, stored, aggregate)
+            self.sums.drop((federation.id, number))
             return self.status(federation.id, number)
         raise ServiceError(503, "uploads keep arriving; close the round again")
 
@@ -207,21 +211,13 @@ class Rounds:
 
     def _aggregate(
         self, federation: Federation, epoch: Epoch, number: int, uploads: list[UploadRow]
-    ) -> str:
-        """Σ of the stored uploads (always rebuilt from the blobs), stored as an envelope."""
+    ) -> tuple[str, dict[str, str]]:
+        """The round's sum as a stored envelope, and the uploads it adds (client → sha256):
+        those given and any stored meanwhile."""
         params = federation.params
-        decoded = (
-            decode_upload(
-                self.blobs.read(u.sha256),
-                params,
-                federation=federation.id,
-                round=number,
-                epoch=epoch.number,
-            )
-            for u in uploads
-        )
-        envelope = aggregate_envelope(decoded, params, federation.id, number, epoch.number)
-        return self.blobs.put(envelope)
+        total, summed = self.sums.total((federation.id, number), params, uploads)
+        envelope = envelope_of_sum(total, params, federation.id, number, epoch.number)
+        return self.blobs.put(envelope), summed
 
     def start_decryption(self, federation: Federation, row: RoundRow, exclude: set[int]) -> None:
         """Name the next decryption set (a new attempt, counted against the τ of the round's
@@ -266,7 +262,9 @@ class Rounds:
     def tick(self, now: float) -> None:
         """Close rounds past their deadline or already complete (say, the server died while
         closing one); replace decryption sets that did not answer in time."""
-        for row in self.store.rounds(state=RoundState.OPEN):
+        open_rounds = self.store.rounds(state=RoundState.OPEN)
+        self.sums.keep_only({(row.federation, row.number) for row in open_rounds})
+        for row in open_rounds:
             federation = self.federations.get(row.federation)
             if row.deadline <= now or self.complete(federation, row.number):
                 self.close(federation, row.number)

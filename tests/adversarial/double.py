@@ -134,7 +134,7 @@ class World:
             headers = sdk.headers("PUT", target, blob, manifest)
         if at is not None:  # what SignedClient.headers signs, at another time
             digest, nonce = hashlib.sha256(blob).hexdigest(), headers[HEADER_NONCE]
-            message = canonical_request("PUT", target, digest, at, nonce, manifest)
+            message = canonical_request("PUT", target, digest, at, nonce, manifest, len(blob))
             signature = self.clients[client].signing.sign(message).hex()
             headers = {**headers, HEADER_TIMESTAMP: str(at), HEADER_SIGNATURE: signature}
         record = UploadRecord(

@@ -6,13 +6,11 @@ from __future__ import annotations
 import shutil
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from he_agg.errors import ServiceError, StoreError
 from he_agg.server import metrics
-from he_agg.server.auth import body_digest, complete, read_headers, request_target
-from he_agg.server.deps import StateDep, binary, require_admin
+from he_agg.server.deps import StateDep, authenticate, binary, require_admin
 
 __all__ = ["router"]
 
@@ -47,15 +45,5 @@ def ready(state: StateDep) -> dict[str, str]:
 )
 async def prometheus_metrics(request: Request, state: StateDep) -> Response:
     if not state.settings.metrics_open:
-        pending = read_headers(request, state.settings.max_skew_seconds)
-        caller = await run_in_threadpool(
-            complete,
-            pending,
-            "GET",
-            request_target(request),
-            body_digest(b""),
-            state.store,
-            state.admin_keys,
-        )
-        require_admin(caller)
+        require_admin(await authenticate(request, state))
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,7 @@ from he_agg.server.store.base import (
     Store,
     UploadRow,
 )
-from he_agg.server.store.blobs import FileBlobStore
+from he_agg.server.store.blobs import FileBlobStore, FileBytes
 from he_agg.server.store.engine import normalise_url
 from he_agg.server.store.sql import SqlStore
 
@@ -23,6 +23,7 @@ __all__ = [
     "EpochRow",
     "FederationRow",
     "FileBlobStore",
+    "FileBytes",
     "PartyRow",
     "RoundRow",
     "ShareRow",

@@ -17,7 +17,7 @@ if it raises. Transactions nest (the inner block joins the outer one).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,8 +216,13 @@ class Store(Protocol):
         """A round's uploads, ordered by client name."""
         ...
 
+    def referenced_blobs(self) -> set[str]:
+        """Every blob digest a row names (uploads, shares, aggregates, models, keys and key
+        generation messages): what the collector must keep."""
+        ...
+
     def blob_in_use(self, digest: str) -> bool:
-        """Whether any upload row references this blob."""
+        """Whether any row references this blob."""
         ...
 
     # ---- decryption shares -----------------------------------------------------
@@ -270,4 +275,12 @@ class BlobStore(Protocol):
 
     def remove(self, digest: str) -> None: ...
 
-    def clean_scratch(self) -> None: ...
+    def discard(self, temporary: Path) -> None: ...
+
+    def clean_scratch(self, older_than: float | None = None) -> int: ...
+
+    def digests(self) -> Iterator[str]: ...
+
+    def remove_if_stale(
+        self, digest: str, older_than: float, unused: Callable[[], bool]
+    ) -> bool: ...

@@ -427,9 +427,28 @@ class SqlStore:
         )
         return [UploadRow(**row._mapping) for row in self._all("uploads", query)]
 
+    _BLOB_COLUMNS = (
+        t.uploads.c.sha256,
+        t.shares.c.sha256,
+        t.rounds.c.aggregate,
+        t.rounds.c.model,
+        t.epochs.c.public_key,
+        t.keygen.c.value,  # digests for key shares; other kinds' values match no blob
+    )
+
+    def referenced_blobs(self) -> set[str]:
+        found: set[str] = set()
+        for column in self._BLOB_COLUMNS:
+            rows = self._all("referenced_blobs", sa.select(column).where(column.is_not(None)))
+            found.update(str(row[0]) for row in rows)
+        return found
+
     def blob_in_use(self, digest: str) -> bool:
-        query = sa.select(sa.literal(1)).where(t.uploads.c.sha256 == digest).limit(1)
-        return self._one("blob_in_use", query) is not None
+        for column in self._BLOB_COLUMNS:
+            query = sa.select(sa.literal(1)).where(column == digest).limit(1)
+            if self._one("blob_in_use", query) is not None:
+                return True
+        return False
 
     # ---- decryption shares -----------------------------------------------------------
     def insert_share(self, row: ShareRow) -> None:

@@ -1,0 +1,98 @@
+"""Running sums: each open round's stored uploads, added as they are stored.
+
+An upload is added right after its row commits, a window of ciphertexts at a time (read
+from its blob a window at a time), so closing a round finds the sum already made and only writes
+it out: no request waits on aggregation, and the close's cost does not grow with the
+number of uploads. The sums live in this process's memory, one per open round (the size
+of one upload's words); they are not durable on purpose: after a restart, or if an add
+failed, the close adds whatever its sum lacks from the stored blobs, so the aggregate is
+always exactly Σ of the committed uploads it names.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from he_agg.aggregate import RunningSum
+from he_agg.envelope import EnvelopeView
+from he_agg.modarith import U64Array
+from he_agg.params import ParameterSet
+from he_agg.server.store import BlobStore, FileBytes, UploadRow
+
+__all__ = ["RoundSums", "window_size"]
+
+log = logging.getLogger("he_agg.rounds")
+
+WINDOW_BYTES = 8 << 20  # words unpacked at a time, per upload being validated or added
+
+
+def window_size(params: ParameterSet) -> int:
+    """Ciphertexts per window: about WINDOW_BYTES of words, at least one."""
+    per_ciphertext = 2 * len(params.data_primes) * params.poly_degree * 8
+    return max(1, WINDOW_BYTES // per_ciphertext)
+
+
+@dataclass
+class _Partial:
+    running: RunningSum | None = None
+    included: dict[str, str] = field(default_factory=dict)  # client → sha256
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+Key = tuple[str, int]  # (federation, round)
+
+
+class RoundSums:
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+        self._partials: dict[Key, _Partial] = {}
+        self._lock = threading.Lock()
+
+    def _partial(self, key: Key) -> _Partial:
+        with self._lock:
+            return self._partials.setdefault(key, _Partial())
+
+    def add(self, key: Key, params: ParameterSet, upload: UploadRow) -> None:
+        """Add a committed upload (once; a client already added is skipped). A failure is
+        logged and left to the close, which adds what is missing from the blobs."""
+        partial = self._partial(key)
+        try:
+            with partial.lock:
+                self._add_locked(partial, params, upload)
+        except Exception:  # the close rebuilds what is missing; the upload is stored
+            log.exception("running sum: adding an upload failed; the close will add it")
+
+    def _add_locked(self, partial: _Partial, params: ParameterSet, upload: UploadRow) -> None:
+        if upload.client in partial.included:
+            return
+        with open(self.blobs.path(upload.sha256), "rb") as handle:
+            view = EnvelopeView.parse(FileBytes(handle.fileno()), params)
+            if partial.running is None:
+                partial.running = RunningSum(params, view.count)
+            partial.running.add_windows(view.windows(window_size(params)))
+        partial.included[upload.client] = upload.sha256
+
+    def total(
+        self, key: Key, params: ParameterSet, uploads: Iterable[UploadRow]
+    ) -> tuple[U64Array, dict[str, str]]:
+        """Σ of ``uploads`` and whatever else was added meanwhile, and what it includes
+        (client → sha256): the caller checks that against the committed uploads."""
+        partial = self._partial(key)
+        with partial.lock:
+            for upload in uploads:
+                self._add_locked(partial, params, upload)  # after a restart: all of them
+            assert partial.running is not None, "a round with uploads has a sum"
+            return partial.running.result(), dict(partial.included)
+
+    def drop(self, key: Key) -> None:
+        with self._lock:
+            self._partials.pop(key, None)
+
+    def keep_only(self, keys: set[Key]) -> None:
+        """Forget every sum but those of ``keys`` (the open rounds)."""
+        with self._lock:
+            for key in set(self._partials) - keys:
+                del self._partials[key]
