@@ -1,0 +1,149 @@
+"""The server's running sums, windowed envelope reading, and the garbage collector.
+
+Uploads are read a window of ciphertexts at a time (``EnvelopeView``, from a file with
+``FileBytes``) and added to their round's running sum as they are stored; the close's
+sum must equal the whole-envelope reference sum bit for bit, however it was made (as
+uploads arrived, or rebuilt from the blobs after a restart)."""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from he_agg.aggregate import RunningSum, aggregate_uploads
+from he_agg.envelope import EnvelopeView, Upload, decode_upload, encode_upload
+from he_agg.errors import SizeError, WordRangeError
+from he_agg.params import derive_parameters
+from he_agg.server.collector import collect
+from he_agg.server.store import FileBlobStore, FileBytes, UploadRow, open_store
+from he_agg.server.sums import RoundSums, window_size
+from tests.helpers import random_words
+
+P = derive_parameters("sums-test", proofs=False)
+COUNT = 5
+
+
+def _blob(client: str, seed: int, count: int = COUNT) -> bytes:
+    words = random_words(P.data_primes, (count, 2), P.poly_degree, seed)
+    return encode_upload(Upload("f", 1, client, P.scale, words), P)
+
+
+def _row(client: str, digest: str) -> UploadRow:
+    return UploadRow(
+        federation="f",
+        round=1,
+        client=client,
+        sha256=digest,
+        size=0,
+        signature="",
+        timestamp=0,
+        nonce="",
+        target="",
+        manifest="",
+        received=0.0,
+    )
+
+
+def test_windows_equal_the_whole_decode_and_check_every_word(tmp_path: Path) -> None:
+    blob = _blob("c0", 1)
+    whole = decode_upload(blob, P).words
+    path = tmp_path / "u"
+    path.write_bytes(blob)
+    with open(path, "rb") as handle:
+        view = EnvelopeView.parse(FileBytes(handle.fileno()), P, client="c0")
+        for size in (1, 2, COUNT):
+            parts = [w for _, w in view.windows(size)]
+            assert np.array_equal(np.concatenate(parts), whole)
+    # a word at or above its prime in the last ciphertext is found by the window holding it
+    words = whole.copy()
+    words[-1, 1, 0, 7] = P.data_primes[0]
+    bad = encode_upload(Upload("f", 1, "c0", P.scale, words), P)
+    view = EnvelopeView.parse(bad, P)
+    assert np.array_equal(view.words(0, COUNT - 1), whole[:-1])  # earlier windows are fine
+    with pytest.raises(WordRangeError):
+        view.words(COUNT - 1, 1)
+    with pytest.raises(SizeError):
+        EnvelopeView.parse(blob[:-1], P)
+
+
+def test_reading_by_windows_holds_one_window_not_the_upload(tmp_path: Path) -> None:
+    count = 40
+    path = tmp_path / "big"
+    path.write_bytes(_blob("c0", 2, count))
+    whole_bytes = count * 2 * len(P.data_primes) * P.poly_degree * 8
+    with open(path, "rb") as handle:
+        view = EnvelopeView.parse(FileBytes(handle.fileno()), P)
+        tracemalloc.start()
+        for _ in view.windows(2):
+            pass
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < whole_bytes / 4  # a window of 2 of 40 ciphertexts, with its temporaries
+
+
+def test_running_sum_equals_the_reference_however_it_was_made(tmp_path: Path) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs")
+    bodies = {f"c{i}": _blob(f"c{i}", 10 + i) for i in range(4)}
+    rows = [_row(client, blobs.put(body)) for client, body in bodies.items()]
+    reference = aggregate_uploads(bodies.values(), P)
+    key = ("f", 1)
+
+    sums = RoundSums(blobs)
+    for row in rows[:3]:
+        sums.add(key, P, row)
+    sums.add(key, P, rows[0])  # a client already added is not added twice
+    total, included = sums.total(key, P, rows)  # the close adds the one it lacks
+    assert np.array_equal(total, reference)
+    assert included == {row.client: row.sha256 for row in rows}
+
+    restarted = RoundSums(blobs)  # after a restart: rebuilt from the blobs
+    total, included = restarted.total(key, P, rows)
+    assert np.array_equal(total, reference) and len(included) == 4
+
+    sums.keep_only(set())  # the round is no longer open: its sum is forgotten
+    total, _ = sums.total(key, P, rows[:2])
+    assert np.array_equal(total, aggregate_uploads([bodies["c0"], bodies["c1"]], P))
+
+
+def test_windowed_adds_respect_the_lazy_reduction_budget() -> None:
+    words = [random_words(P.data_primes, (3, 2), P.poly_degree, s) for s in range(7)]
+    running = RunningSum(P, 3)
+    running._budget = 2
+    for w in words:
+        running.add_windows([(0, w[:1]), (1, w[1:])])
+    primes = np.array(P.data_primes, dtype=object).reshape(1, 1, -1, 1)
+    exact = (sum(w.astype(object) for w in words) % primes).astype(np.uint64)
+    assert np.array_equal(running.result(), exact)
+    assert window_size(P) >= 1
+
+
+def test_the_collector_removes_only_old_orphans_and_stray_scratch(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    blobs = FileBlobStore(tmp_path / "blobs")
+    old = time.time() - 7200
+    orphan = blobs.put(b"orphan: committed before its row, which never came")
+    young = blobs.put(b"young orphan: its row may still be on the way")
+    os.utime(blobs.path(orphan), (old, old))
+    fd, stray = blobs.temporary()  # a request that is gone, leaving its scratch file
+    os.close(fd)
+    blobs._live.discard(stray)
+    os.utime(stray, (old, old))
+    fd, live = blobs.temporary()  # a request still in progress
+    os.close(fd)
+    os.utime(live, (old, old))
+    try:
+        done = collect(store, blobs, time.time(), grace=3600)
+        assert (done.blobs, done.scratch) == (1, 1)
+        assert not blobs.exists(orphan) and blobs.exists(young)
+        assert not stray.exists() and live.exists()
+        # a blob committed again (the same bytes) is fresh, so it survives the next pass
+        again = blobs.put(b"young orphan: its row may still be on the way")
+        assert again == young and collect(store, blobs, time.time(), 3600).blobs == 0
+    finally:
+        blobs.discard(live)
+        store.close()
