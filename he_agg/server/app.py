@@ -191,10 +191,12 @@ SIGNATURE_SCHEME = {
     "type": "apiKey",
     "in": "header",
     "name": "x-he-agg-signature",
-    "description": "Ed25519 over the canonical request (he_agg.request_signing): method, "
-    "target, body sha256, x-he-agg-timestamp, x-he-agg-nonce and x-he-agg-manifest; the "
-    "signer's public key in x-he-agg-key. A stale timestamp or a reused nonce is 401, a "
-    "route outside the caller's role 403.",
+    "description": "Ed25519 over the canonical request (he_agg.request_signing, version 2): "
+    "method, target, the body's sha256 (x-he-agg-content-sha256) and length "
+    "(x-he-agg-content-length), x-he-agg-timestamp, x-he-agg-nonce and x-he-agg-manifest; "
+    "the signer's public key in x-he-agg-key. Checked before the body is read. A stale "
+    "timestamp or a reused nonce is 401, a key not enrolled or a route outside the "
+    "caller's role 403, a body that differs from its signed digest or length 400.",
 }
 
 
@@ -204,7 +206,8 @@ _PROBLEM = {
     "required": ["detail"],
 }
 _STATUSES = {
-    "400": "the client disconnected before its body arrived",
+    "400": "a body that differs from its signed sha256 or length, or a client that "
+    "disconnected before its body arrived",
     "401": "unsigned, badly signed, stale (clock skew) or replayed (nonce) request",
     "403": "a route outside the caller's role, or another party's resource",
     "404": "no such federation, round, epoch, member or upload",
