@@ -44,8 +44,9 @@ def test_a_round_left_open_by_a_crash_is_closed_on_restart(
         body = encode_plain_upload(weighted_vector(flatten(update)[0] * samples, 1.0, DEFAULT))
         path = tmp_path / f"{name}.upload"
         path.write_bytes(body)
-        signed = PendingAuth("00" * 32, int(time.time()), name * 8, b"\x00" * 64, manifest)
-        caller = Caller("00" * 32, False, signed, name * 32)
+        at = int(time.time())
+        signed = PendingAuth("00" * 32, at, name * 8, b"\x00" * 64, manifest, name * 32, len(body))
+        caller = Caller("00" * 32, False, signed)
         state.intake.accept(federation, number, name, caller, path, len(body))
 
     upload("c0", 1.0)

@@ -28,7 +28,7 @@ from he_agg.server.config import Settings
 from he_agg.server.deps import AppState
 from he_agg.server.federations import Federation
 from he_agg.server.keygen import COMMITMENT, PK_SHARE, SHAMIR, STATEMENT
-from he_agg.server.store import FileBlobStore, SqlStore
+from he_agg.server.store import FileBlobStore, ShareRow, SqlStore
 from keys.identity import Identity
 
 FED = "epoch-fed"
@@ -349,3 +349,46 @@ def test_a_server_restart_does_not_count_as_members_silence(
     assert row is not None and row.state == RoundState.ABORTED  # only member 3 is left
     assert row.reason is not None and "answer" in row.reason
     store.close()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_an_attempt_that_released_no_share_is_not_counted_against_tau(
+    state: AppState, shared: bool
+) -> None:
+    """A set is counted against τ when it is named; if it is replaced without a single
+    share having reached the server (nothing can have leaked through it), the count is
+    given back. One share stored, and the attempt stays counted."""
+    _make_ready(state, 0)
+    number = state.rounds.open(_fed(state), 60).number
+    row = state.store.round(FED, number)
+    assert row is not None
+    timeout = _fed(state).spec.share_timeout_seconds
+    started = time.time()
+    state.store.save_round(
+        dataclasses.replace(
+            row,
+            state=RoundState.DECRYPTING,
+            attempt=1,
+            decryption_set=(1, 2),
+            attempt_started=started,
+            aggregate="00" * 32,
+        )
+    )
+    state.store.count_decryption(FED, 0)
+    for member in (1, 2, 3):
+        state.store.insert_endorsement(FED, number, member, "ab" * 32, "{}")
+    if shared:
+        state.store.insert_share(ShareRow(FED, number, 1, 1, state.blobs.put(b"a share")))
+    state.rounds.tick(max(started, state.rounds.up_since) + timeout + 1)
+    after = state.store.round(FED, number)
+    assert after is not None
+    used = _fed(state).current.row.decryptions_used
+    if shared:  # member 2 was silent: {1, 3} is named, a second attempt; both count
+        assert (after.state, after.attempt, after.decryption_set, used) == (
+            RoundState.DECRYPTING,
+            2,
+            (1, 3),
+            2,
+        )
+    else:  # both silent, only member 3 is left: aborted, and the empty attempt given back
+        assert (after.state, after.attempt, used) == (RoundState.ABORTED, 1, 0)

@@ -316,4 +316,9 @@ class Rounds:
                 "decryption set timed out",
                 extra={"federation": row.federation, "round": row.number, "silent": sorted(silent)},
             )
+            if not answered:
+                # no share of this attempt reached us, so none can have leaked through us:
+                # the attempt is not counted against τ (members count what they release in
+                # their own ledgers, which is what bounds the leak; this count is the plan)
+                self.store.count_decryption(row.federation, row.epoch, -1)
             self.start_decryption(federation, row, set(row.unresponsive) | silent)

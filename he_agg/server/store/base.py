@@ -167,8 +167,9 @@ class Store(Protocol):
         """Record the blob digest of the epoch's published collective key."""
         ...
 
-    def count_decryption(self, federation_id: str, epoch: int) -> None:
-        """decryptions_used += 1 in that epoch (one more decryption set named against τ)."""
+    def count_decryption(self, federation_id: str, epoch: int, delta: int = 1) -> None:
+        """decryptions_used += delta in that epoch: +1 when a decryption set is named
+        against τ, −1 when an attempt is replaced that released no share."""
         ...
 
     def retire_epoch(self, federation_id: str, epoch: int, at: float) -> None:

@@ -310,8 +310,8 @@ class SqlStore:
     def set_public_key(self, federation_id: str, epoch: int, digest: str) -> None:
         self._update_epoch("set_public_key", federation_id, epoch, public_key=digest)
 
-    def count_decryption(self, federation_id: str, epoch: int) -> None:
-        used = t.epochs.c.decryptions_used + 1
+    def count_decryption(self, federation_id: str, epoch: int, delta: int = 1) -> None:
+        used = t.epochs.c.decryptions_used + delta
         self._update_epoch("count_decryption", federation_id, epoch, decryptions_used=used)
 
     def retire_epoch(self, federation_id: str, epoch: int, at: float) -> None:
