@@ -163,26 +163,39 @@ def pilot(
     csv: Path | None = typer.Option(None, help="your own data: a CSV file"),
     target: str | None = typer.Option(None, help="with --csv: the binary target column"),
     bank_column: str | None = typer.Option(None, help="with --csv: the column naming banks"),
+    positive: str | None = typer.Option(
+        None, help="with --csv: the target value to predict (needed unless 0/1 or boolean)"
+    ),
+    impute: str | None = typer.Option(
+        None, help="with --csv: 'median' fills numeric gaps with each bank's own medians"
+    ),
+    min_bank_rows: int = typer.Option(
+        10, min=1, help="with --csv: refuse banks with fewer training rows than this"
+    ),
     seed: int = typer.Option(0, help="seed for splits, initial models and local shuffles"),
     tls: bool = typer.Option(True, help="https between the parties, with a throwaway CA"),
 ) -> None:
     """The finance pilot: banks train a credit model over he-agg; writes a report."""
-    from clients.pilot import PilotConfig, PilotDataError, load_csv, run_pilot
+    from clients.pilot import CsvSpec, PilotConfig, PilotDataError, load_csv, run_pilot
 
     data: dict[str, Any] = {"kind": "lending_club"}
-    if csv is not None:
+    csv_only = {"--target": target, "--bank-column": bank_column, "--positive": positive}
+    csv_only["--impute"] = impute
+    if csv is None:
+        given = [name for name, value in csv_only.items() if value is not None]
+        if given:
+            fail(f"{', '.join(given)} only apply to --csv (the built-in pilot is LendingClub)")
+    else:
         if not target or not bank_column:
             fail("--csv needs --target and --bank-column")
-        data = {
-            "kind": "csv",
-            "path": str(csv.resolve()),
-            "target": target,
-            "bank_column": bank_column,
-        }
+        spec = CsvSpec(csv.resolve(), target, bank_column, positive, impute, min_bank_rows)
+        data = {"kind": "csv", **{k: v for k, v in vars(spec).items()}, "path": str(spec.path)}
         try:
-            load_csv(csv, str(target), str(bank_column), seed)  # fail fast, before any process
+            loaded = load_csv(spec, seed)  # fail fast, before any process starts
         except PilotDataError as exc:
             fail(str(exc))
+        for warning in loaded.warnings:
+            typer.echo(f"warning: {warning}", err=True)
     try:
         result = run_pilot(PilotConfig(out=out, rounds=rounds, seed=seed, data=data), tls=tls)
     except PilotDataError as exc:

@@ -11,7 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from clients.cli import app
-from clients.pilot import PilotConfig, PilotDataError, load_csv, load_lending_club, run_pilot
+from clients.pilot import (
+    CsvSpec,
+    PilotConfig,
+    PilotDataError,
+    load_csv,
+    load_lending_club,
+    run_pilot,
+)
 
 
 def _loans(path: Path, rows: int = 400, **changes: object) -> Path:
@@ -32,7 +39,7 @@ def _loans(path: Path, rows: int = 400, **changes: object) -> Path:
 
 
 def test_csv_loader_encodes_features_and_banks(tmp_path: Path) -> None:
-    data = load_csv(_loans(tmp_path / "loans.csv"), "default", "region")
+    data = load_csv(CsvSpec(_loans(tmp_path / "loans.csv"), "default", "region"))
     assert data.bank_names == ["east", "north", "south"]
     assert "purpose=car" in data.features and "amount" in data.features
     assert len(data.train) + len(data.test) == 400
@@ -42,20 +49,75 @@ def test_csv_loader_encodes_features_and_banks(tmp_path: Path) -> None:
 def test_csv_loader_errors_are_clear(tmp_path: Path) -> None:
     path = _loans(tmp_path / "loans.csv")
     with pytest.raises(PilotDataError, match="column 'defaulted' is not in"):
-        load_csv(path, "defaulted", "region")
+        load_csv(CsvSpec(path, "defaulted", "region"))
     with pytest.raises(PilotDataError, match="column 'bank' is not in"):
-        load_csv(path, "default", "bank")
+        load_csv(CsvSpec(path, "default", "bank"))
     three = _loans(tmp_path / "three.csv", default=np.arange(400) % 3)
     with pytest.raises(PilotDataError, match="must be binary"):
-        load_csv(three, "default", "region")
+        load_csv(CsvSpec(three, "default", "region"))
     gaps = _loans(tmp_path / "gaps.csv", region=["north"] * 399 + [""])
     with pytest.raises(PilotDataError, match="1 rows have an empty 'region'"):
-        load_csv(gaps, "default", "region")
+        load_csv(CsvSpec(gaps, "default", "region"))
     one_bank = _loans(tmp_path / "one.csv", region="north")
     with pytest.raises(PilotDataError, match="at least two banks"):
-        load_csv(one_bank, "default", "region")
+        load_csv(CsvSpec(one_bank, "default", "region"))
     with pytest.raises(PilotDataError, match="does not exist"):
-        load_csv(tmp_path / "missing.csv", "default", "region")
+        load_csv(CsvSpec(tmp_path / "missing.csv", "default", "region"))
+
+
+def test_the_positive_class_is_never_guessed(tmp_path: Path) -> None:
+    """A 0/1 or boolean target models 1/True; any other two labels need --positive, and the
+    source line names the class the model predicts."""
+    rng = np.random.default_rng(1)
+    labels = np.where(rng.random(400) < 0.3, "bad", "good")
+    words = _loans(tmp_path / "words.csv", default=labels)
+    with pytest.raises(PilotDataError, match="--positive"):
+        load_csv(CsvSpec(words, "default", "region"))
+    good = load_csv(CsvSpec(words, "default", "region", positive="good"))
+    bad = load_csv(CsvSpec(words, "default", "region", positive="bad"))
+    assert int(good.y.sum()) == int((labels == "good").sum())
+    assert int(bad.y.sum()) == int((labels == "bad").sum())
+    assert "positive class 'bad'" in bad.source and bad.positive_noun == "default = bad"
+    with pytest.raises(PilotDataError, match="not a value of 'default'"):
+        load_csv(CsvSpec(words, "default", "region", positive="ugly"))
+    flags = _loans(tmp_path / "flags.csv", default=labels == "bad")  # True/False in the file
+    assert np.array_equal(load_csv(CsvSpec(flags, "default", "region")).y, labels == "bad")
+    numbers = load_csv(CsvSpec(_loans(tmp_path / "n.csv"), "default", "region"))
+    assert numbers.positive_noun == "default = 1" and numbers.rows_noun == "rows"
+
+
+def test_bank_floor_imputation_and_column_clashes(tmp_path: Path) -> None:
+    path = _loans(tmp_path / "loans.csv")
+    with pytest.raises(PilotDataError, match="both the target and the bank column"):
+        load_csv(CsvSpec(path, "region", "region"))
+    small = _loans(tmp_path / "small.csv", region=["tiny"] * 5 + ["north", "south"] * 197 + ["x"])
+    with pytest.raises(PilotDataError, match=r"fewer than 10 training rows: 'tiny' \(\d\)"):
+        load_csv(CsvSpec(small, "default", "region"))
+    assert "tiny" in load_csv(CsvSpec(small, "default", "region", min_bank_rows=1)).bank_names
+    rng = np.random.default_rng(3)
+    income = rng.normal(60000, 20000, 400).round()
+    income[::7] = np.nan
+    gaps = _loans(tmp_path / "gaps.csv", income=income)
+    with pytest.raises(PilotDataError, match=r"missing values: income;.*--impute median"):
+        load_csv(CsvSpec(gaps, "default", "region"))
+    filled = load_csv(CsvSpec(gaps, "default", "region", impute="median"))
+    assert np.isfinite(filled.x).all()
+    column = filled.features.index("income")
+    north = np.flatnonzero(filled.banks == "north")
+    frame = pd.read_csv(gaps)
+    median = float(frame.loc[frame.region == "north", "income"].median())
+    hole = next(r for r in north if np.isnan(income[r]))
+    assert filled.x[hole, column] == pytest.approx(np.sign(median) * np.log1p(abs(median)))
+    never = _loans(tmp_path / "never.csv", default=np.where(frame.region == "east", 0, 1))
+    warned = load_csv(CsvSpec(never, "default", "region"))
+    assert [w for w in warned.warnings if "'east'" in w and "no 'default = 1' rows" in w]
+
+
+def test_csv_only_options_without_a_csv_are_refused(tmp_path: Path) -> None:
+    for option in (["--target", "default"], ["--bank-column", "region"], ["--positive", "1"]):
+        result = CliRunner().invoke(app, ["pilot", *option, "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2 and "only apply to --csv" in result.output
+        assert "Traceback" not in result.output
 
 
 def test_cli_reports_csv_errors_without_a_traceback(tmp_path: Path) -> None:

@@ -3,10 +3,11 @@ he-agg, each bank its own process (``pilot_bank``), against plaintext, centralis
 bank-alone baselines; ``report`` writes the markdown, plots and JSON."""
 
 from clients.pilot.pilot import run_pilot
-from clients.pilot.pilot_data import PilotDataError, load_csv, load_lending_club
+from clients.pilot.pilot_data import CsvSpec, PilotDataError, load_csv, load_lending_club
 from clients.pilot.results import PilotConfig, PilotResult
 
 __all__ = [
+    "CsvSpec",
     "PilotConfig",
     "PilotDataError",
     "PilotResult",

@@ -184,7 +184,7 @@ def run_pilot(
     data = load_data(config.data, config.seed)
     result = PilotResult(config, data, pilot_parameters(len(data.bank_names)))
     console.print(
-        f"[bold]he-agg finance pilot[/]: {data.source}, {len(data.y)} loans, "
+        f"[bold]he-agg finance pilot[/]: {data.source}, {len(data.y)} {data.rows_noun}, "
         f"{len(data.bank_names)} banks, committee 2-of-3, {config.rounds} rounds "
         f"per model, {'over TLS' if tls else 'plain HTTP'}"
     )

