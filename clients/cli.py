@@ -16,6 +16,7 @@ import typer
 from clients.cli_common import (
     fail,
     passphrase,
+    public_file,
 )
 from clients.cli_federation import federation_app, round_app
 from clients.cli_parties import client_app, committee_app
@@ -61,7 +62,7 @@ def serve(
     given |= {"tls_cert": tls_cert, "tls_key": tls_key, "insecure_http": insecure_http}
     settings = _settings({name: value for name, value in given.items() if value})
     if admin:
-        keys = [json.loads(p.read_text())["signing_key"] for p in admin]
+        keys = [_signing_key(public_file(p), p) for p in admin]
         settings.admin_keys = [*settings.admin_keys, *keys]
     if not settings.admin_keys:
         fail("no admin key: pass --admin admin.pub.json or set HE_AGG_ADMIN_KEYS")
@@ -71,8 +72,7 @@ def serve(
         application = create_app(settings)  # opens the store: migrates, or refuses a newer one
     except HeAggError as exc:
         fail(str(exc))
-    typer.echo(f"he-agg serving on {settings.url}", err=True)
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
@@ -80,6 +80,33 @@ def serve(
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
     )
+    _uvicorn_server()(config, settings.url).run()
+
+
+def _signing_key(record: dict[str, Any], path: Path) -> str:
+    key = record.get("signing_key")
+    if not isinstance(key, str):
+        fail(f"{path} has no signing_key: pass the admin's .pub.json")
+    return key
+
+
+def _uvicorn_server() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, saying where it listens once the socket is bound (a port in
+        use is uvicorn's one error line instead)."""
+
+        def __init__(self, config: uvicorn.Config, url: str) -> None:
+            super().__init__(config)
+            self.url = url
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                typer.echo(f"he-agg serving on {self.url}", err=True)
+
+    return Server
 
 
 def _settings(overrides: dict[str, Any]) -> Any:
@@ -133,7 +160,9 @@ def _check_tls_pair(cert: Path, key: Path) -> None:
 def keys_generate(
     name: str = typer.Argument(..., help="party name, e.g. bank-1 or member-2"),
     out: Path = typer.Option(Path("."), help="folder for NAME.key and NAME.pub.json"),
-    index: int = typer.Option(0, help="committee index (1..255) for members; 0 otherwise"),
+    index: int = typer.Option(
+        0, min=0, max=255, help="committee index (1..255) for members; 0 otherwise"
+    ),
 ) -> None:
     """Generate a party's keys: NAME.key (encrypted, 0600) and NAME.pub.json (public)."""
     from keys.identity import Identity, save_identity
@@ -260,6 +289,9 @@ def params(
     explain: bool = typer.Option(
         False, "--explain", help="print the derivation term by term, then the margins"
     ),
+    out: Path | None = typer.Option(
+        None, help="also write the set as JSON for `federation create --parameters FILE`"
+    ),
 ) -> None:
     """Derive the smallest parameter set meeting the four rules and print it."""
     from he_agg.errors import ParameterError
@@ -278,14 +310,31 @@ def params(
     except ParameterError as exc:
         fail(str(exc))
     typer.echo(render_explanation(chosen) if explain else json.dumps(chosen.describe(), indent=2))
+    if out is not None:
+        out.write_text(json.dumps(chosen.to_dict(), indent=2) + "\n")
+        typer.echo(f"wrote {out}", err=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"he-agg {version('he-agg')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("he-agg (not installed: run from a source tree)")
+        raise typer.Exit()
 
 
 @app.callback()
 def root(
     debug: bool = typer.Option(False, "--debug", help="show the traceback of an unexpected error"),
+    show_version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="print the version"
+    ),
 ) -> None:
     """he-agg: privacy-preserving aggregation for federated learning."""
-    del debug  # read by main() from argv, before any command runs
+    del debug, show_version  # --debug is read by main() from argv; --version exits early
 
 
 def main(argv: list[str] | None = None) -> None:

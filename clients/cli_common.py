@@ -14,17 +14,20 @@ import typer
 
 __all__ = [
     "CA_FILE",
+    "FEDERATION_ID",
     "PASSPHRASE_ENV",
     "SERVER",
     "admin_client",
     "call",
     "fail",
+    "parameter_set",
     "party_key",
     "passphrase",
     "public_file",
     "read_roster",
 ]
 
+FEDERATION_ID = typer.Argument(..., help="the federation's id (as in its roster)")
 SERVER = typer.Option("http://127.0.0.1:8750", "--server", help="aggregator base URL")
 CA_FILE = typer.Option(
     None,
@@ -58,10 +61,25 @@ def party_key(path: Path) -> Any:
     from he_agg.errors import HeAggError
     from keys.identity import load_identity
 
+    if _is_public_key_file(path):
+        fail(
+            f"{path} is a public key file (.pub.json, what you hand to others); --key needs "
+            f"the private .key file that `he-agg keys generate` wrote beside it"
+        )
     try:
         return load_identity(path, passphrase())
     except HeAggError as exc:
         fail(str(exc))
+
+
+def _is_public_key_file(path: Path) -> bool:
+    if path.name.endswith(".pub.json"):
+        return True
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(record, dict) and "signing_key" in record and "encryption_key" in record
 
 
 def admin_client(server: str, key: Path, ca_file: Path | None = None) -> Any:
@@ -85,6 +103,8 @@ def call(action: Any) -> Any:
     except ProtocolError as exc:  # what the server served fails a check: nothing was sent
         fail(f"refused: {exc}")
     except HeAggError as exc:
+        fail(str(exc))
+    except TimeoutError as exc:  # waited as long as asked (an OSError, but not the network)
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot reach the server: {exc}")
@@ -113,3 +133,24 @@ def read_roster(path: Path) -> Any:
     except HeAggError as exc:
         fail(f"{path}: {exc}")
     return signed
+
+
+def parameter_set(choice: str) -> Any:
+    """'default', 'no-proofs', or a JSON file of ``ParameterSet.to_dict()`` (one line if
+    it cannot be read or breaks a rule)."""
+    from he_agg.errors import ParameterError
+    from he_agg.params import DEFAULT, ParameterSet, derive_parameters
+
+    if choice == "default":
+        return DEFAULT
+    if choice == "no-proofs":
+        return derive_parameters("default-no-proofs", proofs=False)
+    path = Path(choice)
+    if not path.exists():
+        fail(f"--parameters {choice!r}: not 'default' or 'no-proofs', and no such file")
+    try:
+        return ParameterSet.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read the parameter set {path}: {exc}")
+    except ParameterError as exc:
+        fail(f"{path}: {exc}")

@@ -9,10 +9,12 @@ import typer
 
 from clients.cli_common import (
     CA_FILE,
+    FEDERATION_ID,
     SERVER,
     admin_client,
     call,
     fail,
+    parameter_set,
     public_file,
     read_roster,
 )
@@ -34,13 +36,18 @@ def _write_roster(signed: SignedRoster, target: Path | None) -> None:
 
 @federation_app.command("create")
 def federation_create(
-    federation_id: str = typer.Argument(...),
+    federation_id: str = FEDERATION_ID,
     clients: list[Path] = typer.Option(..., "--client", help="a client's .pub.json (repeatable)"),
     members: list[Path] = typer.Option([], "--member", help="a member's .pub.json (repeatable)"),
     threshold: int = typer.Option(2, help="t: members needed to decrypt"),
     k_min: int = typer.Option(2, help="fewest clients for a round to be decrypted"),
     plaintext: bool = typer.Option(False, help="a plaintext baseline federation (no HE)"),
     share_timeout: float = typer.Option(60.0, help="seconds before a silent member is replaced"),
+    parameters: str = typer.Option(
+        "default",
+        help="the CKKS parameter set: 'default', 'no-proofs' (benchmarks and trusted clients "
+        "only), or a JSON file written by `he-agg params --out FILE`",
+    ),
     admin_key: Path = typer.Option(..., help="the admin's .key file"),
     roster_out: Path | None = typer.Option(
         None, help="where to write the signed roster (default: ./FEDERATION.roster.json)"
@@ -56,9 +63,11 @@ def federation_create(
 
     from he_agg.api.models import FederationCreate, MemberIn, PartyIn
 
+    chosen = parameter_set(parameters)
     try:
         spec = FederationCreate(
             id=federation_id,
+            parameters=chosen.to_dict(),
             mode=FederationMode.PLAINTEXT if plaintext else FederationMode.CKKS,
             threshold=threshold,
             k_min=k_min,
@@ -82,7 +91,7 @@ def federation_create(
 
 @federation_app.command("export")
 def federation_export(
-    federation_id: str = typer.Argument(...),
+    federation_id: str = FEDERATION_ID,
     admin_key: Path = typer.Option(..., help="the admin's .key file"),
     out: Path | None = typer.Option(None, help="default: ./FEDERATION.roster.json"),
     server: str = SERVER,
@@ -98,7 +107,7 @@ def federation_export(
 
 @federation_app.command("epochs")
 def federation_epochs(
-    federation_id: str = typer.Argument(...),
+    federation_id: str = FEDERATION_ID,
     admin_key: Path = typer.Option(..., help="the admin's .key file"),
     server: str = SERVER,
     ca_file: Path | None = CA_FILE,
@@ -110,7 +119,7 @@ def federation_epochs(
 
 @federation_app.command("rekey")
 def federation_rekey(
-    federation_id: str = typer.Argument(...),
+    federation_id: str = FEDERATION_ID,
     admin_key: Path = typer.Option(..., help="the admin's .key file"),
     server: str = SERVER,
     ca_file: Path | None = CA_FILE,
@@ -123,7 +132,7 @@ def federation_rekey(
 
 @federation_app.command("change")
 def federation_change(
-    federation_id: str = typer.Argument(...),
+    federation_id: str = FEDERATION_ID,
     add_member: list[Path] = typer.Option([], help="a new member's .pub.json (repeatable)"),
     remove_member: list[str] = typer.Option([], help="a member's name (repeatable)"),
     add_client: list[Path] = typer.Option([], help="a new client's .pub.json (repeatable)"),
@@ -207,7 +216,7 @@ def federation_pin(
 
 @round_app.command("open")
 def round_open(
-    federation_id: str = typer.Argument(...),
+    federation_id: str = FEDERATION_ID,
     deadline: float = typer.Option(600.0, help="seconds until the round closes on its own"),
     admin_key: Path = typer.Option(..., help="the admin's .key file"),
     server: str = SERVER,
@@ -222,8 +231,8 @@ def round_open(
 
 @round_app.command("status")
 def round_status(
-    federation_id: str = typer.Argument(...),
-    number: int = typer.Argument(...),
+    federation_id: str = FEDERATION_ID,
+    number: int = typer.Argument(..., help="the round number"),
     admin_key: Path = typer.Option(..., help="the admin's .key file"),
     server: str = SERVER,
     ca_file: Path | None = CA_FILE,
@@ -235,8 +244,8 @@ def round_status(
 
 @round_app.command("close")
 def round_close(
-    federation_id: str = typer.Argument(...),
-    number: int = typer.Argument(...),
+    federation_id: str = FEDERATION_ID,
+    number: int = typer.Argument(..., help="the round number"),
     admin_key: Path = typer.Option(..., help="the admin's .key file"),
     server: str = SERVER,
     ca_file: Path | None = CA_FILE,

@@ -10,6 +10,7 @@ import typer
 
 from clients.cli_common import (
     CA_FILE,
+    FEDERATION_ID,
     SERVER,
     call,
     fail,
@@ -45,7 +46,7 @@ def _load_update(path: Path) -> dict[str, Any]:
 
 @client_app.command("submit")
 def client_submit(
-    federation_id: str = typer.Argument(...),
+    federation_id: str = FEDERATION_ID,
     update: Path = typer.Option(..., help="a torch state_dict (.pt) or numpy arrays (.npz)"),
     samples: float = typer.Option(..., help="this client's sample count (its FedAvg weight)"),
     round_number: int = typer.Option(0, "--round", help="round number; 0: the open round"),
@@ -93,9 +94,75 @@ def client_submit(
         typer.echo(f"saved the round-{round_number} model to {out}")
 
 
+@client_app.command("example-update")
+def client_example_update(
+    out: Path = typer.Argument(..., help="the .pt file to write (e.g. bank1.pt)"),
+    model: str = typer.Option(
+        "logistic", help="logistic | mlp (24 inputs by default) | cnn (the article's CNN)"
+    ),
+    features: int = typer.Option(24, min=1, help="inputs of the logistic and mlp models"),
+    seed: int = typer.Option(0, help="seed: banks with different seeds get different updates"),
+) -> None:
+    """Write a model's state_dict to try `client submit` with (a real client writes its
+    locally trained model: torch.save(model.state_dict(), "bank1.pt"))."""
+    import torch
+
+    from clients.simulation.datasets import ArticleCNN
+    from clients.simulation.training import logistic_regression, mlp
+
+    builders = {
+        "logistic": lambda: logistic_regression(features),
+        "mlp": lambda: mlp(features),
+        "cnn": ArticleCNN,
+    }
+    if model not in builders:
+        fail(f"--model {model!r}: choose one of {', '.join(builders)}")
+    torch.manual_seed(seed)
+    state = builders[model]().state_dict()
+    torch.save(state, out)
+    count = sum(int(t.numel()) for t in state.values())
+    typer.echo(f"wrote {out}: a {model} state_dict of {count} parameters")
+
+
+@client_app.command("fetch")
+def client_fetch(
+    federation_id: str = FEDERATION_ID,
+    round_number: int = typer.Option(
+        0, "--round", help="round number; 0: the newest round with a published model"
+    ),
+    key: Path = typer.Option(..., help="your .key file (any enrolled client or member)"),
+    name: str = typer.Option("", help="your enrolled name (optional: the key identifies you)"),
+    server: str = SERVER,
+    ca_file: Path | None = CA_FILE,
+    wait: bool = typer.Option(False, help="wait until the round's model is published"),
+    timeout: float = typer.Option(600.0, min=1, help="with --wait: give up after this many s"),
+    out: Path = typer.Option(Path("model.pt"), help="where to save the model (torch)"),
+) -> None:
+    """Download a round's published (averaged) model, signed with your key."""
+    import torch
+
+    from clients.participant import Participant
+
+    signing = party_key(key).signing
+    participant = call(
+        lambda: Participant(server, federation_id, name or "fetch", signing, verify=ca_file or True)
+    )
+    if round_number == 0:
+        published = call(participant.published_rounds)
+        if not published:
+            fail(f"federation {federation_id!r} has no published model yet")
+        round_number = published[-1]
+    if wait:
+        model = call(lambda: participant.wait_for_model(round_number, timeout=timeout))
+    else:
+        model = call(lambda: participant.fetch_model(round_number))
+    torch.save(model, out)
+    typer.echo(f"saved the round-{round_number} model to {out}")
+
+
 @committee_app.command("run")
 def committee_run(
-    federation_id: str = typer.Argument(...),
+    federation_id: str = FEDERATION_ID,
     key: Path = typer.Option(..., help="this member's .key file"),
     state_dir: Path = typer.Option(..., help="folder for this member's encrypted state"),
     server: str = SERVER,

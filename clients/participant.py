@@ -179,8 +179,14 @@ class Participant:
         return RoundOut.model_validate_json(response.content)
 
     def open_rounds(self) -> list[int]:
-        response = self.http.request("GET", paths.rounds(self.federation, RoundState.OPEN))
-        return [RoundOut.model_validate(r).number for r in response.json()]
+        return self._rounds(RoundState.OPEN)
+
+    def published_rounds(self) -> list[int]:
+        return self._rounds(RoundState.PUBLISHED)
+
+    def _rounds(self, state: RoundState) -> list[int]:
+        response = self.http.request("GET", paths.rounds(self.federation, state))
+        return sorted(RoundOut.model_validate(r).number for r in response.json())
 
     def submit(self, update: Mapping[str, Any], num_samples: float, *, round: int) -> UploadReceipt:
         """Weight, encrypt (or, in a plaintext federation, just encode) and upload an update.
@@ -269,6 +275,11 @@ class Participant:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"round {round} has no model after {timeout:.0f} s")
             time.sleep(poll)
+        return self.fetch_model(round)
+
+    def fetch_model(self, round: int) -> dict[str, Any]:
+        """The round's published model as a state_dict, for any enrolled client or member
+        (whether or not it uploaded); ServiceError 409 if the round has none yet."""
         return read_model(self.http.request("GET", paths.model(self.federation, round)))
 
 

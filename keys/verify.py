@@ -69,6 +69,7 @@ from he_agg.request_signing import SignedRequest, verify_signature
 from he_agg.rlwe import KeyRows
 from he_agg.roster import Roster
 from he_agg.wellformed import ProofContext, ProofError, verify_upload
+from he_agg.wording import counted
 from keys.ledger import LedgerState, Pin
 
 __all__ = [
@@ -343,7 +344,7 @@ def _check_upload_list(uploads: list[UploadRecord], roster: Roster, k_max: int) 
             )
         seen.add(upload.client)
     if len(seen) < roster.k_min:
-        raise DecryptionRefused(f"only {len(seen)} clients, K_min is {roster.k_min}")
+        raise DecryptionRefused(f"only {counted(len(seen), 'client')}, K_min is {roster.k_min}")
     if len(seen) > k_max:
         raise DecryptionRefused(
             f"{len(seen)} clients, more than the parameter set's K_max={k_max}: its noise "

@@ -65,6 +65,18 @@ CASES = {
          "--key", "{root}/bank-1.key", "--name", "bank-1"],
         "empty.npz",
     ),
+    "a public key file given as --key": (
+        ["round", "open", "f", "--admin-key", "{root}/bank-1.pub.json"],
+        "is a public key file",
+    ),
+    "fetching from an unreachable server": (
+        ["client", "fetch", "f", "--key", "{root}/bank-1.key", "--server", "http://127.0.0.1:9"],
+        "127.0.0.1:9",
+    ),
+    "keys generate with an index out of range": (
+        ["keys", "generate", "m", "--index", "300", "--out", "{root}"],
+        "--index",
+    ),
     "a roster file that is not one": (
         ["federation", "fingerprint", "{root}/not-a-tensor.pt"],
         "not-a-tensor.pt",

@@ -61,6 +61,32 @@ def test_he_and_plaintext_histories_agree_within_the_ckks_bound() -> None:
     assert 0 < gap < 1e-5  # not identical (CKKS adds noise), but within its bound
 
 
+def test_the_seed_fixes_the_initial_model_however_it_was_built() -> None:
+    """Models built under different torch seeds start equal once given to FederatedLearning
+    with one seed (so ``secure=False`` is the same-seed baseline); another seed differs;
+    ``reinitialise=False`` keeps the weights passed in; the global generator is untouched."""
+
+    def built(torch_seed: int) -> nn.Module:
+        torch.manual_seed(torch_seed)
+        return nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def start(model: nn.Module, **options: Any) -> np.ndarray:
+        fl = FederatedLearning(model, show_progress=False, **options)
+        return flatten(fl.model.state_dict())[0]
+
+    assert np.array_equal(start(built(1), seed=5), start(built(2), seed=5))
+    assert not np.array_equal(start(built(1), seed=5), start(built(1), seed=6))
+    kept = built(3)
+    before = flatten(kept.state_dict())[0]
+    assert np.array_equal(start(kept, seed=5, reinitialise=False), before)
+    model = built(4)
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    FederatedLearning(model, seed=9, show_progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_partitions() -> None:
     labels = np.repeat(np.arange(4), 50)
     rng = np.random.default_rng(0)

@@ -76,17 +76,29 @@ def server_environment(**variables: str) -> Iterator[None]:
                     os.environ[name] = value
 
 
-def time_to_ready(server: ServerProcess, environment: Mapping[str, str], timeout: float) -> float:
+def time_to_ready(
+    server: ServerProcess, environment: Mapping[str, str], timeout: float
+) -> float | None:
     """Start ``server`` with ``environment`` and return the seconds from the start of its
-    process until ``/ready`` answers 200 (the store writable, the disk with room)."""
+    process until ``/ready`` answers 200 (the store writable, the disk with room); None if
+    the process died first (an armed crash point can fire while it recovers)."""
     started = time.monotonic()
     with server_environment(**environment):
-        server.start()
+        try:
+            server.start()
+        except RuntimeError:
+            if server.process is not None and server.process.poll() is not None:
+                return None  # it died before /health answered
+            raise
+    process = server.process
+    assert process is not None
     with httpx.Client(timeout=2.0) as http:
         while time.monotonic() - started < timeout:
             with contextlib.suppress(httpx.TransportError):
                 if http.get(f"{server.url}/ready").status_code == 200:
                     return time.monotonic() - started
+            if process.poll() is not None:
+                return None
             time.sleep(0.01)
     raise TimeoutError(f"the server was not ready {timeout:g} s after its restart")
 

@@ -90,7 +90,7 @@ class Kill:
     parameter_set: str
     round: int
     state: str  # the round's state when the server died
-    recovery_s: float  # from the restart of the process until /ready answered 200
+    recovery_s: float | None  # restart until /ready answered 200; None: killed again first
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,7 @@ class KillFigures:
             Figure(
                 "kill -9",
                 "re-sends after a dropped connection: other bytes / refused",
-                f"{self.resent_other_bytes} / {self.refused_retries} "
-                f"of {self.resent_after_drop}",
+                f"{self.resent_other_bytes} / {self.refused_retries} of {self.resent_after_drop}",
                 "0 / 0",
                 self.resent_other_bytes == 0 and self.refused_retries == 0,
             ),
@@ -187,7 +186,9 @@ class KillFigures:
                 "0",
                 self.unexpected_deaths == 0,
             ),
-            Figure("kill -9", "extra decryption attempts (τ spent by kills)", str(self.extra_attempts)),
+            Figure(
+                "kill -9", "extra decryption attempts (τ spent by kills)", str(self.extra_attempts)
+            ),
             Figure(
                 "kill -9",
                 "recovery, restart → /ready: median / p95 / max",
@@ -242,6 +243,7 @@ class _Session:
         self.current_round = 0
         self.arm: str | None = None
         self.target = 0
+        self.failure: BaseException | None = None
         self._stop = threading.Event()
 
     # ---- the run ------------------------------------------------------------------------
@@ -261,10 +263,12 @@ class _Session:
             supervisor.start()
             try:
                 while len(self.kills) < kills:
+                    self._check()
                     self._round()
             finally:
                 self._stop.set()
                 supervisor.join(timeout=120)
+            self._check()
             if self.arm is not None:  # armed for a kill that no round will reach now
                 self.federation.server.kill()
                 time_to_ready(self.federation.server, {"HE_AGG_CRASH_AT": ""}, 60)
@@ -289,19 +293,30 @@ class _Session:
 
     # ---- the supervisor -------------------------------------------------------------------
     def _supervise(self) -> None:
-        while not self._stop.is_set():
-            process = self.federation.server.process
-            assert process is not None
-            if process.poll() is not None:
-                armed = self.arm is not None and self.arm not in _TIMED
-                if not armed:
-                    self.unexpected += 1
-                self._restart(self.arm if armed and self.arm else "unexpected")
-            elif self.arm in _TIMED and self._timed_kill_due(self.arm):
-                self.federation.server.kill()
-                self._restart(self.arm)
-            else:
-                time.sleep(0.01)
+        try:
+            while not self._stop.is_set():
+                self._watch()
+        except BaseException as exc:  # the driver and the clients stop on it
+            self.failure = exc
+            raise
+
+    def _watch(self) -> None:
+        process = self.federation.server.process
+        assert process is not None
+        if process.poll() is not None:
+            armed = self.arm is not None and self.arm not in _TIMED
+            if not armed:
+                self.unexpected += 1
+            self._restart(self.arm if armed and self.arm else "unexpected")
+        elif self.arm in _TIMED and self._timed_kill_due(self.arm):
+            self.federation.server.kill()
+            self._restart(self.arm)
+        else:
+            time.sleep(0.01)
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise RuntimeError("the supervisor failed") from self.failure
 
     def _timed_kill_due(self, kind: str) -> bool:
         """True once the harness's kill of ``kind`` is due: a random moment while a body
@@ -332,6 +347,7 @@ class _Session:
         self._arm(None if done else self._next_kind(phase))
         recovery = time_to_ready(self.federation.server, self._environment(), 60)
         self.kills.append(Kill(kind, self.label, number, state, recovery))
+        print(f"{time.monotonic():.1f}", kind, state, recovery, flush=True)
         self.on_kill()
 
     def _next_kind(self, phase: str) -> str:
@@ -355,6 +371,7 @@ class _Session:
                 poll(self._answers, 60)
 
     def _answers(self) -> bool:
+        self._check()
         process = self.federation.server.process
         return process is not None and process.poll() is None and self._ready()
 
@@ -382,8 +399,18 @@ class _Session:
         for thread in threads:
             thread.join()
         finished = ("published", "aborted")
-        poll(lambda: self.files.round_state(_FEDERATION, number)[0] in finished, 600, 0.05)
-        print(number, self.files._query("select attempt, unresponsive, reason from rounds where number=?", number))
+
+        def finished_or_failed() -> bool:
+            self._check()
+            return self.files.round_state(_FEDERATION, number)[0] in finished
+
+        poll(finished_or_failed, 600, 0.05)
+        print(
+            number,
+            self.files._query(
+                "select attempt, unresponsive, reason from rounds where number=?", number
+            ),
+        )
         state, attempts, _ = self.files.round_state(_FEDERATION, number)
         truth, total = weighted_truth(list(updates.values()))
         bound = average_bound(self.params, 2, truth, total)
@@ -478,7 +505,7 @@ def run_kill(
         sessions.append(session)
     kill_list = [k for s in sessions for k in s.kills if k.kind != "unexpected"]
     round_list = [r for s in sessions for r in s.rounds]
-    recoveries = [k.recovery_s for k in kill_list]
+    recoveries = [k.recovery_s for k in kill_list if k.recovery_s is not None]
     return KillFigures(
         kills=len(kill_list),
         by_kind={kind: counts[kind] for kind in KILL_KINDS},

@@ -83,13 +83,21 @@ class FederatedLearning:
         dp: DPConfig | None = None,
         seed: int = 0,
         show_progress: bool = True,
+        reinitialise: bool = True,
     ) -> None:
+        """``seed`` fixes the data split, the client sampling, local shuffles and, with
+        ``reinitialise`` (the default), the model's initial weights too: every layer with
+        ``reset_parameters`` is re-initialised from it, so two runs with the same seed
+        (one with ``secure=False``, say) start from the same model however it was built.
+        ``reinitialise=False`` keeps the weights passed in (a pretrained model)."""
         if num_rounds < 1 or clients_per_round < 1:
             raise ValueError("num_rounds and clients_per_round must be ≥ 1")
         if transport not in ("inprocess", "http"):
             raise ValueError("transport is 'inprocess' or 'http'")
         if not 1 <= threshold <= members:
             raise ValueError("need 1 ≤ threshold ≤ members")
+        if reinitialise:
+            _reinitialise(model, seed)
         self.model = model
         self.num_rounds = num_rounds
         self.clients_per_round = clients_per_round
@@ -255,6 +263,17 @@ class FederatedLearning:
         return epsilon(
             self.dp.noise_multiplier, self.clients_per_round / population, rounds, self.dp.delta
         )
+
+
+def _reinitialise(model: nn.Module, seed: int) -> None:
+    """Reset every layer's parameters from ``seed`` (torch's own initialisers), in the
+    module order, leaving the global torch generator as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
 
 
 def _checked(vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

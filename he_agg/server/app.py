@@ -41,8 +41,19 @@ def _state(settings: Settings) -> AppState:
     return AppState.build(settings, store, blobs)
 
 
-def _error(status: int, detail: str) -> JSONResponse:
+def _error(request: Request, status: int, detail: str) -> JSONResponse:
+    """The one error response; a refused request (4xx) is one INFO log line."""
     metrics.REJECTED.labels(status=str(status)).inc()
+    if status < 500:
+        log.info(
+            "request refused",
+            extra={
+                "method": request.method,
+                "path": request.url.path,
+                "status": status,
+                "detail": detail[:300],
+            },
+        )
     return JSONResponse(status_code=status, content={"detail": detail})
 
 
@@ -60,35 +71,35 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        response = _error(exc.status, exc.detail)
+        response = _error(request, exc.status, exc.detail)
         if exc.retry_after is not None:
             response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         return response
 
     @app.exception_handler(SignatureError)
     async def signature_error(request: Request, exc: SignatureError) -> JSONResponse:
-        return _error(401, str(exc))
+        return _error(request, 401, str(exc))
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
         log.error("storage failed", extra={"path": request.url.path, "error": str(exc)})
-        return _error(503, "storage is unavailable; try again later")
+        return _error(request, 503, "storage is unavailable; try again later")
 
     @app.exception_handler(HeAggError)
     async def he_agg_error(request: Request, exc: HeAggError) -> JSONResponse:
-        return _error(422, str(exc))
+        return _error(request, 422, str(exc))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        return _error(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, _validation_detail(exc.errors()))
+        return _error(request, 422, _validation_detail(exc.errors()))
 
     @app.exception_handler(ValidationError)
     async def body_invalid(request: Request, exc: ValidationError) -> JSONResponse:
-        return _error(422, _validation_detail(exc.errors()))
+        return _error(request, 422, _validation_detail(exc.errors()))
 
     @app.exception_handler(ClientDisconnect)
     async def disconnected(request: Request, exc: ClientDisconnect) -> JSONResponse:
@@ -100,7 +111,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", extra={"path": request.url.path})
-        return _error(500, "internal error; the server log has the details")
+        return _error(request, 500, "internal error; the server log has the details")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

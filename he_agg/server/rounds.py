@@ -34,6 +34,7 @@ from he_agg.server.keygen import KeygenRelay
 from he_agg.server.publishing import Publisher, abort_round
 from he_agg.server.store import BlobStore, RoundRow, Store, UploadRow
 from he_agg.server.sums import RoundSums
+from he_agg.wording import counted
 
 __all__ = ["Rounds"]
 
@@ -200,8 +201,8 @@ class Rounds:
     ) -> None:
         k_min = federation.at(row.epoch).k_min
         if len(uploads) < k_min:
-            count = f"{len(uploads)} upload" + ("" if len(uploads) == 1 else "s")
-            abort_round(self.store, row, f"only {count}, K_min is {k_min}; nothing decrypted")
+            have = counted(len(uploads), "upload")
+            abort_round(self.store, row, f"only {have}, K_min is {k_min}; nothing decrypted")
         elif aggregate is None:
             self.publisher.publish_plaintext(federation, row, uploads)
         else:
@@ -236,7 +237,9 @@ class Rounds:
         threshold = epoch.threshold
         if len(candidates) < threshold:
             abort_round(
-                self.store, row, f"only {len(candidates)} members answer; {threshold} are needed"
+                self.store,
+                row,
+                f"only {counted(len(candidates), 'member')} can answer; {threshold} are needed",
             )
             return
         chosen = tuple(candidates[:threshold])
@@ -300,7 +303,9 @@ class Rounds:
             endorsed = len(self.store.endorsements(row.federation, row.number))
             epoch = federation.at(row.epoch)
             needed = quorum(len(epoch.member_indices), epoch.threshold)
-            reason = f"only {endorsed} members endorsed the upload set; a quorum is {needed}"
+            reason = (
+                f"only {counted(endorsed, 'member')} endorsed the upload set; a quorum is {needed}"
+            )
             abort_round(self.store, row, reason)
 
     def _replace_silent_set(self, federation: Federation, stale: RoundRow) -> None:

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tag
     responses=binary("the aggregate envelope (he_agg.envelope, client _aggregate)"),
 )
 def get_aggregate(
-    number: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
 ) -> Response:
     member_caller(state, federation, signed.caller)
     return Response(
@@ -29,7 +29,7 @@ def get_aggregate(
 
 @router.get("/decryption", response_model=DecryptionRequest)
 def get_decryption_request(
-    number: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
 ) -> DecryptionRequest:
     member_caller(state, federation, signed.caller)
     return state.publisher.decryption_request(federation, number)
@@ -39,11 +39,11 @@ def get_decryption_request(
     "/decryption/{attempt}/shares/{member}", status_code=204, openapi_extra={"requestBody": OCTETS}
 )
 def put_decryption_share(
+    signed: CallerDep,
     number: int,
     attempt: int,
     member: int,
     federation: FederationDep,
-    signed: CallerDep,
     state: StateDep,
 ) -> Response:
     member_caller(state, federation, signed.caller, member)
@@ -53,11 +53,7 @@ def put_decryption_share(
 
 @router.put("/endorsements/{member}", status_code=204, openapi_extra={"requestBody": OCTETS})
 def put_endorsement(
-    number: int,
-    member: int,
-    federation: FederationDep,
-    signed: CallerDep,
-    state: StateDep,
+    signed: CallerDep, number: int, member: int, federation: FederationDep, state: StateDep
 ) -> Response:
     """A member's signed endorsement of the round's upload set (he_agg.endorsement JSON)."""
     member_caller(state, federation, signed.caller, member)

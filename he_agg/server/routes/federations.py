@@ -48,7 +48,7 @@ def create_federation(signed: CallerDep, state: StateDep) -> FederationOut:
 
 
 @router.get("/{federation_id}", response_model=FederationOut)
-def read_federation(federation: FederationDep, signed: CallerDep, state: StateDep) -> FederationOut:
+def read_federation(signed: CallerDep, federation: FederationDep, state: StateDep) -> FederationOut:
     require_party(state, federation, signed.caller, "client", "member", "admin")
     return state.federations.describe(federation, state.keygen.phase(federation))
 
@@ -58,7 +58,7 @@ def read_federation(federation: FederationDep, signed: CallerDep, state: StateDe
     response_class=Response,
     responses=binary("the signed roster (he_agg.roster.SignedRoster JSON)", "application/json"),
 )
-def roster(federation: FederationDep, signed: CallerDep, state: StateDep) -> Response:
+def roster(signed: CallerDep, federation: FederationDep, state: StateDep) -> Response:
     """The admin-signed roster as created. Parties compare it with the one they pinned."""
     require_party(state, federation, signed.caller, "client", "member", "admin")
     return Response(state.federations.roster(federation), media_type="application/json")
@@ -69,7 +69,7 @@ def roster(federation: FederationDep, signed: CallerDep, state: StateDep) -> Res
     response_class=Response,
     responses=binary("a JSON list of signed roster texts, oldest first", "application/json"),
 )
-def rosters(federation: FederationDep, signed: CallerDep, state: StateDep) -> Response:
+def rosters(signed: CallerDep, federation: FederationDep, state: StateDep) -> Response:
     """Every admin-signed roster, oldest first: parties follow the chain from their pin."""
     require_party(state, federation, signed.caller, "client", "member", "admin")
     body = json.dumps(state.federations.rosters(federation))
@@ -77,7 +77,7 @@ def rosters(federation: FederationDep, signed: CallerDep, state: StateDep) -> Re
 
 
 @router.get("/{federation_id}/epochs", response_model=list[EpochOut])
-def epochs(federation: FederationDep, signed: CallerDep, state: StateDep) -> list[EpochOut]:
+def epochs(signed: CallerDep, federation: FederationDep, state: StateDep) -> list[EpochOut]:
     """The key epochs, oldest first: which is current, which are retired."""
     require_party(state, federation, signed.caller, "client", "member", "admin")
     return state.keygen.epochs(federation)
@@ -95,7 +95,7 @@ def epochs(federation: FederationDep, signed: CallerDep, state: StateDep) -> lis
         }
     },
 )
-def request_epoch(federation: FederationDep, signed: CallerDep, state: StateDep) -> list[EpochOut]:
+def request_epoch(signed: CallerDep, federation: FederationDep, state: StateDep) -> list[EpochOut]:
     """The admin starts the next key epoch: a re-key, or a roster change."""
     require_admin(signed.caller)
     body = EpochRequest.model_validate_json(signed.body)
@@ -106,7 +106,7 @@ def request_epoch(federation: FederationDep, signed: CallerDep, state: StateDep)
 
 @router.get("/{federation_id}/key-statements", response_model=KeyStatements)
 def key_statements(
-    federation: FederationDep, signed: CallerDep, state: StateDep, epoch: int | None = None
+    signed: CallerDep, federation: FederationDep, state: StateDep, epoch: int | None = None
 ) -> KeyStatements:
     """Every member's signed statement about an epoch's key (clients check all n)."""
     require_party(state, federation, signed.caller, "client", "member", "admin")
@@ -119,7 +119,7 @@ def key_statements(
     responses=binary("the collective key as SEAL's uncompressed PublicKey bytes"),
 )
 def public_key(
-    federation: FederationDep, signed: CallerDep, state: StateDep, epoch: int | None = None
+    signed: CallerDep, federation: FederationDep, state: StateDep, epoch: int | None = None
 ) -> Response:
     """An epoch's collective public key (omitted: the current one) as SEAL bytes."""
     require_party(state, federation, signed.caller, "client", "member", "admin")

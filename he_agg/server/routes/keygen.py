@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1/federations/{federation_id}/keygen", tags=["keyge
 
 @router.get("", response_model=KeygenStatus)
 def keygen_status(
-    federation: FederationDep, signed: CallerDep, state: StateDep, epoch: int | None = None
+    signed: CallerDep, federation: FederationDep, state: StateDep, epoch: int | None = None
 ) -> KeygenStatus:
     """The DKG of ``epoch`` (omitted: the newest epoch, the one members take part in)."""
     require_party(state, federation, signed.caller, "member", "client", "admin")
@@ -42,7 +42,7 @@ def keygen_status(
     },
 )
 def put_commitment(
-    member: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    signed: CallerDep, member: int, federation: FederationDep, state: StateDep
 ) -> Response:
     member_caller(state, federation, signed.caller, member)
     body = CommitmentIn.model_validate_json(signed.body)
@@ -52,7 +52,7 @@ def put_commitment(
 
 @router.put("/statements/{member}", status_code=204, openapi_extra={"requestBody": OCTETS})
 def put_key_statement(
-    member: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    signed: CallerDep, member: int, federation: FederationDep, state: StateDep
 ) -> Response:
     """A member's signed statement that the published key is the sum of the reveals."""
     member_caller(state, federation, signed.caller, member)
@@ -62,7 +62,7 @@ def put_key_statement(
 
 @router.put("/public-key-shares/{member}", status_code=204, openapi_extra={"requestBody": OCTETS})
 def put_public_key_share(
-    member: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    signed: CallerDep, member: int, federation: FederationDep, state: StateDep
 ) -> Response:
     member_caller(state, federation, signed.caller, member)
     state.keygen.add_public_key_share(federation, member, signed.body)
@@ -75,9 +75,9 @@ def put_public_key_share(
     responses=binary("a member's public-key share p_i (he_agg.collective_key.PublicKeyShare)"),
 )
 def get_public_key_share(
+    signed: CallerDep,
     member: int,
     federation: FederationDep,
-    signed: CallerDep,
     state: StateDep,
     epoch: int | None = None,
 ) -> Response:
@@ -92,7 +92,7 @@ def get_public_key_share(
     "/shamir-shares/{sender}/{recipient}", status_code=204, openapi_extra={"requestBody": OCTETS}
 )
 def put_shamir_share(
-    sender: int, recipient: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    signed: CallerDep, sender: int, recipient: int, federation: FederationDep, state: StateDep
 ) -> Response:
     member_caller(state, federation, signed.caller, sender)
     state.keygen.add_shamir_share(federation, sender, recipient, signed.body)
@@ -105,10 +105,10 @@ def put_shamir_share(
     responses=binary("a sealed, signed Shamir share (he_agg.share_message.EncryptedShare)"),
 )
 def get_shamir_share(
+    signed: CallerDep,
     sender: int,
     recipient: int,
     federation: FederationDep,
-    signed: CallerDep,
     state: StateDep,
     epoch: int | None = None,
 ) -> Response:

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tag
     ),
 )
 def get_model(
-    number: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
 ) -> Response:
     require_party(state, federation, signed.caller, "client", "member", "admin")
     manifest, values = state.publisher.model(federation, number)

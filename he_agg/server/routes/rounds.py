@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1/federations/{federation_id}/rounds", tags=["round
         }
     },
 )
-def open_round(federation: FederationDep, signed: CallerDep, state: StateDep) -> RoundOut:
+def open_round(signed: CallerDep, federation: FederationDep, state: StateDep) -> RoundOut:
     require_admin(signed.caller)
     body = RoundOpen.model_validate_json(signed.body)
     return state.rounds.open(federation, body.deadline_seconds)
@@ -31,8 +31,8 @@ def open_round(federation: FederationDep, signed: CallerDep, state: StateDep) ->
 
 @router.get("", response_model=list[RoundOut])
 def list_rounds(
-    federation: FederationDep,
     signed: CallerDep,
+    federation: FederationDep,
     state: StateDep,
     round_state: RoundState | None = None,
 ) -> list[RoundOut]:
@@ -42,7 +42,7 @@ def list_rounds(
 
 @router.get("/{number}", response_model=RoundOut)
 def read_round(
-    number: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
 ) -> RoundOut:
     require_party(state, federation, signed.caller, "client", "member", "admin")
     return state.rounds.status(federation.id, number)
@@ -50,7 +50,7 @@ def read_round(
 
 @router.post("/{number}/close", response_model=RoundOut)
 def close_round(
-    number: int, federation: FederationDep, signed: CallerDep, state: StateDep
+    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
 ) -> RoundOut:
     require_admin(signed.caller)
     return state.rounds.close(federation, number)

@@ -118,7 +118,7 @@ def _finish(out: BinaryIO, tail: bytes) -> None:
     responses=binary("the upload envelope (he_agg.envelope, format 3) as stored"),
 )
 def get_update(
-    number: int, client: str, federation: FederationDep, signed: CallerDep, state: StateDep
+    signed: CallerDep, number: int, client: str, federation: FederationDep, state: StateDep
 ) -> Response:
     """Members fetch every listed upload to re-check signatures and recompute the sum."""
     member_caller(state, federation, signed.caller)
