@@ -36,7 +36,9 @@ def test_version(tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stdout.startswith("he-agg ")
 
 
-def _commands(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, click.Command]]:
+def _commands(
+    command: click.Command, path: tuple[str, ...] = ()
+) -> list[tuple[str, click.Command]]:
     if isinstance(command, click.Group):
         found = []
         for name, sub in command.commands.items():
@@ -118,3 +120,30 @@ def test_refused_requests_are_logged_at_info(tmp_path: Path) -> None:
     finally:
         logging.getLogger("he_agg").removeHandler(handler)
     assert "request refused" in log.read_text()
+
+
+def test_parameter_sets_by_name_or_file_and_an_example_update(tmp_path: Path) -> None:
+    import torch
+
+    from clients.cli_common import parameter_set
+    from he_agg.params import DEFAULT, ParameterSet
+
+    written = tmp_path / "params.json"
+    made = _run("params", "--k-max", "20", "--no-proofs", "--out", str(written), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    loaded = parameter_set(str(written))
+    assert isinstance(loaded, ParameterSet) and loaded.k_max == 20 and not loaded.proofs
+    assert parameter_set("default") == DEFAULT and not parameter_set("no-proofs").proofs
+    (tmp_path / "bad.json").write_text('{"poly_degree": 3}')
+    for choice, mention in (("nope", "no such file"), (str(tmp_path / "bad.json"), "bad.json")):
+        refused = _run(
+            "federation", "create", "f", "--client", "c.pub.json", "--admin-key", "a.key",
+            "--parameters", choice, cwd=tmp_path,
+        )  # fmt: skip
+        assert refused.returncode == 2 and mention in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    out = tmp_path / "bank1.pt"
+    wrote = _run("client", "example-update", str(out), "--seed", "1", cwd=tmp_path)
+    assert wrote.returncode == 0 and "25 parameters" in wrote.stdout  # 24 weights + a bias
+    state = torch.load(out, weights_only=True)
+    assert sum(t.numel() for t in state.values()) == 25

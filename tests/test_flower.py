@@ -224,6 +224,7 @@ def he_agg_mod_for(fed: LocalFederation) -> HeAggMod:
 
 
 def he_strategy(fed: LocalFederation, **options: Any) -> Recording:
+    options.setdefault("min_available_nodes", NODES)  # all nodes up before round 1 samples
     strategy = Recording(fed.server.url, fed.federation, fed.admin.signing, **options)
     strategy.replies = []
     return strategy
@@ -233,7 +234,8 @@ def he_strategy(fed: LocalFederation, **options: Any) -> Recording:
 def test_three_rounds_equal_flowers_fedavg_within_the_ckks_bound(fed: LocalFederation) -> None:
     strategy = he_strategy(fed)
     he_result, he_models = simulate(strategy, make_client_app([he_agg_mod_for(fed)]), ROUNDS)
-    plain_result, plain_models = simulate(FedAvg(), make_client_app([]), ROUNDS)
+    plain = FedAvg(min_available_nodes=NODES)  # all nodes up before round 1 samples
+    plain_result, plain_models = simulate(plain, make_client_app([]), ROUNDS)
 
     assert [o.state for o in strategy.outcomes.values()] == [RoundState.PUBLISHED] * ROUNDS
     assert all(len(o.uploads) == NODES for o in strategy.outcomes.values())

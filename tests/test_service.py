@@ -13,9 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from clients.admin import Admin
 from clients.harness import ServerProcess, federation_spec
@@ -39,7 +43,7 @@ from he_agg.request_signing import canonical_request
 from he_agg.roster import SignedRoster
 from he_agg.server.store import open_store
 from keys.agent import MemberAgent, wait
-from keys.identity import Identity
+from keys.identity import Identity, save_identity
 
 FED = "consortium"
 CLIENTS = [f"bank-{i}" for i in range(1, 6)]
@@ -185,6 +189,38 @@ def test_round_matches_numpy_fedavg(fed: Federation) -> None:
     assert int(model["steps"]) == 4 and model["steps"].dtype == np.int64
     status = fed.admin_api().round(FED, number)
     assert status.state == RoundState.PUBLISHED and status.attempt == 1
+    _anyone_enrolled_fetches_the_model(fed, number, model)
+
+
+def _anyone_enrolled_fetches_the_model(fed: Federation, number: int, model: dict) -> None:
+    """Any enrolled client (uploaded or not) or member fetches the published model, through
+    the SDK or `he-agg client fetch`; a stranger cannot."""
+    for name in CLIENTS[1:]:
+        fetched = fed.participant(name).fetch_model(number)
+        assert np.array_equal(flatten(fetched)[0], flatten(model)[0])
+    as_member = Participant(fed.server.url, FED, "m", fed.members[0].signing, show_progress=False)
+    assert np.array_equal(flatten(as_member.fetch_model(number))[0], flatten(model)[0])
+    stranger = Participant(fed.server.url, FED, "x", Identity.generate(0).signing)
+    with pytest.raises(ServiceError) as caught:
+        stranger.fetch_model(number)
+    assert caught.value.status == 403
+    key = fed.tmp / "fetcher.key"
+    if not key.exists():
+        save_identity(key, fed.clients[CLIENTS[2]], "pw")
+    out = fed.tmp / "fetched.pt"
+    command = [sys.executable, "-m", "clients.cli", "client", "fetch", FED, "--key", str(key)]
+    command += ["--server", fed.server.url, "--out", str(out), "--wait"]
+    done = subprocess.run(
+        command,
+        env={**os.environ, "HE_AGG_PASSPHRASE": "pw"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"saved the round-{number} model" in done.stdout  # round 0: the newest published
+    saved = torch.load(out, weights_only=True)
+    assert np.allclose(flatten(saved)[0], flatten(model)[0])
 
 
 def test_dropped_client_and_offline_member(fed: Federation) -> None:

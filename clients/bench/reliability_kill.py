@@ -244,6 +244,7 @@ class _Session:
         self.arm: str | None = None
         self.target = 0
         self.failure: BaseException | None = None
+        self.up = threading.Event()  # set while the server answers (cleared at each death)
         self._stop = threading.Event()
 
     # ---- the run ------------------------------------------------------------------------
@@ -259,6 +260,7 @@ class _Session:
             self._arm(self._next_kind("done"))
             self.federation.server.kill()  # the first incarnation armed like every other
             time_to_ready(self.federation.server, self._environment(), 60)
+            self.up.set()
             supervisor = threading.Thread(target=self._supervise, daemon=True)
             supervisor.start()
             try:
@@ -304,11 +306,13 @@ class _Session:
         process = self.federation.server.process
         assert process is not None
         if process.poll() is not None:
+            self.up.clear()
             armed = self.arm is not None and self.arm not in _TIMED
             if not armed:
                 self.unexpected += 1
             self._restart(self.arm if armed and self.arm else "unexpected")
         elif self.arm in _TIMED and self._timed_kill_due(self.arm):
+            self.up.clear()
             self.federation.server.kill()
             self._restart(self.arm)
         else:
@@ -346,6 +350,8 @@ class _Session:
         done = len(self.kills) + 1 >= self.target
         self._arm(None if done else self._next_kind(phase))
         recovery = time_to_ready(self.federation.server, self._environment(), 60)
+        if recovery is not None:
+            self.up.set()
         self.kills.append(Kill(kind, self.label, number, state, recovery))
         print(f"{time.monotonic():.1f}", kind, state, recovery, flush=True)
         self.on_kill()
@@ -360,7 +366,7 @@ class _Session:
 
     # ---- the driver -----------------------------------------------------------------------
     def _patient(self, call: Callable[[], _T]) -> _T:
-        """``call``, again after the server is back if it could not be reached."""
+        """``call``, again once the server is back if it could not be reached."""
         deadline = time.monotonic() + 300
         while True:
             try:
@@ -368,18 +374,15 @@ class _Session:
             except TransportError:
                 if time.monotonic() > deadline:
                     raise
-                poll(self._answers, 60)
+                self._wait_up()
 
-    def _answers(self) -> bool:
-        self._check()
-        process = self.federation.server.process
-        return process is not None and process.poll() is None and self._ready()
-
-    def _ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.federation.server.url}/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+    def _wait_up(self, timeout: float = 120.0) -> None:
+        """Until the supervisor has the server answering again."""
+        deadline = time.monotonic() + timeout
+        while not self.up.wait(0.5):
+            self._check()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the server did not come back")
 
     def _round(self) -> None:
         admin = self.federation.admin_api()
@@ -431,7 +434,7 @@ class _Session:
             except TransportError:
                 if time.monotonic() > deadline:
                     break
-                poll(self._answers, 60)
+                self._wait_up()
                 continue
             except ServiceError:
                 break

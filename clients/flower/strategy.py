@@ -159,6 +159,14 @@ class HeAggFedAvg(FedAvg):
             train_config[ROUND] = number
             train_config[FEDERATION] = self.federation
             train_config[WEIGHT_KEY] = self.weighted_by_key
+        k_min = self._k_min()
+        if k_min is not None and len(messages) < k_min:
+            log.warning(
+                "he-agg: %d nodes sampled, fewer than K_min = %d: the round will abort "
+                "(raise min_train_nodes and min_available_nodes to at least K_min)",
+                len(messages),
+                k_min,
+            )
         layout = {name: (a.dtype, tuple(a.shape)) for name, a in arrays.items()}
         self._open[server_round] = (number, layout)
         log.info(
@@ -193,6 +201,13 @@ class HeAggFedAvg(FedAvg):
                 if exc.status != 409 or time.monotonic() > deadline:
                     raise
                 time.sleep(self.poll_interval)
+
+    def _k_min(self) -> int | None:
+        """K_min of the newest roster the admin signed (None if it cannot be read now)."""
+        try:
+            return self._admin.rosters(self.federation)[-1].roster.k_min
+        except HeAggError:
+            return None
 
     def _without_plaintext(self, replies: list[Message]) -> list[Message]:
         """A reply carrying arrays came from a ClientApp without the he-agg mod: its model
