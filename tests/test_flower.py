@@ -224,7 +224,10 @@ def he_agg_mod_for(fed: LocalFederation) -> HeAggMod:
 
 
 def he_strategy(fed: LocalFederation, **options: Any) -> Recording:
-    options.setdefault("min_available_nodes", NODES)  # all nodes up before round 1 samples
+    # FedAvg computes fraction_train × the nodes connected *before* it waits for
+    # min_available_nodes: only min_train_nodes makes round 1 sample every node
+    options.setdefault("min_train_nodes", NODES)
+    options.setdefault("min_available_nodes", NODES)
     strategy = Recording(fed.server.url, fed.federation, fed.admin.signing, **options)
     strategy.replies = []
     return strategy
@@ -234,7 +237,7 @@ def he_strategy(fed: LocalFederation, **options: Any) -> Recording:
 def test_three_rounds_equal_flowers_fedavg_within_the_ckks_bound(fed: LocalFederation) -> None:
     strategy = he_strategy(fed)
     he_result, he_models = simulate(strategy, make_client_app([he_agg_mod_for(fed)]), ROUNDS)
-    plain = FedAvg(min_available_nodes=NODES)  # all nodes up before round 1 samples
+    plain = FedAvg(min_train_nodes=NODES, min_available_nodes=NODES)
     plain_result, plain_models = simulate(plain, make_client_app([]), ROUNDS)
 
     assert [o.state for o in strategy.outcomes.values()] == [RoundState.PUBLISHED] * ROUNDS

@@ -178,7 +178,11 @@ def test_serve_over_tls_and_its_one_line_refusals(tmp_path: Path) -> None:
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None
-        assert f"https://127.0.0.1:{port}" in process.stderr.readline()
+        line = ""
+        while "serving on" not in line:  # the JSON startup log lines come first
+            line = process.stderr.readline()
+            assert line, "the server ended without saying where it serves"
+        assert f"https://127.0.0.1:{port}" in line
         deadline = time.monotonic() + 30
         while True:
             try:

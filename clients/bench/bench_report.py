@@ -115,13 +115,13 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     for name, draw in plots.items():
         figure = draw(result["cells"], plt)
         figure.tight_layout()
-        figure.savefig(out / name, dpi=110)
+        figure.savefig(out / name, dpi=110, bbox_inches="tight")  # outside legends too
         plt.close(figure)
 
 
 def _stages_plot(cells: list[dict[str, Any]], plt: Any) -> Any:
     labels = [f"{c['parameters'] // 1000}k×{c['clients']}" for c in cells]
-    figure, axis = plt.subplots(figsize=(max(6, len(cells) * 0.9), 4.5))
+    figure, axis = plt.subplots(figsize=(max(6, len(cells) * 0.9) + 2, 4.5))
     bottom = [0.0] * len(cells)
     for stage in STAGES:
         heights = [c["he_agg"]["seconds"][stage]["median"] for c in cells]
@@ -140,7 +140,7 @@ def _stages_plot(cells: list[dict[str, Any]], plt: Any) -> Any:
         xlabel="parameters × clients",
         title="he-agg round, stage by stage",
     )
-    axis.legend(fontsize=7)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
     return figure
 
 
@@ -164,7 +164,7 @@ def _round_seconds(row: list[dict[str, Any]], kind: str) -> list[float]:
 
 
 def _scaling_plot(cells: list[dict[str, Any]], plt: Any) -> Any:
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 5))
     for clients in sorted({c["clients"] for c in cells}):
         row = [c for c in cells if c["clients"] == clients]
         sizes = [c["parameters"] for c in row]
@@ -179,11 +179,13 @@ def _scaling_plot(cells: list[dict[str, Any]], plt: Any) -> Any:
         ylabel="round seconds",
         title="scaling with parameters",
     )
-    left.legend(fontsize=7)
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
     for size in sorted({c["parameters"] for c in cells}):
         row = [c for c in cells if c["parameters"] == size]
         counts = [c["clients"] for c in row]
-        right.plot(counts, _round_seconds(row, "he_agg"), "o-", label=f"he-agg, {size:,}")
+        right.plot(
+            counts, _round_seconds(row, "he_agg"), "o-", label=f"he-agg, {size:,} parameters"
+        )
     right.set(
         xscale="log",
         yscale="log",
@@ -191,7 +193,7 @@ def _scaling_plot(cells: list[dict[str, Any]], plt: Any) -> Any:
         ylabel="round seconds",
         title="scaling with clients",
     )
-    right.legend(fontsize=7)
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
     return figure
 
 

@@ -353,7 +353,6 @@ class _Session:
         if recovery is not None:
             self.up.set()
         self.kills.append(Kill(kind, self.label, number, state, recovery))
-        print(f"{time.monotonic():.1f}", kind, state, recovery, flush=True)
         self.on_kill()
 
     def _next_kind(self, phase: str) -> str:
@@ -408,12 +407,6 @@ class _Session:
             return self.files.round_state(_FEDERATION, number)[0] in finished
 
         poll(finished_or_failed, 600, 0.05)
-        print(
-            number,
-            self.files._query(
-                "select attempt, unresponsive, reason from rounds where number=?", number
-            ),
-        )
         state, attempts, _ = self.files.round_state(_FEDERATION, number)
         truth, total = weighted_truth(list(updates.values()))
         bound = average_bound(self.params, 2, truth, total)
@@ -466,6 +459,8 @@ class _Session:
         self._count_retries()
 
     def _count_retries(self) -> None:
+        """Uploads sent again after an attempt got no answer; every attempt's bytes must be
+        the first attempt's, and every answer to a re-send 201 (or 503: busy)."""
         history: dict[tuple[int, str], list[tuple[str, int | str]]] = {}
         for attempt in self.tap.attempts:
             history.setdefault((attempt.round, attempt.client), []).append(
@@ -473,13 +468,10 @@ class _Session:
             )
         for attempts in history.values():
             first = attempts[0][0]
-            dropped = False
-            for digest, outcome in attempts:
-                if dropped:
-                    self.resent += 1
-                    self.resent_other_bytes += digest != first
-                    self.refused += isinstance(outcome, int) and outcome not in (201, 503)
-                dropped = isinstance(outcome, str)
+            self.resent += any(isinstance(outcome, str) for _, outcome in attempts)
+            self.resent_other_bytes += sum(digest != first for digest, _ in attempts)
+            answers = [outcome for _, outcome in attempts[1:] if isinstance(outcome, int)]
+            self.refused += sum(status not in (201, 503) for status in answers)
 
 
 def run_kill(

@@ -33,20 +33,29 @@ def _plots(result: PilotResult) -> list[str]:
     for name, draw in plots.items():
         figure = draw(result, plt)
         figure.tight_layout()
-        figure.savefig(result.config.out / name, dpi=110)
+        figure.savefig(result.config.out / name, dpi=110, bbox_inches="tight")
         plt.close(figure)
     return list(plots)
 
 
+_BANK_STYLES = ("-", "--", "-.", ":")
+
+
+def _legend_below(axis: Any, columns: int = 2) -> None:
+    """The legend under the axes, where it cannot cover a curve."""
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=columns, fontsize="small")
+
+
 def _auc_per_round(result: PilotResult, plt: Any) -> Any:
     names = list(result.he)
-    figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+    figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 5.6), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
         rounds = [r["round"] for r in result.he[name]]
-        first_bank = next(iter(result.alone[name]))
-        for bank, records in result.alone[name].items():
-            label = "bank alone" if bank == first_bank else None
-            axis.plot(rounds, [r["auc"] for r in records], color="0.75", lw=1, label=label)
+        for number, (bank, records) in enumerate(result.alone[name].items()):
+            style = _BANK_STYLES[number % len(_BANK_STYLES)]
+            axis.plot(
+                rounds, [r["auc"] for r in records], style, color="0.6", lw=1, label=f"{bank} alone"
+            )
         axis.plot(rounds, [r["auc"] for r in result.central[name]], "k--", label="centralised")
         axis.plot(
             rounds,
@@ -59,7 +68,7 @@ def _auc_per_round(result: PilotResult, plt: Any) -> Any:
         he = [r["auc"] for r in result.he[name]]
         axis.plot(rounds, he, "-", color="tab:blue", label="HE-FedAvg (he-agg)")
         axis.set(title=f"{name}: test AUC per round", xlabel="round", ylabel="ROC AUC")
-        axis.legend(loc="lower right")
+        _legend_below(axis, columns=3)
     return figure
 
 
@@ -68,7 +77,7 @@ def _roc(result: PilotResult, plt: Any) -> Any:
 
     names = list(result.he)
     labels = result.data.y[result.data.test]
-    figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.5), squeeze=False)
+    figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 5.4), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
         curves = {
             "HE-FedAvg": result.he[name][-1]["scores"],
@@ -76,32 +85,33 @@ def _roc(result: PilotResult, plt: Any) -> Any:
         }
         alone = result.alone[name]
         median_bank = sorted(alone, key=lambda b: _final(alone[b]))[len(alone) // 2]
-        curves[f"{median_bank} alone"] = alone[median_bank][-1]["scores"]
+        curves[f"median bank alone ({median_bank})"] = alone[median_bank][-1]["scores"]
         for label, scores in curves.items():
             fpr, tpr, _ = roc_curve(labels, scores)
             axis.plot(fpr, tpr, label=label)
-        axis.plot([0, 1], [0, 1], ":", color="0.6")
+        axis.plot([0, 1], [0, 1], ":", color="0.6", label="chance")
         axis.set(
             title=f"{name}: ROC on held-out {result.data.rows_noun}",
             xlabel="false positive rate",
             ylabel="true positive rate",
         )
-        axis.legend(loc="lower right")
+        _legend_below(axis)
     return figure
 
 
 def _auc_vs_epsilon(result: PilotResult, plt: Any) -> Any:
-    figure, axis = plt.subplots(figsize=(5.5, 4))
-    for name, points in result.dp.items():
-        axis.plot([p[1] for p in points], [p[2] for p in points], "o-", label=name)
-        axis.axhline(_final(result.he[name]), ls=":", color="0.5")
+    figure, axis = plt.subplots(figsize=(5.5, 4.8))
+    for number, (name, points) in enumerate(result.dp.items()):
+        color = f"C{number}"
+        axis.plot([p[1] for p in points], [p[2] for p in points], "o-", color=color, label=name)
+        axis.axhline(_final(result.he[name]), ls=":", color=color, label=f"{name}, no DP")
     axis.set(
         xscale="log",
         xlabel="ε (δ = 1e-5), after all rounds",
         ylabel="final test AUC",
-        title="DP-FedAvg: AUC against ε (dotted: no DP)",
+        title="DP-FedAvg: AUC against ε",
     )
-    axis.legend()
+    _legend_below(axis)
     return figure
 
 
