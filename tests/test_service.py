@@ -535,7 +535,8 @@ def test_bad_uploads_are_refused_and_store_nothing(fed: Federation) -> None:
     stranger_path = f"/v1/federations/{FED}/rounds/{number}/updates/{CLIENTS[1]}"
     with pytest.raises(ServiceError) as caught:
         client.request("PUT", stranger_path, content=b"x", manifest=manifest)
-    assert caught.value.status == 403
+    assert caught.value.status == 403  # the message says whose key it is
+    assert f"this key belongs to client {name!r}; only {CLIENTS[1]!r}" in caught.value.detail
     assert _row_count(fed) == before
     assert fed.admin_api().round(FED, number).uploads == []
     assert not list((fed.server.data_dir / "blobs" / "incoming").iterdir())
