@@ -35,7 +35,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 import numpy as np
 
@@ -58,6 +58,7 @@ __all__ = [
     "MAGIC",
     "ByteSource",
     "EnvelopeView",
+    "Expected",
     "Upload",
     "decode_upload",
     "encode_upload",
@@ -150,6 +151,16 @@ def _read_ident(blob: memoryview, offset: int, what: str) -> tuple[str, int]:
         raise MismatchError(f"{what} id is not UTF-8") from exc
 
 
+class Expected(TypedDict, total=False):
+    """What a reader expects an envelope to name; each one given must match exactly."""
+
+    federation: str
+    round: int
+    client: str
+    max_count: int  # the most ciphertexts it may hold
+    epoch: int
+
+
 class ByteSource(Protocol):
     """What an envelope can be read from: bytes, a memoryview, or a file read on demand
     (``he_agg.server.store.FileBytes``): a length, and slices as bytes-like objects."""
@@ -181,18 +192,13 @@ class EnvelopeView:
 
     @classmethod
     def parse(
-        cls,
-        data: ByteSource,
-        params: ParameterSet,
-        *,
-        federation: str | None = None,
-        round: int | None = None,
-        client: str | None = None,
-        max_count: int | None = None,
-        epoch: int | None = None,
+        cls, data: ByteSource, params: ParameterSet, **expect: Unpack[Expected]
     ) -> EnvelopeView:
         """Check everything but the words: magic, version, parameter set, the expectations
         given (each must match exactly), the scale, and the exact length."""
+        federation, round = expect.get("federation"), expect.get("round")
+        client, epoch = expect.get("client"), expect.get("epoch")
+        max_count = expect.get("max_count")
         size = len(data)
         blob = memoryview(bytes(data[0:_MAX_HEADER]))  # the header, in full, is in here
         if len(blob) < _FIXED.size:
@@ -279,26 +285,9 @@ class EnvelopeView:
         return tuple(carried)
 
 
-def decode_upload(
-    data: ByteSource,
-    params: ParameterSet,
-    *,
-    federation: str | None = None,
-    round: int | None = None,
-    client: str | None = None,
-    max_count: int | None = None,
-    epoch: int | None = None,
-) -> Upload:
+def decode_upload(data: ByteSource, params: ParameterSet, **expect: Unpack[Expected]) -> Upload:
     """Parse and validate an envelope whole; every expectation given must match exactly."""
-    view = EnvelopeView.parse(
-        data,
-        params,
-        federation=federation,
-        round=round,
-        client=client,
-        max_count=max_count,
-        epoch=epoch,
-    )
+    view = EnvelopeView.parse(data, params, **expect)
     return Upload(
         federation=view.federation,
         round=view.round,

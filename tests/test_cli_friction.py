@@ -17,18 +17,9 @@ from typer.main import get_command
 
 from clients.cli import app
 from clients.harness.server_process import free_port
+from tests.test_cli_errors import _he_agg
 
-
-def _run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HE_AGG_PASSPHRASE": "pw"}
-    return subprocess.run(
-        [sys.executable, "-m", "clients.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+_run = _he_agg  # the installed command, as a subprocess
 
 
 def test_version(tmp_path: Path) -> None:
