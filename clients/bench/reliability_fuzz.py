@@ -196,6 +196,8 @@ class FuzzFigures:
     conformance: dict[str, int]  # schemathesis response-check findings, by title
     duration_s: float
     examples: list[str] = field(default_factory=list)  # a few failing requests
+    findings: list[str] = field(default_factory=list)  # the first of each conformance finding
+    unsendable: int = 0  # drawn requests httpx would not send (e.g. bad header values)
 
     @property
     def rss_growth_mb(self) -> float:
@@ -215,8 +217,7 @@ class FuzzFigures:
             Figure(
                 "fuzz",
                 "rows / blobs written by rejected requests",
-                f"{self.rows_by_rejected} / {self.blobs_by_rejected} "
-                f"(of {self.rejected} rejected)",
+                f"{self.rows_by_rejected} / {self.blobs_by_rejected} (of {self.rejected} rejected)",
                 "0 / 0",
                 self.rows_by_rejected == 0 and self.blobs_by_rejected == 0,
             ),
@@ -257,6 +258,7 @@ class _Fuzzer:
         self.by_source: Counter[str] = Counter()
         self.conformance: Counter[str] = Counter()
         self.examples: list[str] = []
+        self.findings: list[str] = []  # the first of each conformance finding
         self.server_errors = self.no_answer = self.deaths = self.unsendable = 0
         self.rejected = self.rows_by_rejected = self.blobs_by_rejected = self.accepted = 0
         self.signed_answers = self.signed_reached = 0
@@ -273,15 +275,15 @@ class _Fuzzer:
             request = self.http.build_request(
                 method, self.url + target, content=body, headers=headers
             )
-        except (UnicodeEncodeError, httpx.InvalidURL, ValueError):
-            self.unsendable += 1  # httpx will not put it on the wire: not a request
-            return None
-        self.by_source[source] += 1
-        try:
             response = self.http.send(request)
+        except (UnicodeEncodeError, httpx.InvalidURL, httpx.LocalProtocolError, ValueError):
+            self.unsendable += 1  # httpx or h11 will not put it on the wire: not a request
+            return None
         except httpx.TransportError as exc:
+            self.by_source[source] += 1
             self._no_answer(f"{method} {target}: {type(exc).__name__}")
             return None
+        self.by_source[source] += 1
         status = response.status_code
         self.statuses[status] += 1
         if status >= 500 or b"Traceback" in response.content:
@@ -293,8 +295,9 @@ class _Fuzzer:
             before_rows, before_blobs = self._last
             self.rows_by_rejected += sum(max(0, rows[t] - before_rows[t]) for t in rows)
             self.blobs_by_rejected += max(0, blobs - before_blobs)
-            if any(rows[t] > before_rows[t] for t in rows) or blobs > before_blobs:
-                self._example(f"{method} {target} → {status} wrote rows or blobs")
+            grown = [t for t in rows if rows[t] > before_rows[t]]
+            if grown or blobs > before_blobs:
+                self._example(f"{method} {target} → {status} wrote {grown} or blobs")
         else:
             self.accepted += 1
         self._last = rows, blobs
@@ -302,6 +305,10 @@ class _Fuzzer:
             self.signed_answers += 1
             self.signed_reached += status not in (401, 403, 404)
         return response
+
+    def resync(self) -> None:
+        """After the harness itself changed the server (opened a round): the new baseline."""
+        self._last = _snapshot(self.files)
 
     def _no_answer(self, what: str) -> None:
         self.no_answer += 1
@@ -344,6 +351,7 @@ class _Envelopes:
         free = [c for c in _CLIENTS if (self.round, c) not in self.used]
         if not self.round or not free:
             self.round = self.admin.open_round(_FEDERATION, 7 * 86_400).number
+            self.fuzzer.resync()
             free = list(_CLIENTS)
         self.client = free[0]
         participant = self.participant(self.client)
@@ -444,6 +452,7 @@ class _Schemathesis:
             try:
                 admin = self.federation.admin_api()
                 self.live_round = admin.open_round(_FEDERATION, 7 * 86_400).number
+                self.fuzzer.resync()
             except ServiceError:  # τ promised, or a DKG under way: keep the old one
                 pass
         return {
@@ -458,11 +467,13 @@ class _Schemathesis:
 
     def run(self, source: str, budget: int, on_request: Callable[[], None]) -> None:
         from hypothesis import HealthCheck, Phase, given, seed, settings
+        from hypothesis.errors import Unsatisfiable
         from schemathesis import GenerationMode
 
         signed = source == "signed"
         stop = self.fuzzer.sent + budget
         passes = 0
+        before = self.fuzzer.sent
         while self.fuzzer.sent < stop:
             mode = GenerationMode.POSITIVE if passes % 2 == 0 else GenerationMode.NEGATIVE
             left = stop - self.fuzzer.sent
@@ -475,14 +486,8 @@ class _Schemathesis:
                 strategy = operation.as_strategy(
                     mode, path_parameters=(pinned or None) if signed else None
                 )
-                role = _role(operation.method, operation.path)
-
-                def send(case: Any, role: str = role) -> None:
-                    if self.fuzzer.sent >= stop:
-                        return
-                    self._send(source, case, role if signed else None)
-                    on_request()
-
+                role = _role(operation.method, operation.path) if signed else None
+                send = self._sender(source, role, stop, on_request)
                 test = settings(
                     max_examples=per_operation,
                     deadline=None,
@@ -490,8 +495,24 @@ class _Schemathesis:
                     phases=[Phase.generate],
                     suppress_health_check=list(HealthCheck),
                 )(given(strategy)(send))
-                seed(self.seed + passes)(test)()
+                try:
+                    seed(self.seed + passes)(test)()
+                except Unsatisfiable:  # nothing to draw in this mode (a route without input)
+                    continue
             passes += 1
+            if passes > 1 and self.fuzzer.sent == before:
+                break  # two passes without a request: nothing more can be drawn
+            before = self.fuzzer.sent if passes % 2 == 0 else before
+
+    def _sender(
+        self, source: str, role: str | None, stop: int, on_request: Callable[[], None]
+    ) -> Callable[[Any], None]:
+        def send(case: Any) -> None:
+            if self.fuzzer.sent < stop:
+                self._send(source, case, role)
+                on_request()
+
+        return send
 
     def _send(self, source: str, case: Any, role: str | None) -> None:
         kwargs = case.as_transport_kwargs(base_url=self.federation.server.url)
@@ -529,9 +550,16 @@ class _Schemathesis:
             case.validate_response(response, checks=selected)
         except FailureGroup as group:
             for failure in group.exceptions:
-                self.fuzzer.conformance[failure.title] += 1
+                self._finding(case, failure)
         except Failure as failure:
-            self.fuzzer.conformance[failure.title] += 1
+            self._finding(case, failure)
+
+    def _finding(self, case: Any, failure: Any) -> None:
+        if failure.title not in self.fuzzer.conformance:
+            self.fuzzer.findings.append(
+                f"{case.method} {case.path}: {failure.title}: {failure.message[:300]}"
+            )
+        self.fuzzer.conformance[failure.title] += 1
 
     def close(self) -> None:
         for signer in self.signers.values():
@@ -609,4 +637,6 @@ def run_fuzz(
         conformance=dict(fuzzer.conformance.most_common()),
         duration_s=time.monotonic() - started,
         examples=fuzzer.examples,
+        findings=fuzzer.findings,
+        unsendable=fuzzer.unsendable,
     )

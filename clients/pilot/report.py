@@ -47,14 +47,18 @@ def _legend_below(axis: Any, columns: int = 2) -> None:
 
 
 def _auc_per_round(result: PilotResult, plt: Any) -> Any:
+    from matplotlib.ticker import MaxNLocator
+
     names = list(result.he)
     figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 5.6), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
         rounds = [r["round"] for r in result.he[name]]
-        for number, (bank, records) in enumerate(result.alone[name].items()):
+        banks = list(result.alone[name].items())
+        for number, (bank, records) in enumerate(banks):
             style = _BANK_STYLES[number % len(_BANK_STYLES)]
+            grey = str(round(0.35 + 0.4 * number / max(1, len(banks) - 1), 2))  # each its own
             axis.plot(
-                rounds, [r["auc"] for r in records], style, color="0.6", lw=1, label=f"{bank} alone"
+                rounds, [r["auc"] for r in records], style, color=grey, lw=1, label=f"{bank} alone"
             )
         axis.plot(rounds, [r["auc"] for r in result.central[name]], "k--", label="centralised")
         axis.plot(
@@ -68,6 +72,7 @@ def _auc_per_round(result: PilotResult, plt: Any) -> Any:
         he = [r["auc"] for r in result.he[name]]
         axis.plot(rounds, he, "-", color="tab:blue", label="HE-FedAvg (he-agg)")
         axis.set(title=f"{name}: test AUC per round", xlabel="round", ylabel="ROC AUC")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
         _legend_below(axis, columns=3)
     return figure
 
@@ -100,6 +105,8 @@ def _roc(result: PilotResult, plt: Any) -> Any:
 
 
 def _auc_vs_epsilon(result: PilotResult, plt: Any) -> Any:
+    from matplotlib.ticker import ScalarFormatter
+
     figure, axis = plt.subplots(figsize=(5.5, 4.8))
     for number, (name, points) in enumerate(result.dp.items()):
         color = f"C{number}"
@@ -111,6 +118,8 @@ def _auc_vs_epsilon(result: PilotResult, plt: Any) -> Any:
         ylabel="final test AUC",
         title="DP-FedAvg: AUC against ε",
     )
+    axis.xaxis.set_major_formatter(ScalarFormatter())  # 3, 6, 10 rather than 3×10⁰
+    axis.xaxis.set_minor_formatter(ScalarFormatter())
     _legend_below(axis)
     return figure
 

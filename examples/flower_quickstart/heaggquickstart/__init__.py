@@ -1,0 +1,1 @@
+"""heaggquickstart: Flower's quickstart-pytorch, with he-agg aggregating the models."""
