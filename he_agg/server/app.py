@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -138,6 +139,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 except Exception:  # the clock must survive any one bad round
                     log.exception("clock tick failed")
 
+        # every admitted upload may hold a worker thread (validation waits for one of
+        # validation_slots there); keep 32 more for everything else, so signed routes and
+        # the clock never queue behind uploads
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, settings.max_inflight_uploads + 32)
         task = asyncio.create_task(clock())
         log.info("aggregator started", extra={"data_dir": str(settings.data_dir)})
         for federation in state.federations.without_proofs():
