@@ -30,3 +30,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Flower quickstart through he-agg and through plain FedAvg, offline (examples/flower_quickstart)
+.PHONY: flower-demo
+flower-demo: $(STAMP)
+	$(BIN)/python examples/flower_quickstart/run_simulation.py

@@ -14,6 +14,10 @@ with b_r the per-value bound of one he-agg average: the parameter set's z = 7 bo
 decoded slot of the weighted sum (``ParameterSet.error_bound(t)``, as tests/test_service.py
 uses it) divided by Σ n_k, times (1 + max|w|) because the decoded Σ n_k carries the same
 error (first order of (S + e_S)/(N + e_N)).
+
+About 100 s on two cores, mostly Ray: each ``run_simulation`` starts and stops a Ray
+cluster (about 10 s), and the committee-below-t test waits for the aggregator to give up
+on endorsements (10 share timeouts of 2 s).
 """
 
 from __future__ import annotations
@@ -198,10 +202,13 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
         share_timeout=2.0,  # a committee below t aborts after 10 share timeouts
     )
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("FLWR_TELEMETRY_ENABLED", "0")
-        env.setenv("HE_AGG_PASSPHRASE", "local-federation")  # the harness's key files
+        env.setenv("FLWR_TELEMETRY_ENABLED", "0")  # offline: no usage events,
+        env.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")  # no version check
+        env.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no FutureWarning
+        env.setenv("HE_AGG_PASSPHRASE", federation.passphrase)  # the harness's key files
         # Ray's workers unpickle this module's ClientApp: they must be able to import it
-        env.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        path = [str(ROOT), os.environ.get("PYTHONPATH", "")]
+        env.setenv("PYTHONPATH", os.pathsep.join(filter(None, path)))
         federation.start()
         try:
             for name in federation.clients:
@@ -351,6 +358,12 @@ def test_the_mod_refuses_to_train_for_a_round_without_he_agg() -> None:
 
     reply = HeAggMod()(message, context, train)
     assert reply.has_error() and "plaintext" in reply.error.reason and not called
+    # a round named, but no identity configured: refused before training too
+    named = _message(
+        RecordDict({"arrays": _as_record(_initial()), "config": ConfigRecord({ROUND: 1})})
+    )
+    reply = HeAggMod()(named, context, train)
+    assert reply.has_error() and "he-agg-roster" in reply.error.reason and not called
     evaluate = _message(RecordDict({"config": ConfigRecord({ROUND: 1})}), "evaluate")
     assert HeAggMod()(evaluate, context, train) is evaluate  # evaluation passes through
 
@@ -371,6 +384,7 @@ def test_the_strategy_ignores_a_reply_that_carries_a_model(
 def test_a_committee_below_t_aborts_the_round_and_keeps_the_model(
     fed: LocalFederation, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # last in this module: the fixture's committee stays below t afterwards
     for process in fed.processes[1:]:  # members 2 and 3 stop: 1 < t = 2 remain
         process.terminate()
         process.wait(timeout=10)

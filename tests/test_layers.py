@@ -27,6 +27,7 @@ LAYERS: dict[str, str] = {
     "clients.simulation": "simulation",
     "clients.pilot": "pilot",
     "clients.bench": "bench",
+    "clients.flower": "flower",
     "clients.demo": "apps",
     "clients.cli": "apps",
     "clients.cli_common": "apps",
@@ -43,6 +44,8 @@ ALLOWED: dict[str, set[str]] = {
     "committee": {"core", "api", "committee"},
     "sdk": {"core", "api", "backend", "sdk"},
     "harness": {"core", "api", "committee", "sdk", "harness"},
+    # the Flower strategy and ClientApp mod: the SDK, plus keys.identity to open key files
+    "flower": {"core", "api", "backend", "committee", "sdk", "flower"},
     "simulation": {"core", "api", "backend", "committee", "sdk", "harness", "simulation"},
     "pilot": {"core", "api", "backend", "committee", "sdk", "harness", "simulation", "pilot"},
     "bench": {

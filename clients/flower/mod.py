@@ -61,16 +61,21 @@ class HeAggMod:
                 "he-agg mod: this train message names no he-agg round, so the model would "
                 "leave the node in plaintext; the ServerApp must use clients.flower.HeAggFedAvg",
             )
+        try:  # before training: a node that cannot upload need not train
+            participant = self._participant(ClientSettings.from_context(context, self.defaults))
+            _check_federation(config, participant)
+        except (HeAggError, OSError, ValueError) as exc:
+            return _refuse(msg, f"he-agg mod: {type(exc).__name__}: {exc}")
         reply = call_next(msg, context)
         if reply.has_error():
             return reply
         try:
-            return self._upload(msg, reply, context, config)
+            return self._upload(msg, reply, participant, config)
         except (HeAggError, OSError, ValueError) as exc:
             return _refuse(msg, f"he-agg upload failed: {type(exc).__name__}: {exc}")
 
     def _upload(
-        self, msg: Message, reply: Message, context: Context, config: ConfigRecord
+        self, msg: Message, reply: Message, participant: Participant, config: ConfigRecord
     ) -> Message:
         content = reply.content
         if len(content.array_records) != 1 or len(content.metric_records) != 1:
@@ -81,13 +86,6 @@ class HeAggMod:
         samples = metrics.get(weight_key)
         if not isinstance(samples, int | float) or isinstance(samples, bool):
             raise ValueError(f"the reply's MetricRecord has no number {weight_key!r}")
-        participant = self._participant(ClientSettings.from_context(context, self.defaults))
-        federation = str(config.get(FEDERATION, participant.federation))
-        if federation != participant.federation:
-            raise ValueError(
-                f"the ServerApp asks for federation {federation!r}; this client's pinned "
-                f"roster is for {participant.federation!r}"
-            )
         update: dict[str, Any] = {name: np.asarray(array.numpy()) for name, array in arrays.items()}
         receipt = participant.submit(update, float(samples), round=_as_int(config[ROUND]))
         log.info(
@@ -130,6 +128,15 @@ def _he_agg_config(msg: Message) -> ConfigRecord | None:
         if ROUND in record:
             return record
     return None
+
+
+def _check_federation(config: ConfigRecord, participant: Participant) -> None:
+    federation = str(config.get(FEDERATION, participant.federation))
+    if federation != participant.federation:
+        raise ValueError(
+            f"the ServerApp asks for federation {federation!r}; this client's pinned "
+            f"roster is for {participant.federation!r}"
+        )
 
 
 def _as_int(value: object) -> int:

@@ -45,6 +45,7 @@ __all__ = ["HeAggFedAvg", "RoundOutcome"]
 log = logging.getLogger("flwr.he_agg")
 
 MetricsAggregation = Callable[[list[RecordDict], str], MetricRecord]
+Layout = dict[str, tuple[str, tuple[int, ...]]]  # tensor name → (dtype, shape)
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,15 @@ class HeAggFedAvg(FedAvg):
     """``FedAvg`` whose average the he-agg committee decrypts; the ServerApp never sees
     an individual update. Sampling, evaluation and metric aggregation are FedAvg's.
 
+    ``admin_key``: an Ed25519 key the aggregator lists as an admin (``he-agg serve
+    --admin``), used to open and close rounds: the federation admin's, or better an
+    operator key of its own, which cannot sign a roster change (docs/flower.md).
     ``round_deadline``: seconds an he-agg round stays open for uploads (its deadline
     closes it even if the ServerApp dies); keep it at least Flower's ``timeout``.
-    ``model_timeout``: seconds to wait, after closing, for the published model.
+    ``model_timeout``: seconds to wait, after closing, for the published model (and to
+    retry opening a round while the next key epoch's DKG runs).
     """
 
-    # pylint: disable=too-many-arguments
     def __init__(
         self,
         server: str,
@@ -112,7 +116,7 @@ class HeAggFedAvg(FedAvg):
         self.poll_interval = poll_interval
         verify: Path | bool = Path(ca_file) if ca_file is not None else True
         self._admin = Admin(server, admin_key, verify=verify)
-        self._open: dict[int, tuple[int, dict[str, tuple[str, tuple[int, ...]]]]] = {}
+        self._open: dict[int, tuple[int, Layout]] = {}  # Flower round → he-agg round
         self.outcomes: dict[int, RoundOutcome] = {}
 
     @classmethod
@@ -187,9 +191,7 @@ class HeAggFedAvg(FedAvg):
         if server_round not in self._open:
             return None, metrics
         number, layout = self._open.pop(server_round)
-        receipts = {str(m.content[RECEIPT_RECORD]["client"]) for m in valid
-                    if RECEIPT_RECORD in m.content.config_records}  # fmt: skip
-        return self._finish(server_round, number, layout, receipts), metrics
+        return self._finish(server_round, number, layout, _receipt_clients(valid)), metrics
 
     def _open_round(self) -> int:
         """While the next key epoch's DKG runs, opening answers 409: retry a while."""
@@ -239,7 +241,7 @@ class HeAggFedAvg(FedAvg):
         self,
         server_round: int,
         number: int,
-        layout: dict[str, tuple[str, tuple[int, ...]]],
+        layout: Layout,
         receipts: set[str],
     ) -> ArrayRecord | None:
         """Close the he-agg round, wait for its model; None (keep the old model) if none."""
@@ -257,10 +259,7 @@ class HeAggFedAvg(FedAvg):
                 ", ".join(missing),
             )
         if not status.model_ready:
-            reason = status.reason if status.state == RoundState.ABORTED else (
-                f"no model {self.model_timeout:.0f} s after closing (state {status.state}, "
-                f"decryption set {status.decryption_set}): fewer than t members answering?"
-            )  # fmt: skip
+            reason = self._why_no_model(status)
             self._record(server_round, number, status.state, tuple(status.uploads), reason)
             log.warning(
                 "he-agg: round %d gave no model: %s; the global model stays as it was",
@@ -283,6 +282,14 @@ class HeAggFedAvg(FedAvg):
         )
         return arrays
 
+    def _why_no_model(self, status: RoundOut) -> str:
+        if status.state == RoundState.ABORTED:
+            return status.reason or "aborted"
+        return (
+            f"no model {self.model_timeout:.0f} s after closing (state {status.state}, "
+            f"decryption set {status.decryption_set}): fewer than t members answering?"
+        )
+
     def _wait_for_model(self, status: RoundOut) -> RoundOut:
         deadline = time.monotonic() + self.model_timeout
         while not (status.model_ready or status.state == RoundState.ABORTED):
@@ -303,9 +310,16 @@ class HeAggFedAvg(FedAvg):
         self.outcomes[server_round] = RoundOutcome(server_round, number, state, uploads, reason)
 
 
-def _as_arrayrecord(
-    model: dict[str, Any], layout: dict[str, tuple[str, tuple[int, ...]]]
-) -> ArrayRecord:
+def _receipt_clients(replies: list[Message]) -> set[str]:
+    """The clients whose replies carry an he-agg upload receipt."""
+    return {
+        str(reply.content[RECEIPT_RECORD]["client"])
+        for reply in replies
+        if RECEIPT_RECORD in reply.content.config_records
+    }
+
+
+def _as_arrayrecord(model: dict[str, Any], layout: Layout) -> ArrayRecord:
     """The published model as an ArrayRecord with the global model's names, order, shapes
     and dtypes (he-agg restores each tensor's dtype from the clients' manifest)."""
     if set(model) != set(layout):
