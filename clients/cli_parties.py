@@ -44,6 +44,14 @@ def _load_update(path: Path) -> dict[str, Any]:
     return dict(loaded)
 
 
+def _save_model(model: dict[str, Any], out: Path) -> None:
+    """A state_dict of tensors, which ``torch.load(out, weights_only=True)`` reads."""
+    import numpy as np
+    import torch
+
+    torch.save({name: torch.as_tensor(np.asarray(value)) for name, value in model.items()}, out)
+
+
 @client_app.command("submit")
 def client_submit(
     federation_id: str = FEDERATION_ID,
@@ -87,10 +95,8 @@ def client_submit(
     receipt = call(lambda: participant.submit(state, samples, round=round_number))
     typer.echo(json.dumps(receipt.model_dump(mode="json")))
     if wait:
-        import torch
-
         model = call(lambda: participant.wait_for_model(round_number))
-        torch.save(model, out)
+        _save_model(model, out)
         typer.echo(f"saved the round-{round_number} model to {out}")
 
 
@@ -139,7 +145,6 @@ def client_fetch(
     out: Path = typer.Option(Path("model.pt"), help="where to save the model (torch)"),
 ) -> None:
     """Download a round's published (averaged) model, signed with your key."""
-    import torch
 
     from clients.participant import Participant
 
@@ -156,7 +161,7 @@ def client_fetch(
         model = call(lambda: participant.wait_for_model(round_number, timeout=timeout))
     else:
         model = call(lambda: participant.fetch_model(round_number))
-    torch.save(model, out)
+    _save_model(model, out)
     typer.echo(f"saved the round-{round_number} model to {out}")
 
 
