@@ -58,7 +58,12 @@ def test_he_and_plaintext_histories_agree_within_the_ckks_bound() -> None:
         assert abs(a.metrics["loss"] - b.metrics["loss"]) < 1e-5
         assert a.metrics["accuracy"] == b.metrics["accuracy"]
     gap = np.abs(flatten(secure.final_state)[0] - flatten(plain.final_state)[0]).max()
-    assert 0 < gap < 1e-5  # not identical (CKKS adds noise), but within its bound
+    # within the CKKS bound; the noise is random and often below float32's rounding of the
+    # weights, so the states may also be equal: that the secure run really went through
+    # CKKS is shown by what it uploaded (ciphertexts, many times the float32 bytes)
+    assert gap < 1e-5
+    for he, twin in zip(secure.rounds, plain.rounds, strict=True):
+        assert he.bytes_uploaded > 10 * twin.bytes_uploaded > 0
 
 
 def test_the_seed_fixes_the_initial_model_however_it_was_built() -> None:
