@@ -259,10 +259,16 @@ class UploadTap(httpx.BaseTransport):
 
 
 def tapped_participant(
-    federation: LocalFederation, name: str, tap: UploadTap, spool: Path, backoff: float = 0.05
+    federation: LocalFederation,
+    name: str,
+    tap: UploadTap,
+    spool: Path,
+    backoff: float | None = None,
+    retries: int | None = None,
 ) -> Participant:
     """The SDK's participant for ``name``, its uploads through ``tap`` and spooled under
-    ``spool``; with a short first backoff so a restarted server is found again quickly."""
+    ``spool``; ``backoff`` and ``retries`` change the SDK's retries of a failed connection
+    (default: the SDK's own)."""
     participant = Participant(
         federation.server.url,
         federation.federation,
@@ -274,7 +280,10 @@ def tapped_participant(
         spool_dir=spool / name,
         transport=tap,
     )
-    participant.http.backoff = backoff
+    if backoff is not None:
+        participant.http.backoff = backoff
+    if retries is not None:
+        participant.http.retries = retries
     return participant
 
 

@@ -21,6 +21,7 @@ conformance), reported as information. The server's RSS is sampled throughout.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 import time
@@ -28,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import numpy as np
@@ -48,6 +49,9 @@ from he_agg.errors import ServiceError
 from he_agg.params import derive_parameters
 from keys.identity import load_identity
 
+if TYPE_CHECKING:
+    from hypothesis.strategies import SearchStrategy
+
 __all__ = ["FuzzConfig", "FuzzFigures", "Mutation", "apply_mutation", "run_fuzz"]
 
 _FEDERATION = "fuzz"
@@ -64,6 +68,7 @@ _FIELDS = {  # name: (offset, struct format)
     "federation_length": (68, "<B"),
 }
 _MiB = 1 << 20
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,27 @@ def apply_mutation(
     return bytes(body), manifest, None, None
 
 
-def _mutations() -> Any:
+def _draw(
+    strategy: SearchStrategy[_T], use: Callable[[_T], None], examples: int, seed: int
+) -> None:
+    """Draw up to ``examples`` values of ``strategy`` (generation only: nothing is shrunk or
+    replayed) and hand each to ``use``. A strategy with nothing to draw is skipped."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as seeded
+    from hypothesis.errors import Unsatisfiable
+
+    test = settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )(given(strategy)(use))
+    with contextlib.suppress(Unsatisfiable):  # e.g. negative cases of a route without input
+        seeded(seed)(test)()
+
+
+def _mutations() -> SearchStrategy[Mutation]:
     """The hypothesis strategy of :class:`Mutation` (imported lazily: a dev dependency)."""
     from hypothesis import strategies as st
 
@@ -193,10 +218,10 @@ class FuzzFigures:
     rss_start_mb: float
     rss_end_mb: float
     rss_peak_mb: float
-    conformance: dict[str, int]  # schemathesis response-check findings, by title
+    conformance: dict[str, int]  # schemathesis findings: "title: METHOD path" → answers
     duration_s: float
     examples: list[str] = field(default_factory=list)  # a few failing requests
-    findings: list[str] = field(default_factory=list)  # the first of each conformance finding
+    findings: list[str] = field(default_factory=list)  # the first answer of each finding
     unsendable: int = 0  # drawn requests httpx would not send (e.g. bad header values)
 
     @property
@@ -236,8 +261,8 @@ class FuzzFigures:
             ),
             Figure(
                 "fuzz",
-                "schemathesis conformance findings",
-                ", ".join(f"{k}: {v}" for k, v in self.conformance.items()) or "none",
+                "schemathesis conformance findings (answers)",
+                "; ".join(f"{k} ({v})" for k, v in self.conformance.items()) or "none",
             ),
         ]
 
@@ -426,13 +451,16 @@ class _Schemathesis:
         self, federation: LocalFederation, fuzzer: _Fuzzer, seed: int, checks: bool
     ) -> None:
         import schemathesis
+        from schemathesis.core.result import Ok
 
         self.federation = federation
         self.fuzzer = fuzzer
         self.seed = seed
         self.checks = checks
         self.schema = schemathesis.openapi.from_url(federation.server.url + "/openapi.json")
-        self.operations = [result.ok() for result in self.schema.get_all_operations()]
+        self.operations = [
+            result.ok() for result in self.schema.get_all_operations() if isinstance(result, Ok)
+        ]
         member = load_identity(
             federation.root / "member-1" / "member.identity", federation.passphrase
         )
@@ -466,47 +494,39 @@ class _Schemathesis:
         }
 
     def run(self, source: str, budget: int, on_request: Callable[[], None]) -> None:
-        from hypothesis import HealthCheck, Phase, given, seed, settings
-        from hypothesis.errors import Unsatisfiable
+        """Send ``budget`` requests: passes over every operation, positive cases then
+        negative ones, until the budget is spent (or a pass draws nothing at all)."""
         from schemathesis import GenerationMode
 
-        signed = source == "signed"
         stop = self.fuzzer.sent + budget
         passes = 0
-        before = self.fuzzer.sent
         while self.fuzzer.sent < stop:
-            mode = GenerationMode.POSITIVE if passes % 2 == 0 else GenerationMode.NEGATIVE
-            left = stop - self.fuzzer.sent
-            per_operation = max(1, min(100, math.ceil(left / len(self.operations))))
-            for operation in self.operations:
-                if self.fuzzer.sent >= stop:
-                    break
-                names = {p.name for p in operation.path_parameters}
-                pinned = {k: v for k, v in self.pinned().items() if k in names}
-                strategy = operation.as_strategy(
-                    mode, path_parameters=(pinned or None) if signed else None
-                )
-                role = _role(operation.method, operation.path) if signed else None
-                send = self._sender(source, role, stop, on_request)
-                test = settings(
-                    max_examples=per_operation,
-                    deadline=None,
-                    database=None,
-                    phases=[Phase.generate],
-                    suppress_health_check=list(HealthCheck),
-                )(given(strategy)(send))
-                try:
-                    seed(self.seed + passes)(test)()
-                except Unsatisfiable:  # nothing to draw in this mode (a route without input)
-                    continue
-            passes += 1
-            if passes > 1 and self.fuzzer.sent == before:
-                break  # two passes without a request: nothing more can be drawn
-            before = self.fuzzer.sent if passes % 2 == 0 else before
+            started = self.fuzzer.sent
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                left = stop - self.fuzzer.sent
+                examples = max(1, min(100, math.ceil(left / len(self.operations))))
+                for operation in self.operations:
+                    if self.fuzzer.sent >= stop:
+                        break
+                    send = self._sender(source, operation, stop, on_request)
+                    pins = self._pins(operation) if source == "signed" else None
+                    strategy = operation.as_strategy(mode, path_parameters=pins)
+                    _draw(strategy, send, examples, self.seed + passes)
+                passes += 1
+            if self.fuzzer.sent == started:
+                break  # nothing more can be drawn
+
+    def _pins(self, operation: Any) -> dict[str, Any] | None:
+        """Signed requests reach live resources: their path parameters are pinned."""
+        names = {p.name for p in operation.path_parameters}
+        pinned = {k: v for k, v in self.pinned().items() if k in names}
+        return pinned or None
 
     def _sender(
-        self, source: str, role: str | None, stop: int, on_request: Callable[[], None]
+        self, source: str, operation: Any, stop: int, on_request: Callable[[], None]
     ) -> Callable[[Any], None]:
+        role = _role(operation.method, operation.path) if source == "signed" else None
+
         def send(case: Any) -> None:
             if self.fuzzer.sent < stop:
                 self._send(source, case, role)
@@ -555,11 +575,10 @@ class _Schemathesis:
             self._finding(case, failure)
 
     def _finding(self, case: Any, failure: Any) -> None:
-        if failure.title not in self.fuzzer.conformance:
-            self.fuzzer.findings.append(
-                f"{case.method} {case.path}: {failure.title}: {failure.message[:300]}"
-            )
-        self.fuzzer.conformance[failure.title] += 1
+        where = f"{failure.title}: {case.method.upper()} {case.path}"
+        if where not in self.fuzzer.conformance:
+            self.fuzzer.findings.append(f"{where}: {failure.message[:300]}")
+        self.fuzzer.conformance[where] += 1
 
     def close(self) -> None:
         for signer in self.signers.values():
@@ -570,8 +589,6 @@ def run_fuzz(
     config: FuzzConfig, root: Path, on_request: Callable[[], None] = lambda: None
 ) -> FuzzFigures:
     """Send ``config.requests`` hostile requests and report what the server did."""
-    from hypothesis import HealthCheck, Phase, given, seed, settings
-
     started = time.monotonic()
     params = derive_parameters(
         "torture-fuzz", k_max=16, committee_max=3, value_bits=12, tau=64, proofs=False
@@ -601,14 +618,8 @@ def run_fuzz(
 
         passes = 0
         while fuzzer.sent < envelope_budget:
-            test = settings(
-                max_examples=min(1000, envelope_budget - fuzzer.sent),
-                deadline=None,
-                database=None,
-                phases=[Phase.generate],
-                suppress_health_check=list(HealthCheck),
-            )(given(_mutations())(mutate))
-            seed(config.seed + passes)(test)()
+            examples = min(1000, envelope_budget - fuzzer.sent)
+            _draw(_mutations(), mutate, examples, config.seed + passes)
             passes += 1
         drawn.run("unsigned", unsigned_budget, on_request)
         drawn.run("signed", config.requests - fuzzer.sent, on_request)

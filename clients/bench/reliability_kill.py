@@ -13,10 +13,16 @@ kinds of kill, balanced over the run:
   (``HE_AGG_CRASH_AT``, probability 1: it dies the first time it gets there);
 * ``decrypting``: the harness SIGKILLs it at a random moment while a round decrypts.
 
-After every kill the next kind is picked among those the current round can still reach,
-the least used first. Every acknowledged upload is checked at the end against the
-database and the blob files (lost, corrupted, duplicated), every retry's bytes against
-the first try's, and every round's model against the plaintext weighted average.
+After every kill the next kind is the least used, preferring one the current round can
+still reach (at most 3 kills per round while it takes uploads, 1 at its close, 3 while it
+decrypts), so the kinds stay even and a round takes several kills. The restarted server
+is a process that was started ahead and waits with its imports done
+(:mod:`clients.bench.reliability_server`); one restart in ten starts a new interpreter
+instead, and both recovery times are reported. Clients submit through the SDK with two
+quick retries, then submit again once the server is back (the spool re-sends the same
+bytes). Every acknowledged upload is checked at the end against the database and the
+blob files (lost, corrupted, duplicated), every re-send's bytes against the first try's,
+and every round's model against the plaintext weighted average within the CKKS bound.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
 import numpy as np
 
 from clients.bench.reliability_common import (
@@ -44,6 +49,7 @@ from clients.bench.reliability_common import (
     time_to_ready,
     weighted_truth,
 )
+from clients.bench.reliability_server import WarmServer
 from clients.harness import LocalFederation
 from clients.participant import Participant
 from he_agg.api.models import UploadReceipt
@@ -63,13 +69,24 @@ KILL_KINDS = (
     "decrypting",
 )
 _TIMED = frozenset({"mid_body", "decrypting"})  # landed by the harness, not a crash point
-_DECRYPTION = ("share.stored", "publish.combined", "decrypting")
-_REACHABLE = {  # the kinds a round in each phase still passes through
-    "uploading": KILL_KINDS,
-    "closing": ("close.summed", *_DECRYPTION),
-    "decrypting": _DECRYPTION,
-    "done": KILL_KINDS,
+_PHASE = {  # the phase of a round in which each kind of kill lands
+    "mid_body": "uploading",
+    "upload.blob_committed": "uploading",
+    "upload.recorded": "uploading",
+    "close.summed": "closing",
+    "share.stored": "decrypting",
+    "publish.combined": "decrypting",
+    "decrypting": "decrypting",
 }
+_AHEAD = {  # the phases a round in each phase still passes through
+    "uploading": ("uploading", "closing", "decrypting"),
+    "closing": ("closing", "decrypting"),
+    "decrypting": ("decrypting",),
+    "done": (),
+}
+_QUOTA = {"uploading": 3, "closing": 1, "decrypting": 3}  # kills per round, by phase
+_FAILED_IN_A_ROW = 5  # a session stops (and says so) after this many wrong rounds in a row
+_COLD_EVERY = 10  # one restart in ten starts a new interpreter; the others a waiting one
 _FEDERATION = "torture"
 _T = TypeVar("_T")
 
@@ -77,11 +94,12 @@ _T = TypeVar("_T")
 @dataclass(frozen=True)
 class KillConfig:
     trials: int = 1000  # kills in all
-    default_trials: int = 20  # of those, on the default parameter set (proofs); the rest fast
+    default_trials: int = 10  # of those, on the default parameter set (proofs); the rest fast
     clients: int = 8
     parameters: int = 1500  # model size: one or two ciphertexts
     seed: int = 0
-    share_timeout: float = 4.0
+    share_timeout: float = 4.0  # fast set: members share within about a second
+    default_share_timeout: float = 30.0  # default set: members verify every upload's proofs
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,8 @@ class Kill:
     round: int
     state: str  # the round's state when the server died
     recovery_s: float | None  # restart until /ready answered 200; None: killed again first
+    at_s: float = 0.0  # when the server died, in seconds since the session started
+    cold: bool = False  # restarted from a new interpreter (else from a waiting standby)
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,8 @@ class Acknowledged:
 @dataclass(frozen=True)
 class KillFigures:
     kills: int
+    planned: int
+    stopped_early: str  # why a session ended before its kills ("" if none did)
     by_kind: dict[str, int]
     unexpected_deaths: int  # the server died without being killed or armed
     acknowledged: int
@@ -130,9 +152,12 @@ class KillFigures:
     rounds: int
     rounds_correct: int
     extra_attempts: int  # decryption attempts beyond one per round (τ spent by the kills)
-    recovery_median_s: float
+    recovery_median_s: float  # warm restarts (a waiting interpreter takes over)
     recovery_p95_s: float
     recovery_max_s: float
+    cold_recovery_median_s: float  # restarts from a new interpreter (one in ten)
+    cold_recovery_p95_s: float
+    cold_restarts: int
     duration_s: float
     parameter_sets: dict[str, str]
     kill_list: list[Kill] = field(repr=False)
@@ -140,8 +165,16 @@ class KillFigures:
 
     def figures(self) -> list[Figure]:
         kinds = ", ".join(f"{kind} {count}" for kind, count in self.by_kind.items())
+        done = self.kills == self.planned and not self.stopped_early
         return [
-            Figure("kill -9", "kills (trials)", f"{self.kills} ({kinds})"),
+            Figure(
+                "kill -9",
+                "kills (trials)",
+                f"{self.kills} of {self.planned} ({kinds}){self.stopped_early and ': '}"
+                f"{self.stopped_early}",
+                f"{self.planned}",
+                done,
+            ),
             Figure("kill -9", "acknowledged uploads", str(self.acknowledged)),
             Figure("kill -9", "acknowledged uploads lost", str(self.lost), "0", self.lost == 0),
             Figure(
@@ -193,7 +226,13 @@ class KillFigures:
                 "kill -9",
                 "recovery, restart → /ready: median / p95 / max",
                 f"{self.recovery_median_s:.2f} / {self.recovery_p95_s:.2f} / "
-                f"{self.recovery_max_s:.2f} s",
+                f"{self.recovery_max_s:.2f} s (a waiting interpreter takes over)",
+            ),
+            Figure(
+                "kill -9",
+                "recovery from a new interpreter: median / p95",
+                f"{self.cold_recovery_median_s:.2f} / {self.cold_recovery_p95_s:.2f} s "
+                f"({self.cold_restarts} restarts)",
             ),
         ]
 
@@ -226,14 +265,21 @@ class _Session:
             members=3,
             threshold=2,
             k_min=max(2, config.clients // 2),
-            share_timeout=config.share_timeout,
+            share_timeout=config.share_timeout if label == "fast" else config.default_share_timeout,
             max_parameters=config.parameters + 10,
         )
+        # sample counts n_k of 1–4 × this power of ten: large enough that the set's absolute
+        # precision on Σ n_k·x_k (its error bound) leaves the average four digits
+        self.sample_scale = 10
+        while params.error_bound(2) / (config.clients * self.sample_scale) > 1e-4:
+            self.sample_scale *= 10
         self.pace = threading.Event()
         self.tap = UploadTap(self.pace)
         self.files = ServerFiles(root / "server")
         self.participants: dict[str, Participant] = {}
         self.kills: list[Kill] = []
+        self.server: WarmServer | None = None  # the federation's server, once run() swapped it
+        self.phase_kills: Counter[tuple[int, str]] = Counter()  # (round, phase) → kills
         self.rounds: list[RoundResult] = []
         self.acks: list[Acknowledged] = []
         self.never_acknowledged = 0
@@ -243,30 +289,43 @@ class _Session:
         self.current_round = 0
         self.arm: str | None = None
         self.target = 0
+        self.started = time.monotonic()
         self.failure: BaseException | None = None
+        self.stopped_early = ""  # why the session ended before its kills, if it did
         self.up = threading.Event()  # set while the server answers (cleared at each death)
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the clients' threads report through it
 
     # ---- the run ------------------------------------------------------------------------
     def run(self, kills: int) -> None:
         self.target = kills
+        self.started = time.monotonic()
         self.federation.start()
         try:
             for name in self.federation.clients:
+                # two quick retries, then _upload waits for the restart and submits again
                 self.participants[name] = tapped_participant(
-                    self.federation, name, self.tap, self.federation.root / "spool"
+                    self.federation, name, self.tap, self.federation.root / "spool", 0.05, 2
                 )
-            self.federation.admin_api().http.backoff = 0.05
+            admin = self.federation.admin_api().http
+            admin.backoff, admin.retries = 0.05, 2  # then _patient waits for the restart
             self._arm(self._next_kind("done"))
-            self.federation.server.kill()  # the first incarnation armed like every other
-            time_to_ready(self.federation.server, self._environment(), 60)
+            # from here on the server restarts warm (reliability_server), cold every so often
+            cold = self.federation.server
+            cold.kill()
+            self.server = WarmServer(cold.data_dir, cold.admin_keys, cold.port)
+            self.federation.server = self.server
+            time_to_ready(self.server, self._environment(), 60)
             self.up.set()
             supervisor = threading.Thread(target=self._supervise, daemon=True)
             supervisor.start()
             try:
-                while len(self.kills) < kills:
+                while len(self.kills) < kills and not self.stopped_early:
                     self._check()
                     self._round()
+                    recent = self.rounds[-_FAILED_IN_A_ROW:]
+                    if len(recent) == _FAILED_IN_A_ROW and not any(r.correct for r in recent):
+                        self.stopped_early = f"{_FAILED_IN_A_ROW} rounds in a row went wrong"
             finally:
                 self._stop.set()
                 supervisor.join(timeout=120)
@@ -332,7 +391,7 @@ class _Session:
             return self.tap.gauge.count > 0
         if self._phase() != "decrypting":
             return False
-        time.sleep(self.rng.uniform(0.0, 1.0))
+        time.sleep(self.rng.uniform(0.0, 0.5))
         return self._phase() == "decrypting"
 
     def _phase(self) -> str:
@@ -343,30 +402,42 @@ class _Session:
 
     def _restart(self, kind: str) -> None:
         number = self.current_round
+        died = time.monotonic() - self.started
         state, _, _ = self.files.round_state(_FEDERATION, number)
         phase = self._phase()
         if kind != "unexpected":
             self.counts[kind] += 1
+            self.phase_kills[(number, _PHASE[kind])] += 1
+        if kind == "publish.combined":
+            # the round now waits a share timeout before it decrypts again (see the README):
+            # more kills in it would only restart that wait, so the next ones go elsewhere
+            self.phase_kills[(number, "decrypting")] = _QUOTA["decrypting"]
         done = len(self.kills) + 1 >= self.target
         self._arm(None if done else self._next_kind(phase))
-        recovery = time_to_ready(self.federation.server, self._environment(), 60)
+        server = self.server
+        assert server is not None
+        server.cold = len(self.kills) % _COLD_EVERY == 0
+        recovery = time_to_ready(server, self._environment(), 60)
         if recovery is not None:
             self.up.set()
-        self.kills.append(Kill(kind, self.label, number, state, recovery))
+        kill = Kill(kind, self.label, number, state, recovery, died, server.cold)
+        self.kills.append(kill)
         self.on_kill()
 
     def _next_kind(self, phase: str) -> str:
-        """The least-used kind, preferring one the current round can still reach (any
-        other waits for the next round); ties at random."""
+        """The least-used kind, so the kinds stay even; of those tied, one the current
+        round still passes through and has not had its share of kills in, if any (else it
+        lands in a later round). Ties at random."""
         least = min(self.counts.values())
         tied = [kind for kind in KILL_KINDS if self.counts[kind] == least]
-        soon = [kind for kind in tied if kind in _REACHABLE[phase]]
+        room = {p for p in _AHEAD[phase] if self.phase_kills[(self.current_round, p)] < _QUOTA[p]}
+        soon = [kind for kind in tied if _PHASE[kind] in room]
         return self.rng.choice(soon or tied)
 
     # ---- the driver -----------------------------------------------------------------------
     def _patient(self, call: Callable[[], _T]) -> _T:
-        """``call``, again once the server is back if it could not be reached."""
-        deadline = time.monotonic() + 300
+        """``call``, again once the server is back whenever it could not be reached."""
+        deadline = time.monotonic() + 600
         while True:
             try:
                 return call()
@@ -388,8 +459,9 @@ class _Session:
         number = self._patient(lambda: admin.open_round(_FEDERATION, 600).number)
         self.current_round = number
         rng = np.random.default_rng([self.config.seed, number, len(self.label)])
+        scale = self.sample_scale
         updates = {
-            name: (rng.uniform(-1, 1, self.config.parameters), float(rng.integers(10, 50)))
+            name: (rng.uniform(-1, 1, self.config.parameters), float(rng.integers(1, 5) * scale))
             for name in self.federation.clients
         }
         threads = [
@@ -420,20 +492,16 @@ class _Session:
         """One client's submit, again (same update: the SDK re-sends its spooled bytes)
         whenever the server could not be reached, until it is acknowledged."""
         participant = self.participants[name]
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                receipt = participant.submit({"w": vector}, samples, round=number)
-            except TransportError:
-                if time.monotonic() > deadline:
-                    break
-                self._wait_up()
-                continue
-            except ServiceError:
-                break
-            self.acks.append(Acknowledged(number, name, receipt))
+        try:
+            receipt = self._patient(
+                lambda: participant.submit({"w": vector}, samples, round=number)
+            )
+        except (ServiceError, TransportError, TimeoutError, RuntimeError):
+            with self._lock:
+                self.never_acknowledged += 1  # refused, or the server never came back
             return
-        self.never_acknowledged += 1
+        with self._lock:
+            self.acks.append(Acknowledged(number, name, receipt))
 
     # ---- the checks -----------------------------------------------------------------------
     def _verify(self) -> None:
@@ -500,9 +568,14 @@ def run_kill(
         sessions.append(session)
     kill_list = [k for s in sessions for k in s.kills if k.kind != "unexpected"]
     round_list = [r for s in sessions for r in s.rounds]
-    recoveries = [k.recovery_s for k in kill_list if k.recovery_s is not None]
+    recoveries = [k.recovery_s for k in kill_list if k.recovery_s is not None and not k.cold]
+    cold = [k.recovery_s for k in kill_list if k.recovery_s is not None and k.cold]
     return KillFigures(
         kills=len(kill_list),
+        planned=config.trials,
+        stopped_early="; ".join(
+            f"{s.label}: {s.stopped_early}" for s in sessions if s.stopped_early
+        ),
         by_kind={kind: counts[kind] for kind in KILL_KINDS},
         unexpected_deaths=sum(s.unexpected for s in sessions),
         acknowledged=sum(len(s.acks) for s in sessions),
@@ -519,6 +592,9 @@ def run_kill(
         recovery_median_s=percentile(recoveries, 50),
         recovery_p95_s=percentile(recoveries, 95),
         recovery_max_s=max(recoveries, default=float("nan")),
+        cold_recovery_median_s=percentile(cold, 50),
+        cold_recovery_p95_s=percentile(cold, 95),
+        cold_restarts=len(cold),
         duration_s=time.monotonic() - started,
         parameter_sets={
             label: f"{params.name}: N={params.poly_degree}, proofs={params.proofs}"
