@@ -138,3 +138,35 @@ def test_parameter_sets_by_name_or_file_and_an_example_update(tmp_path: Path) ->
     assert wrote.returncode == 0 and "25 parameters" in wrote.stdout  # 24 weights + a bias
     state = torch.load(out, weights_only=True)
     assert sum(t.numel() for t in state.values()) == 25
+
+
+def test_messages_count_their_nouns_and_name_the_field(tmp_path: Path) -> None:
+    """'only 1 upload', not 'only 1 uploads'; a refused body names the field it is about
+    and never starts with an empty location (': Value error, …')."""
+    from fastapi.testclient import TestClient
+
+    from he_agg.api.transport import SignedClient
+    from he_agg.server.app import create_app
+    from he_agg.server.config import Settings
+    from he_agg.wording import counted
+    from keys.identity import Identity
+
+    assert [counted(n, "upload") for n in (0, 1, 2)] == ["0 uploads", "1 upload", "2 uploads"]
+    assert counted(1, "member") == "1 member" and counted(3, "party", "parties") == "3 parties"
+    admin = Identity.generate(0)
+    settings = Settings(data_dir=tmp_path, admin_keys=[admin.public.signing_key.hex()])
+    clients = [{"name": "c", "signing_key": "ab" * 32}]
+    field = {"id": "f", "mode": "plaintext", "threshold": 1, "k_min": 0, "clients": clients}
+    whole = {"id": "g", "threshold": 3, "k_min": 1, "clients": clients, "members": []}
+    details = []
+    with TestClient(create_app(settings)) as client:
+        for spec in (field, whole):
+            body = json.dumps(spec).encode()
+            signer = SignedClient("http://x", admin.signing)
+            headers = signer.headers("POST", "/v1/federations", body)
+            headers["content-type"] = "application/json"
+            response = client.post("/v1/federations", content=body, headers=headers)
+            assert response.status_code == 422
+            details.append(response.json()["detail"])
+    assert details[0].startswith("k_min: "), details  # a field's error names the field
+    assert "threshold must be at most" in details[1] and not details[1].startswith(":")
