@@ -3,7 +3,7 @@ server processes over loopback. Writes reliability.json and reliability.md into 
 prints the table; with --readme, also puts the table into benchmarks/README.md between
 its reliability markers.
 
-    python benchmarks/reliability.py                    # the full run (about 1.5 hours here)
+    python benchmarks/reliability.py                    # the full run (about 75 minutes here)
     python benchmarks/reliability.py --smoke            # every part at a few trials
     python benchmarks/reliability.py --part kill --trials 50
     python benchmarks/reliability.py --part load --clients 40 --upload-mb 4

@@ -80,7 +80,7 @@ class ReliabilityConfig:
             parts=tuple(parts),
             kill=KillConfig(trials=5, default_trials=0),
             fuzz=FuzzConfig(requests=300),
-            load=LoadConfig(clients=8, upload_mb=1.0),
+            load=LoadConfig(clients=8, upload_mb=1.0, retry_after=1.0, settle_s=0.5),
             dropout=DropoutConfig(
                 members=3, threshold=2, every_set=False, share_timeout=1.0, outage_extra=2.0
             ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import multiprocessing
 import os
 import sqlite3
 import threading
@@ -121,30 +122,44 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class MemorySampler:
-    """Samples a process's RSS and, optionally, the latency of GET /health, every
-    ``interval`` seconds in a background thread, until ``stop``."""
+    """Samples a process's RSS every ``interval`` seconds (a thread) and, with
+    ``health_url``, the latency of GET /health as often, from a process of its own so that
+    busy threads of the harness (the GIL) do not add to what it measures; until ``stop``."""
 
     def __init__(self, pid: int, interval: float = 0.05, health_url: str | None = None) -> None:
         self.pid = pid
         self.interval = interval
-        self.health_url = health_url
         self.rss: list[int] = []
         self.health_ms: list[float] = []
         self.health_failures = 0
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._sample_rss, daemon=True)]
-        if health_url is not None:
-            self._threads.append(threading.Thread(target=self._probe_health, daemon=True))
+        self._thread = threading.Thread(target=self._sample_rss, daemon=True)
+        context = multiprocessing.get_context("fork")  # runs one function: no re-import
+        self._stop_probe = context.Event()
+        self._results: multiprocessing.Queue[tuple[list[float], int]] = context.Queue()
+        self._probe = (
+            None
+            if health_url is None
+            else context.Process(
+                target=_probe_health,
+                args=(health_url, interval, self._stop_probe, self._results),
+                daemon=True,
+            )
+        )
 
     def start(self) -> MemorySampler:
-        for thread in self._threads:
-            thread.start()
+        self._thread.start()
+        if self._probe is not None:
+            self._probe.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
+        self._thread.join(timeout=30)
+        if self._probe is not None:
+            self._stop_probe.set()
+            self.health_ms, self.health_failures = self._results.get(timeout=60)
+            self._probe.join(timeout=30)
 
     @property
     def peak(self) -> int:
@@ -155,20 +170,30 @@ class MemorySampler:
             self.rss.append(rss_bytes(self.pid))
             self._stop.wait(self.interval)
 
-    def _probe_health(self) -> None:
-        assert self.health_url is not None
-        with httpx.Client(timeout=30.0) as http:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                try:
-                    ok = http.get(self.health_url).status_code == 200
-                except httpx.TransportError:
-                    ok = False
-                if ok:
-                    self.health_ms.append((time.monotonic() - started) * 1000)
-                else:
-                    self.health_failures += 1
-                self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+def _probe_health(
+    url: str,
+    interval: float,
+    stop: Any,
+    results: multiprocessing.Queue[tuple[list[float], int]],
+) -> None:
+    """GET ``url`` every ``interval`` seconds until ``stop`` is set; put (latencies in ms
+    of the answers that were 200, number of failures) on ``results``."""
+    latencies: list[float] = []
+    failures = 0
+    with httpx.Client(timeout=30.0) as http:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                ok = http.get(url).status_code == 200
+            except httpx.TransportError:
+                ok = False
+            if ok:
+                latencies.append((time.monotonic() - started) * 1000)
+            else:
+                failures += 1
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    results.put((latencies, failures))
 
 
 class InFlight:
@@ -314,23 +339,26 @@ class ServerFiles:
 
     data_dir: Path
     _connection: sqlite3.Connection | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def blob_root(self) -> Path:
         return self.data_dir / "blobs"
 
     def _query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        if self._connection is None:
-            path = self.data_dir / "he-agg.sqlite3"
-            self._connection = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
-            )
-        return self._connection.execute(sql, args).fetchall()
+        with self._lock:  # one connection, shared by the harness's threads
+            if self._connection is None:
+                path = self.data_dir / "he-agg.sqlite3"
+                self._connection = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+                )
+            return self._connection.execute(sql, args).fetchall()
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def round_state(self, federation: str, number: int) -> tuple[str, int, int]:
         """(state, decryption attempt, uploads stored) of a round; ("", 0, 0) if none."""

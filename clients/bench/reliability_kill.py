@@ -330,8 +330,8 @@ class _Session:
                 self._stop.set()
                 supervisor.join(timeout=120)
             self._check()
-            if self.arm is not None:  # armed for a kill that no round will reach now
-                self.federation.server.kill()
+            if self._environment()["HE_AGG_CRASH_AT"]:  # armed for a kill no round will reach
+                self.federation.server.kill()  # (not a trial: the checks want it disarmed)
                 time_to_ready(self.federation.server, {"HE_AGG_CRASH_AT": ""}, 60)
             self._verify()
         finally:
@@ -341,7 +341,8 @@ class _Session:
             self.federation.stop()
 
     def _arm(self, kind: str | None) -> None:
-        """Restart the server armed for ``kind`` (a crash point), or unarmed."""
+        """The next kill is of ``kind`` (None: no more): the next start arms its crash
+        point, or the harness lands it (and paces uploads for ``mid_body``)."""
         self.arm = kind
         if kind == "mid_body":
             self.pace.set()

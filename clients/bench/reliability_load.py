@@ -39,6 +39,7 @@ from clients.harness import LocalFederation
 from clients.participant import Participant
 from clients.spool import UploadSpool, update_digest
 from clients.upload import prepare_upload
+from he_agg.envelope import expected_size
 from he_agg.errors import HeAggError
 from he_agg.params import ParameterSet, derive_parameters
 from he_agg.public import PublicContext
@@ -55,6 +56,8 @@ class LoadConfig:
     clients: int = 200
     upload_mb: float = 16.0  # each client's envelope, in MB (10^6 bytes)
     admitted_share: float = 0.5  # the caps admit this share of the offered load at once
+    retry_after: float = 2.0  # what the server's 503s ask clients to wait (its default)
+    settle_s: float = 2.0  # "RSS after the load" is read this long after the last ack
     seed: int = 0
 
 
@@ -73,7 +76,7 @@ class LoadFigures:
     dropped_connections: int  # attempts without an answer
     rss_before_mb: float
     rss_peak_mb: float
-    rss_after_mb: float  # two seconds after the last acknowledgement
+    rss_after_mb: float  # settle_s after the last acknowledgement
     health_p95_ms: float
     health_max_ms: float
     health_samples: int
@@ -90,7 +93,7 @@ class LoadFigures:
             Figure(
                 "load",
                 "clients × upload",
-                f"{self.clients} × {self.upload_bytes / _MB:.1f} MB, caps "
+                f"{self.clients} × {self.upload_bytes / _MB:.2f} MB, caps "
                 f"{self.cap_bytes / _MB:.0f} MB / {self.cap_uploads} uploads at once",
             ),
             Figure(
@@ -196,16 +199,18 @@ def run_load(
         proofs=False,
     )
     size = _parameters_for(params, config.upload_mb * _MB)
-    offered = int(config.clients * config.upload_mb * _MB)
+    names = [f"client-{i}" for i in range(config.clients + 1)]  # the last never uploads
+    ciphertexts = -(-(size + 1) // params.slots)
+    offered = sum(expected_size(params, ciphertexts, _FEDERATION, n) for n in names[:-1])
     cap_bytes = max(1, int(offered * config.admitted_share))
     cap_uploads = max(1, int(config.clients * config.admitted_share))
-    names = [f"client-{i}" for i in range(config.clients + 1)]  # the last never uploads
     federation = LocalFederation(
         root, _FEDERATION, names, params=params, k_min=2, max_parameters=size + 10
     )
     caps = {
         "HE_AGG_MAX_INFLIGHT_UPLOAD_BYTES": str(cap_bytes),
         "HE_AGG_MAX_INFLIGHT_UPLOADS": str(cap_uploads),
+        "HE_AGG_RETRY_AFTER_SECONDS": str(config.retry_after),
     }
     with server_environment(**caps):
         federation.start()
@@ -225,7 +230,7 @@ def run_load(
         sampler = MemorySampler(process.pid, 0.05, f"{federation.server.url}/health").start()
         acks, latencies, load_s = _offer(participants, number, config.seed, size, on_upload)
         sampler.stop()
-        time.sleep(2.0)  # the definition of "after": two seconds after the last acknowledgement
+        time.sleep(config.settle_s)  # what "after the load" means: this long after the last ack
         rss_after = rss_bytes(process.pid)
         for participant in participants.values():
             participant.close()
