@@ -174,6 +174,7 @@ class Publisher:
         if member in stored:
             if stored[member] != digest:
                 raise ServiceError(409, "a different share from this member is already stored")
+            self._maybe_publish(federation, number)  # a crash may have cut the publish short
             return
         if request.state != RoundState.DECRYPTING or attempt != request.attempt:
             raise ServiceError(409, f"round {number} is not waiting for attempt {attempt}")
@@ -200,6 +201,11 @@ class Publisher:
             "decryption share stored",
             extra={"federation": federation.id, "round": number, "member": member},
         )
+        self._maybe_publish(federation, number)
+
+    def publish_if_complete(self, federation: Federation, number: int) -> None:
+        """Combine a decrypting round whose current set has all answered (the server died
+        after the last share was stored, before the model was): no new attempt, no τ."""
         self._maybe_publish(federation, number)
 
     def _maybe_publish(self, federation: Federation, number: int) -> None:

@@ -273,6 +273,10 @@ class Rounds:
                 self.close(federation, row.number)
         for row in self.store.rounds(state=RoundState.DECRYPTING):
             federation = self.federations.get(row.federation)
+            answered = self.store.shares(row.federation, row.number, row.attempt)
+            if len(answered) >= len(row.decryption_set):
+                self.publisher.publish_if_complete(federation, row.number)
+                continue  # published now (or aborted by a failed combine): never replaced
             timeout = federation.spec.share_timeout_seconds
             if not self._has_quorum(federation, row):
                 # no share can come before a quorum endorses the upload set: wait for one
