@@ -47,6 +47,7 @@ from he_agg.api import paths
 from he_agg.api.transport import SignedClient
 from he_agg.errors import ServiceError
 from he_agg.params import derive_parameters
+from he_agg.wording import counted
 from keys.identity import load_identity
 
 if TYPE_CHECKING:
@@ -233,7 +234,8 @@ class FuzzFigures:
             operations[title] += 1
             answers[title] += count
         return "; ".join(
-            f"{title}: {operations[title]} operations ({answers[title]} answers)"
+            f"{title}: {counted(operations[title], 'operation')} "
+            f"({counted(answers[title], 'answer')})"
             for title in operations
         )
 

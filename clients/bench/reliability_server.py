@@ -107,7 +107,8 @@ class WarmServer(ServerProcess):
             self.process = standby
             self._standby = None
             self._wait_for_health()
-        self._standby = self._spawn()  # the next incarnation imports while this one serves
+        if self._standby is None:  # (a cold start leaves the waiting one for next time)
+            self._standby = self._spawn()  # the next incarnation imports while this one serves
 
     def _wait_for_health(self) -> None:
         assert self.process is not None
