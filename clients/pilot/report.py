@@ -73,7 +73,7 @@ def _auc_per_round(result: PilotResult, plt: Any) -> Any:
         axis.plot(rounds, he, "-", color="tab:blue", label="HE-FedAvg (he-agg)")
         axis.set(title=f"{name}: test AUC per round", xlabel="round", ylabel="ROC AUC")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
-        _legend_below(axis, columns=3)
+        _legend_below(axis, columns=2)  # two columns: side by side, the panels' legends fit
     return figure
 
 
@@ -105,7 +105,7 @@ def _roc(result: PilotResult, plt: Any) -> Any:
 
 
 def _auc_vs_epsilon(result: PilotResult, plt: Any) -> Any:
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter
 
     figure, axis = plt.subplots(figsize=(5.5, 4.8))
     for number, (name, points) in enumerate(result.dp.items()):
@@ -118,8 +118,9 @@ def _auc_vs_epsilon(result: PilotResult, plt: Any) -> Any:
         ylabel="final test AUC",
         title="DP-FedAvg: AUC against ε",
     )
-    axis.xaxis.set_major_formatter(ScalarFormatter())  # 3, 6, 10 rather than 3×10⁰
-    axis.xaxis.set_minor_formatter(ScalarFormatter())
+    measured = sorted({p[1] for points in result.dp.values() for p in points})
+    axis.set_xticks(measured, [f"{e:.1f}" for e in measured])  # the ε values run, plainly
+    axis.xaxis.set_minor_formatter(NullFormatter())
     _legend_below(axis)
     return figure
 
