@@ -10,9 +10,16 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from he_agg.envelope import AGGREGATE_CLIENT, Upload, decode_upload, encode_upload
+from he_agg.envelope import (
+    AGGREGATE_CLIENT,
+    EnvelopeView,
+    Upload,
+    decode_upload,
+    encode_upload,
+)
 from he_agg.errors import MismatchError
 from he_agg.modarith import U64Array
+from he_agg.packed_sum import add_packed
 from he_agg.params import ParameterSet
 
 __all__ = [
@@ -25,35 +32,62 @@ __all__ = [
 
 
 class RunningSum:
-    """Σ of (C, 2, L, N) ciphertext words mod the data primes."""
+    """Σ of (C, 2, L, N) ciphertext words mod the data primes.
+
+    Kept prime-major, (L, C, 2, N), so each prime's sum is one contiguous block that the
+    compiled kernel (:func:`add_envelope`) adds packed wire bytes into."""
 
     def __init__(self, params: ParameterSet, count: int) -> None:
         self.params = params
         self.count = count
-        shape = (count, 2, len(params.data_primes), params.poly_degree)
-        self._total = np.zeros(shape, dtype=np.uint64)
-        self._primes = np.array(params.data_primes, dtype=np.uint64).reshape(1, 1, -1, 1)
+        levels, n = len(params.data_primes), params.poly_degree
+        self._total = np.zeros((levels, count, 2, n), dtype=np.uint64)
+        self._primes = np.array(params.data_primes, dtype=np.uint64).reshape(-1, 1, 1, 1)
         self._budget = (2**64 - 1) // (max(params.data_primes) - 1) - 1
         self._pending = 0
         self.added = 0
 
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        levels, count, polys, n = self._total.shape
+        return count, polys, levels, n
+
     def add(self, words: U64Array) -> None:
-        if words.shape != self._total.shape:
-            raise MismatchError(f"upload has shape {words.shape}, the round {self._total.shape}")
+        if words.shape != self.shape:
+            raise MismatchError(f"upload has shape {words.shape}, the round {self.shape}")
         self.add_windows([(0, words)])
+
+    def _make_room(self) -> None:
+        if self._pending + 1 > self._budget:
+            self._reduce()
 
     def add_windows(self, windows: Iterable[tuple[int, U64Array]]) -> None:
         """Add one upload given as (first ciphertext, words) windows that cover it once
         each: only a window's worth of the upload is in memory at a time."""
-        if self._pending + 1 > self._budget:
-            self._reduce()
+        self._make_room()
         for first, words in windows:
-            part = self._total[first : first + words.shape[0]]
-            if words.shape[1:] != self._total.shape[1:] or part.shape != words.shape:
+            part = self._total[:, first : first + words.shape[0]]
+            if words.shape[1:] != self.shape[1:] or part.shape[1] != words.shape[0]:
                 raise MismatchError(
-                    f"window of shape {words.shape} at {first} does not fit {self._total.shape}"
+                    f"window of shape {words.shape} at {first} does not fit {self.shape}"
                 )
-            np.add(part, words, out=part)
+            np.add(part, words.transpose(2, 0, 1, 3), out=part)
+        self._pending += 1
+        self.added += 1
+
+    def add_envelope(self, view: EnvelopeView, window: int) -> None:
+        """Add an upload from its packed wire bytes, ``window`` ciphertexts at a time,
+        each word range-checked and added in one compiled pass (:mod:`he_agg.packed_sum`).
+        On a WordRangeError the sum is left partly added: the caller must discard it."""
+        if view.count != self.count or view.params.fingerprint != self.params.fingerprint:
+            raise MismatchError(f"upload has {view.count} ciphertexts, the round {self.count}")
+        self._make_room()
+        n, primes = self.params.poly_degree, self.params.data_primes
+        for first in range(0, self.count, window):
+            size = min(window, self.count - first)
+            for j, region in view.regions(first, size):
+                rows = self._total[j, first : first + size].reshape(2 * size, n)
+                add_packed(rows, region, primes[j].bit_length(), primes[j])
         self._pending += 1
         self.added += 1
 
@@ -62,8 +96,9 @@ class RunningSum:
         self._pending = 1
 
     def result(self) -> U64Array:
+        """The sum, words (C, 2, L, N) each reduced below its prime."""
         self._reduce()
-        return self._total.copy()
+        return np.ascontiguousarray(self._total.transpose(1, 2, 0, 3))
 
 
 def sum_uploads(uploads: Iterable[Upload], params: ParameterSet) -> U64Array:

@@ -50,6 +50,7 @@ from he_agg.errors import (
     WordRangeError,
 )
 from he_agg.modarith import U64Array
+from he_agg.packed_sum import check_packed
 from he_agg.params import ParameterSet
 
 __all__ = [
@@ -266,6 +267,27 @@ class EnvelopeView:
             out[:, :, j, :] = residues.reshape(count, 2, n)
             region += packed_size(self.count * 2 * n, bits)
         return out
+
+    def regions(self, first: int, count: int) -> Iterator[tuple[int, bytes | memoryview]]:
+        """(data prime index, packed bytes) of ciphertexts ``first`` … ``first + count − 1``:
+        each prime's 2N residues per ciphertext, as they lie on the wire (unchecked)."""
+        if not (first >= 0 and count > 0 and first + count <= self.count):
+            raise ValueError(f"window {first}+{count} outside 0..{self.count}")
+        n = self.params.poly_degree
+        region = self.header_length
+        for j, q in enumerate(self.params.data_primes):
+            bits = q.bit_length()
+            start = region + packed_size(first * 2 * n, bits)
+            yield j, self.blob[start : start + packed_size(count * 2 * n, bits)]
+            region += packed_size(self.count * 2 * n, bits)
+
+    def check_words(self, size: int) -> None:
+        """Range-check every word, ``size`` ciphertexts at a time, without unpacking them
+        (the compiled kernel of :mod:`he_agg.packed_sum`); WordRangeError otherwise."""
+        primes = self.params.data_primes
+        for first in range(0, self.count, size):
+            for j, region in self.regions(first, min(size, self.count - first)):
+                check_packed(region, primes[j].bit_length(), primes[j])
 
     def windows(self, size: int) -> Iterator[tuple[int, U64Array]]:
         """(first, words) for consecutive windows of at most ``size`` ciphertexts."""

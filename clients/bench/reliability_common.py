@@ -371,6 +371,13 @@ class ServerFiles:
             return "", 0, 0
         return str(rows[0][0]), int(rows[0][1]), len(self.uploads(federation, number))
 
+    def round_reason(self, federation: str, number: int) -> str:
+        """Why a round was aborted ("" if it was not, or there is no such round)."""
+        rows = self._query(
+            "SELECT reason FROM rounds WHERE federation = ? AND number = ?", federation, number
+        )
+        return str(rows[0][0] or "") if rows else ""
+
     def uploads(self, federation: str, number: int) -> list[StoredUpload]:
         rows = self._query(
             "SELECT client, sha256, size FROM uploads WHERE federation = ? AND round = ?",

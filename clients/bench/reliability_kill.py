@@ -121,6 +121,7 @@ class RoundResult:
     attempts: int  # decryption sets named (each spends one of τ)
     max_error: float
     bound: float
+    reason: str = ""  # why it was aborted, if it was
 
     @property
     def correct(self) -> bool:
@@ -487,7 +488,8 @@ class _Session:
         if state == "published":
             model = self._patient(lambda: admin.model(_FEDERATION, number))
             error = float(np.abs(flatten(model)[0] - truth).max())
-        self.rounds.append(RoundResult(self.label, number, state, attempts, error, bound))
+        reason = self.files.round_reason(_FEDERATION, number)
+        self.rounds.append(RoundResult(self.label, number, state, attempts, error, bound, reason))
 
     def _upload(self, name: str, number: int, vector: np.ndarray, samples: float) -> None:
         """One client's submit, again (same update: the SDK re-sends its spooled bytes)

@@ -72,7 +72,7 @@ class RoundSums:
             view = EnvelopeView.parse(FileBytes(handle.fileno()), params)
             if partial.running is None:
                 partial.running = RunningSum(params, view.count)
-            partial.running.add_windows(view.windows(window_size(params)))
+            partial.running.add_envelope(view, window_size(params))
         partial.included[upload.client] = upload.sha256
 
     def total(
