@@ -24,6 +24,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.progress import Progress
 
+from clients.encrypt_pool import pool_for
 from clients.spool import UploadSpool, default_spool_dir, update_digest
 from clients.upload import prepare_upload
 from he_agg.api import paths
@@ -68,12 +69,15 @@ class Participant:
         roster: SignedRoster | None = None,
         roster_file: Path | None = None,
         spool_dir: Path | None = None,
+        encrypt_workers: int | None = None,
     ) -> None:
         """``roster``: the admin's roster this client pinned (out of band, fingerprint
         compared); required to encrypt, since the server's own word is worth nothing.
         Signed successors of it are followed (:meth:`follow_rosters`); ``roster_file``,
         if given, is rewritten with the newest one followed. ``spool_dir`` keeps uploads
-        until acknowledged (default: $XDG_CACHE_HOME/he-agg/uploads)."""
+        until acknowledged (default: $XDG_CACHE_HOME/he-agg/uploads). ``encrypt_workers``:
+        processes that encrypt a large update (:func:`clients.encrypt_pool.pool_for`;
+        default: every core; 1 encrypts in this process)."""
         if roster is not None:
             roster.verify()
         self.signed_roster = roster
@@ -86,6 +90,7 @@ class Participant:
         self._warned = False
         self.spool = UploadSpool(spool_dir or default_spool_dir())
         self._federation: FederationOut | None = None
+        self.encrypt_workers = encrypt_workers
 
     @property
     def roster(self) -> Roster | None:
@@ -253,6 +258,7 @@ class Participant:
                 epoch=epoch,
                 roster_digest=roster_digest,
                 progress=progress,
+                pool=pool_for(public, blocks, self.encrypt_workers),
             )
 
         if self.show_progress and blocks >= 64:

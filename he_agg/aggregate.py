@@ -7,14 +7,15 @@ before it must be reduced; we reduce only then, and once at the end.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Unpack
 
 import numpy as np
 
 from he_agg.envelope import (
     AGGREGATE_CLIENT,
     EnvelopeView,
+    Expected,
     Upload,
-    decode_upload,
     encode_upload,
 )
 from he_agg.errors import MismatchError
@@ -128,6 +129,16 @@ def envelope_of_sum(
     return encode_upload(aggregate, params)
 
 
-def aggregate_uploads(blobs: Iterable[bytes], params: ParameterSet, **expect: object) -> U64Array:
-    """Validate every envelope and return the sum of their ciphertexts."""
-    return sum_uploads((decode_upload(b, params, **expect) for b in blobs), params)  # type: ignore[arg-type]
+def aggregate_uploads(
+    blobs: Iterable[bytes], params: ParameterSet, **expect: Unpack[Expected]
+) -> U64Array:
+    """Validate every envelope and return the sum of their ciphertexts, added from their
+    wire bytes (the compiled path; :func:`sum_uploads` of decoded uploads is the reference)."""
+    running: RunningSum | None = None
+    for blob in blobs:
+        view = EnvelopeView.parse(blob, params, **expect)
+        running = running or RunningSum(params, view.count)
+        running.add_envelope(view, view.count)
+    if running is None:
+        raise MismatchError("nothing to aggregate")
+    return running.result()

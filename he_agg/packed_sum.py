@@ -135,9 +135,7 @@ def _words(data: bytes | bytearray | memoryview) -> U64Array:
     return np.frombuffer(data, dtype="<u8").astype(np.uint64, copy=False)
 
 
-def add_packed(
-    acc: U64Array, region: bytes | bytearray | memoryview, width: int, q: int
-) -> None:
+def add_packed(acc: U64Array, region: bytes | bytearray | memoryview, width: int, q: int) -> None:
     """acc (rows, N), one prime's residues, += the region's residues, in one pass.
 
     The region is rows·N residues bit-packed to ``width`` (:func:`he_agg.bitpack.pack`'s
@@ -158,5 +156,3 @@ def check_packed(region: bytes | bytearray | memoryview, width: int, q: int) -> 
         raise ValueError("packed region is not a whole number of 64-residue groups")
     if not _kernel(width).check(_words(region), np.uint64(q), groups):
         raise WordRangeError(f"a word is not below the prime {q}")
-
-

@@ -323,12 +323,13 @@ def prove_upload(
     attempts: list[int] | None = None,
 ) -> tuple[bytes, ...]:
     """One proof per group of ≤ PROOF_GROUP ciphertexts of an upload (words (C, 2, L, N)),
-    each bound to its first index; ``attempts`` gets each group's rejection attempts."""
+    each bound to its first index (counted from ``context.first_index``, so a client may
+    prove a run of whole groups apart); ``attempts`` gets each group's rejection attempts."""
     out = []
     for first, size in groups(words.shape[0]):
         part = slice(first, first + size)
         sub = EncryptionWitness(witness.u[part], witness.e0[part], witness.e1[part])
-        bound = dataclasses.replace(context, first_index=first)
+        bound = dataclasses.replace(context, first_index=context.first_index + first)
         proof = prove(words[part, 1], sub, key, params, bound, attempts=attempts)
         out.append(proof.to_bytes(proof_bounds(params, size)))
     return tuple(out)

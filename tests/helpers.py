@@ -6,10 +6,17 @@ import numpy as np
 import tenseal.sealapi as sealapi
 
 from he_agg import ntt
-from he_agg.modarith import U64Array
+from he_agg.encoding import decode_aggregate
+from he_agg.modarith import F64Array, U64Array
 from he_agg.sampling import to_rns
-from he_agg.seal_codec import SealPlaintext, plaintext_to_bytes
-from he_agg.seal_context import seal_context
+from he_agg.seal_codec import (
+    SealCiphertext,
+    SealPlaintext,
+    ciphertext_to_bytes,
+    plaintext_from_bytes,
+    plaintext_to_bytes,
+)
+from he_agg.seal_context import save_bytes, seal_context
 from keys.committee import CommitteeSetup
 
 
@@ -31,3 +38,23 @@ def summed_secret_key(setup: CommitteeSetup) -> object:
     ctx = seal_context(params)
     plain = SealPlaintext(ctx.key_parms_id, words.reshape(-1), 1.0)
     return ctx.load(sealapi.SecretKey, plaintext_to_bytes(plain))
+
+
+def decrypt_with_summed_key(setup: CommitteeSetup, words: U64Array) -> F64Array:
+    """TEST ONLY: SEAL's Decryptor with the summed secret key decrypts and decodes words
+    (C, 2, L, N); the reals of every block, in order."""
+    params = setup.params
+    ctx = setup.public.seal
+    decryptor = sealapi.Decryptor(ctx.context, summed_secret_key(setup))
+    out = []
+    for block in words:
+        cipher = ctx.load(
+            sealapi.Ciphertext,
+            ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, block, params.scale)),
+        )
+        plain = sealapi.Plaintext()
+        decryptor.decrypt(cipher, plain)
+        decrypted = plaintext_from_bytes(save_bytes(plain)).data
+        shape = (1, len(params.data_primes), params.poly_degree)
+        out.append(decode_aggregate(decrypted.reshape(shape), ctx)[: params.slots])
+    return np.concatenate(out)

@@ -7,12 +7,14 @@ import hashlib
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from clients.encrypt_pool import pool_for
 from clients.upload import prepare_upload
 from he_agg.aggregate import aggregate_uploads
 from he_agg.combine import average_from_shares
@@ -73,15 +75,18 @@ class InProcessAggregator(Aggregator):
 
         seconds: dict[str, float] = {}
         start = time.perf_counter()
+        public = self.setup.public
+        pool = pool_for(public, -(-(vectors[0].size + 1) // self.params.slots))
         blobs = [
             prepare_upload(
                 _as_update(v),
                 w,
-                self.setup.public,
+                public,
                 federation=FEDERATION,
                 round=round_number,
                 client=name,
                 roster_digest=NO_ROSTER,  # in process: nothing checks the proofs' context
+                pool=pool,  # every core, for a large model
             )[0]
             for name, v, w in zip(names, vectors, weights, strict=True)
         ]
@@ -139,10 +144,15 @@ class HttpAggregator(Aggregator):
         seconds: dict[str, float] = {}
         number = self.local.admin_api().open_round(FEDERATION, 3600).number
         start = time.perf_counter()
-        uploaded = 0
-        for name, vector, weight in zip(names, vectors, weights, strict=True):
-            receipt = self._participant(name).submit(_as_update(vector), weight, round=number)
-            uploaded += receipt.size
+        clients = [self._participant(name) for name in names]
+
+        def submit(client: Participant, vector: Vector, weight: float) -> int:
+            return client.submit(_as_update(vector), weight, round=number).size
+
+        # the clients upload at once, as real ones would; their encryption shares one
+        # process pool per key (clients.encrypt_pool), so the cores are used, not oversold
+        with ThreadPoolExecutor(max_workers=len(clients)) as threads:
+            uploaded = sum(threads.map(submit, clients, vectors, weights))
         seconds["encrypt+upload"] = time.perf_counter() - start
         start = time.perf_counter()
         self.local.admin_api().close_round(FEDERATION, number)

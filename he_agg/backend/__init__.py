@@ -1,35 +1,94 @@
 """Encryption backends behind one seam; ``encrypt_vector`` picks one and encrypts.
 
 To add a backend (a GPU one, say): implement :class:`EncryptionBackend` in a module here
-and name it in :func:`get_backend`. Its output must be word-for-word what SEAL would
-produce for the same randomness, so nothing above this package changes.
+and name it in :func:`get_backend`. Its output must be ciphertext words in SEAL's layout
+that SEAL decrypts, so nothing above this package changes.
+
+Backends: ``seal`` (SEAL's own Encryptor, CPU) and ``torch`` (he_agg.rlwe's encryption in
+torch, on a GPU when CUDA is present; only for parameter sets with proofs). ``auto`` is
+torch when torch imports and sees CUDA, else seal; the environment variable
+``HE_AGG_BACKEND`` (auto|seal|torch) names the backend when no name is passed. torch is
+imported only when it is asked about, so the server never imports it.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 from he_agg.backend.base import EncryptionBackend, Progress
 from he_agg.errors import ParameterError
 from he_agg.modarith import F64Array, U64Array
+from he_agg.params import ParameterSet
 from he_agg.public import PublicContext
+from he_agg.rlwe import EncryptionWitness, KeyRows, encrypt_words
 
-__all__ = ["BACKENDS", "EncryptionBackend", "encrypt_vector", "get_backend"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_ENV",
+    "EncryptionBackend",
+    "WordsEncryptor",
+    "encrypt_vector",
+    "get_backend",
+    "words_encryptor",
+]
 
-BACKENDS = ("seal",)
+BACKENDS = ("seal", "torch")
+BACKEND_ENV = "HE_AGG_BACKEND"
+WordsEncryptor = Callable[[U64Array, KeyRows, EncryptionWitness, ParameterSet], U64Array]
 _instances: dict[str, EncryptionBackend] = {}
 
 
-def get_backend(name: str = "auto") -> EncryptionBackend:
-    """The backend called ``name``; ``auto`` picks the best one available (SEAL today)."""
-    chosen = "seal" if name == "auto" else name
-    if chosen not in BACKENDS:
-        raise ParameterError(
-            "backend", f"unknown encryption backend {name!r}; known: auto, {BACKENDS}"
-        )
-    if chosen not in _instances:
-        from he_agg.backend.seal import SealBackend
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
-        _instances[chosen] = SealBackend()
+
+def _requested(name: str | None) -> str:
+    return os.environ.get(BACKEND_ENV, "auto") if name is None else name
+
+
+def _resolve(name: str | None) -> str:
+    """The backend a request names: ``None`` reads HE_AGG_BACKEND, ``auto`` looks for CUDA."""
+    requested = _requested(name)
+    if requested == "auto":
+        return "torch" if _cuda_available() else "seal"
+    if requested not in BACKENDS:
+        raise ParameterError(
+            "backend", f"unknown encryption backend {requested!r}; known: auto, {BACKENDS}"
+        )
+    return requested
+
+
+def get_backend(name: str | None = None) -> EncryptionBackend:
+    """The backend called ``name`` (one instance each); ``None`` takes HE_AGG_BACKEND
+    (default ``auto``), and ``auto`` picks torch on a machine with CUDA, else SEAL."""
+    chosen = _resolve(name)
+    if chosen not in _instances:
+        if chosen == "torch":
+            from he_agg.backend.torch_backend import TorchBackend
+
+            _instances[chosen] = TorchBackend()
+        else:
+            from he_agg.backend.seal import SealBackend
+
+            _instances[chosen] = SealBackend()
     return _instances[chosen]
+
+
+def words_encryptor(name: str | None = None) -> WordsEncryptor:
+    """he_agg.rlwe.encrypt_words, or the torch backend's word-for-word equal one when the
+    backend ``name`` resolves to (as in :func:`get_backend`) is torch."""
+    if _resolve(name) == "torch":
+        from he_agg.backend.torch_backend import TorchBackend
+
+        backend = get_backend("torch")
+        assert isinstance(backend, TorchBackend)
+        return backend.encrypt_words
+    return encrypt_words
 
 
 def encrypt_vector(
@@ -39,5 +98,15 @@ def encrypt_vector(
     backend: EncryptionBackend | None = None,
     progress: Progress | None = None,
 ) -> U64Array:
-    """Encrypt a flat real vector under ``public``; words (C, 2, L, N) in NTT form."""
-    return (backend or get_backend()).encrypt(values, public, progress)
+    """Encrypt a flat real vector under ``public``; words (C, 2, L, N) in NTT form.
+
+    Without a ``backend``, the default one; when that is torch by ``auto`` and the
+    parameter set's noise rules do not allow for its encryption, SEAL instead."""
+    if backend is None:
+        backend = get_backend()
+        if backend.name == "torch" and _requested(None) == "auto":
+            from he_agg.backend.torch_backend import covers
+
+            if not covers(public.params):
+                backend = get_backend("seal")
+    return backend.encrypt(values, public, progress)

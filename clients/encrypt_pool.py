@@ -1,0 +1,212 @@
+"""Encrypting one update on every core: a pool of processes, since SEAL holds the GIL.
+
+The update's blocks are cut into runs of ciphertexts; each worker encodes and encrypts a
+run (SEAL's Encryptor, or :func:`he_agg.rlwe.encrypt_words` with fresh CSPRNG randomness
+drawn in the worker, for a parameter set with proofs). With proofs, the proof groups are
+then proven in the workers too, a run of whole groups each, from the words and
+randomness of that run; an upload of one group is proven by the caller. The output is
+what one process would produce (the same layout, each group's proof bound to its first
+index), so nothing downstream knows how many cores made it. The randomness crosses a pipe
+between this client's own processes and is dropped once proven.
+
+Workers hold the public context they were started with; :class:`EncryptionPool` starts
+them lazily. :func:`pool_for` shares one pool per key among every client in a process (a
+simulation's, say) and keeps it for the next round, so the cores are shared, not
+multiplied; updates smaller than ``POOL_MIN_CIPHERTEXTS`` are encrypted in the caller's
+process, where a pool would cost more than it saves. Memory: each worker holds one run
+(``RUN`` ciphertexts) at a time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+
+import numpy as np
+
+from he_agg import wellformed
+from he_agg.backend import encrypt_vector
+from he_agg.backend.proven import encrypt_for_proof
+from he_agg.encoding import blocks
+from he_agg.modarith import F64Array, U64Array
+from he_agg.public import PublicContext
+from he_agg.rlwe import EncryptionWitness, key_rows
+
+__all__ = ["POOL_MIN_CIPHERTEXTS", "EncryptionPool", "default_workers", "pool_for"]
+
+RUN = 32  # ciphertexts per task: enough to amortise a task, small enough to share out
+POOL_MIN_CIPHERTEXTS = 64  # below this (about 500k parameters at N = 8192), no pool
+_SHARED_POOLS = 2  # pools kept at once (one per key); the oldest is closed past this
+_public: PublicContext | None = None  # a worker's key, set by its initializer
+
+
+def default_workers() -> int:
+    """Every core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _start(public: PublicContext) -> None:
+    global _public
+    _public = public
+
+
+def _encrypt_run(values: F64Array, proofs: bool) -> tuple[U64Array, EncryptionWitness | None]:
+    assert _public is not None, "worker started without a public context"
+    if proofs:
+        return encrypt_for_proof(values, _public)
+    return encrypt_vector(values, _public), None
+
+
+def _prove_run(
+    words: U64Array, witness: EncryptionWitness, context: wellformed.ProofContext
+) -> tuple[bytes, ...]:
+    assert _public is not None, "worker started without a public context"
+    return wellformed.prove_upload(words, witness, key_rows(_public), _public.params, context)
+
+
+class EncryptionPool:
+    """``workers`` processes encrypting under one public context (1: in this process)."""
+
+    def __init__(self, public: PublicContext, workers: int | None = None) -> None:
+        self.public = public
+        self.workers = max(1, workers or default_workers())
+        self._executor: Executor | None = None
+
+    def serves(self, public: PublicContext) -> bool:
+        """Whether this pool encrypts under ``public`` (the same parameters and key)."""
+        if public is self.public:
+            return True
+        mine, theirs = self.public.public_key, public.public_key
+        return (
+            public.params.fingerprint == self.public.params.fingerprint
+            and mine.parms_id == theirs.parms_id
+            and np.array_equal(mine.data, theirs.data)
+        )
+
+    def __enter__(self) -> EncryptionPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def _pool(self) -> Executor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),  # no forked locks or threads
+                initializer=_start,
+                initargs=(self.public,),
+            )
+        return self._executor
+
+    def encrypt(
+        self,
+        values: F64Array,
+        context: wellformed.ProofContext | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[U64Array, tuple[bytes, ...]]:
+        """Words (C, 2, L, N) of ``values`` and, with ``context`` (a set with proofs), one
+        proof per group; ``progress`` gets ciphertexts as they are finished."""
+        params = self.public.params
+        if params.proofs and context is None:
+            raise ValueError("this parameter set needs a proof context")
+        values = np.asarray(values, dtype=np.float64)
+        count = blocks(values, params.slots).shape[0]
+        if self.workers == 1 or count <= 1:
+            return self._encrypt_here(values, context, progress)
+        width = params.slots
+        runs = [(first, min(RUN, count - first)) for first in range(0, count, RUN)]
+        futures = [
+            self._pool().submit(
+                _encrypt_run, values[first * width : (first + size) * width], params.proofs
+            )
+            for first, size in runs
+        ]
+        words = np.empty((count, 2, len(params.data_primes), params.poly_degree), np.uint64)
+        witnesses: list[EncryptionWitness] = []
+        for (first, size), future in zip(runs, futures, strict=True):
+            part, witness = future.result()
+            words[first : first + size] = part
+            if witness is not None:
+                witnesses.append(witness)
+            if progress is not None:
+                progress(size)
+        if context is None:
+            return words, ()
+        witness = EncryptionWitness(
+            np.concatenate([w.u for w in witnesses]),
+            np.concatenate([w.e0 for w in witnesses]),
+            np.concatenate([w.e1 for w in witnesses]),
+        )
+        return words, self._prove(words, witness, context)
+
+    def _prove(
+        self, words: U64Array, witness: EncryptionWitness, context: wellformed.ProofContext
+    ) -> tuple[bytes, ...]:
+        layout = wellformed.groups(words.shape[0])
+        if len(layout) == 1:
+            return wellformed.prove_upload(
+                words, witness, key_rows(self.public), self.public.params, context
+            )
+        futures = []
+        for first, size in layout:  # one group per task, bound to its first index
+            part = slice(first, first + size)
+            sub = EncryptionWitness(witness.u[part], witness.e0[part], witness.e1[part])
+            bound = dataclasses.replace(context, first_index=context.first_index + first)
+            futures.append(self._pool().submit(_prove_run, words[part], sub, bound))
+        return tuple(proof for future in futures for proof in future.result())
+
+    def _encrypt_here(
+        self,
+        values: F64Array,
+        context: wellformed.ProofContext | None,
+        progress: Callable[[int], None] | None,
+    ) -> tuple[U64Array, tuple[bytes, ...]]:
+        from he_agg.backend.proven import encrypt_with_proofs
+
+        if context is None:
+            return encrypt_vector(values, self.public, progress=progress), ()
+        return encrypt_with_proofs(values, self.public, context, progress)
+
+
+_shared: list[EncryptionPool] = []
+_shared_lock = threading.Lock()
+
+
+def pool_for(
+    public: PublicContext, ciphertexts: int, workers: int | None = None
+) -> EncryptionPool | None:
+    """This process's pool for ``public`` with ``workers`` processes (default: every
+    core), or None when the update is small or one worker is asked for."""
+    workers = max(1, workers or default_workers())
+    if workers == 1 or ciphertexts < POOL_MIN_CIPHERTEXTS:
+        return None
+    with _shared_lock:
+        for pool in _shared:
+            if pool.workers == workers and pool.serves(public):
+                return pool
+        pool = EncryptionPool(public, workers)
+        _shared.append(pool)
+        while len(_shared) > _SHARED_POOLS:
+            _shared.pop(0).close()
+        return pool
+
+
+@atexit.register
+def _close_shared() -> None:
+    with _shared_lock:
+        while _shared:
+            _shared.pop().close()

@@ -1,0 +1,63 @@
+"""Encrypting on several processes gives what one process gives: SEAL decrypts it, the
+proofs verify at their indices, and the layout is the same."""
+
+import numpy as np
+import pytest
+
+from clients.encrypt_pool import EncryptionPool
+from he_agg import wellformed
+from he_agg.envelope import Upload, decode_upload, encode_upload
+from he_agg.noise import PROOF_GROUP
+from he_agg.packing import weighted_vector
+from he_agg.params import derive_parameters
+from he_agg.rlwe import key_rows
+from keys.committee import run_committee_setup
+from tests.helpers import decrypt_with_summed_key
+
+FAST = derive_parameters("pool-test", k_max=4, committee_max=3, value_bits=12, proofs=False)
+PROVEN = derive_parameters("pool-test-proven", k_max=4, committee_max=3, value_bits=12)
+
+
+@pytest.mark.parametrize("params", [FAST, PROVEN], ids=["seal", "proofs"])
+def test_a_pool_encrypts_what_one_process_would(params, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import clients.encrypt_pool as pool_module
+
+    monkeypatch.setattr(pool_module, "RUN", 3)  # several runs, uneven last one
+    setup = run_committee_setup(params, "f", members=3, threshold=2)
+    rng = np.random.default_rng(3)
+    values = rng.uniform(-1, 1, 7 * params.slots + 5)
+    weighted = weighted_vector(values, 10, params)
+    context = wellformed.ProofContext(params.fingerprint, "f", 0, 1, "c", b"\x02" * 32)
+    seen: list[int] = []
+    with EncryptionPool(setup.public, workers=2) as pool:
+        words, proofs = pool.encrypt(weighted, context if params.proofs else None, seen.append)
+    assert words.shape == (8, 2, len(params.data_primes), params.poly_degree)
+    assert sum(seen) == 8
+    blob = encode_upload(Upload("f", 1, "c", params.scale, words, 0, proofs), params)
+    upload = decode_upload(blob, params, federation="f", round=1, client="c")
+    if params.proofs:
+        assert len(proofs) == 1
+        wellformed.verify_upload(upload.words, proofs, key_rows(setup.public), params, context)
+    decrypted = decrypt_with_summed_key(setup, words)[: weighted.size]
+    assert np.abs(decrypted - weighted).max() < 1e-6 * np.abs(weighted).max()
+
+
+def test_several_groups_are_proven_apart_at_their_indices(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import clients.encrypt_pool as pool_module
+    import he_agg.wellformed as wf
+
+    monkeypatch.setattr(pool_module, "RUN", 2)
+    monkeypatch.setattr(wf, "PROOF_GROUP", 3)  # 7 ciphertexts: groups of 3, 3, 1
+    assert PROOF_GROUP >= 3
+    params = PROVEN
+    setup = run_committee_setup(params, "f", members=3, threshold=2)
+    values = np.random.default_rng(4).uniform(-1, 1, 7 * params.slots - 1)
+    context = wellformed.ProofContext(params.fingerprint, "f", 0, 1, "c", b"\x03" * 32)
+    with EncryptionPool(setup.public, workers=2) as pool:
+        words, proofs = pool.encrypt(weighted_vector(values, 1, params), context)
+    assert len(proofs) == 3
+    key = key_rows(setup.public)
+    wf.verify_upload(words, proofs, key, params, context)
+    swapped = (proofs[1], proofs[0], proofs[2])
+    with pytest.raises(wf.ProofError):  # each proof is bound to its own first index
+        wf.verify_upload(words, swapped, key, params, context)
