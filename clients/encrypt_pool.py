@@ -9,23 +9,30 @@ what one process would produce (the same layout, each group's proof bound to its
 index), so nothing downstream knows how many cores made it. The randomness crosses a pipe
 between this client's own processes and is dropped once proven.
 
-Workers hold the public context they were started with; :class:`EncryptionPool` starts
-them lazily. :func:`pool_for` shares one pool per key among every client in a process (a
-simulation's, say) and keeps it for the next round, so the cores are shared, not
-multiplied; updates smaller than ``POOL_MIN_CIPHERTEXTS`` are encrypted in the caller's
-process, where a pool would cost more than it saves. Memory: each worker holds one run
-(``RUN`` ciphertexts) at a time.
+Workers are spawned (no fork: a client may have threads, and SEAL a global mutex) without
+the caller's ``__main__``: multiprocessing would otherwise run a user's script again in
+every worker, or refuse to start from one without an ``if __name__ == "__main__"`` guard;
+the workers need only this module. They hold the public context they were started with.
+:class:`EncryptionPool` starts them lazily; :func:`pool_for` shares one pool per key among
+every client in a process (a simulation's, say) and keeps it for the next round, so the
+cores are shared, not multiplied. Updates smaller than ``POOL_MIN_CIPHERTEXTS`` are
+encrypted in the caller's process, where a pool would cost more than it saves. Memory:
+each worker holds one run (``RUN`` ciphertexts) at a time.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import multiprocessing
 import os
+import sys
 import threading
-from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+import types
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
@@ -39,6 +46,7 @@ from he_agg.rlwe import EncryptionWitness, key_rows
 
 __all__ = ["POOL_MIN_CIPHERTEXTS", "EncryptionPool", "default_workers", "pool_for"]
 
+T = TypeVar("T")
 RUN = 32  # ciphertexts per task: enough to amortise a task, small enough to share out
 POOL_MIN_CIPHERTEXTS = 64  # below this (about 500k parameters at N = 8192), no pool
 _SHARED_POOLS = 2  # pools kept at once (one per key); the oldest is closed past this
@@ -51,6 +59,23 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """Hide ``__main__`` from multiprocessing while it spawns workers, so they do not
+    import (run) the caller's script; they need only this module."""
+    with _main_lock:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")  # no __file__, no __spec__
+        try:
+            yield
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
 
 
 def _start(public: PublicContext) -> None:
@@ -112,6 +137,10 @@ class EncryptionPool:
             )
         return self._executor
 
+    def _submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
+        with _without_main():  # a submit may spawn a worker
+            return self._pool().submit(fn, *args)
+
     def encrypt(
         self,
         values: F64Array,
@@ -130,7 +159,7 @@ class EncryptionPool:
         width = params.slots
         runs = [(first, min(RUN, count - first)) for first in range(0, count, RUN)]
         futures = [
-            self._pool().submit(
+            self._submit(
                 _encrypt_run, values[first * width : (first + size) * width], params.proofs
             )
             for first, size in runs
@@ -166,7 +195,7 @@ class EncryptionPool:
             part = slice(first, first + size)
             sub = EncryptionWitness(witness.u[part], witness.e0[part], witness.e1[part])
             bound = dataclasses.replace(context, first_index=context.first_index + first)
-            futures.append(self._pool().submit(_prove_run, words[part], sub, bound))
+            futures.append(self._submit(_prove_run, words[part], sub, bound))
         return tuple(proof for future in futures for proof in future.result())
 
     def _encrypt_here(

@@ -1,6 +1,11 @@
 """Encrypting on several processes gives what one process gives: SEAL decrypts it, the
 proofs verify at their indices, and the layout is the same."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -61,3 +66,36 @@ def test_several_groups_are_proven_apart_at_their_indices(monkeypatch) -> None: 
     swapped = (proofs[1], proofs[0], proofs[2])
     with pytest.raises(wf.ProofError):  # each proof is bound to its own first index
         wf.verify_upload(words, swapped, key, params, context)
+
+
+def test_a_script_without_a_main_guard_can_use_the_pool(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """multiprocessing's spawn would run the caller's script again in every worker (and
+    refuse to start from one without ``if __name__ == "__main__"``); the pool's workers
+    never import it."""
+    marker = tmp_path / "ran"
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from clients.encrypt_pool import EncryptionPool\n"
+        "from he_agg.packing import weighted_vector\n"
+        "from keys.committee import run_committee_setup\n"
+        "from tests.test_encrypt_pool import FAST\n"
+        f"open({str(marker)!r}, 'a').write('x')\n"
+        "setup = run_committee_setup(FAST, 'f', members=3, threshold=2)\n"
+        "values = weighted_vector(np.ones(3 * FAST.slots), 1, FAST)\n"
+        "with EncryptionPool(setup.public, workers=2) as pool:\n"
+        "    words, _ = pool.encrypt(values)\n"
+        "print(words.shape[0])\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4"
+    assert marker.read_text() == "x"  # the script's top level ran once: not in the workers
