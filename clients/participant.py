@@ -38,6 +38,7 @@ from he_agg.api.models import (
 from he_agg.api.roster_check import genesis_mismatch
 from he_agg.api.states import FederationMode, RoundState
 from he_agg.api.transport import SignedClient, Verify
+from he_agg.api.watching import Watcher
 from he_agg.errors import ProtocolError, ServiceError
 from he_agg.key_statement import KeyStatement, verify_collective_key
 from he_agg.packing import Manifest, flatten, unflatten, weighted_vector
@@ -270,17 +271,21 @@ class Participant:
     def wait_for_model(
         self, round: int, timeout: float = 600.0, poll: float = 0.5
     ) -> dict[str, Any]:
-        """Block until the round's model is published; return it as a state_dict."""
+        """Block until the round's model is published; return it as a state_dict. Waits by
+        long poll (he_agg.api.watching); ``poll`` is the interval against a server without
+        it."""
         deadline = time.monotonic() + timeout
+        watcher = Watcher(self.http, self.federation, poll)
         while True:
             status = self.round_status(round)
             if status.model_ready:
                 break
             if status.state == RoundState.ABORTED:
                 raise ServiceError(409, f"round {round} was aborted: {status.reason}")
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError(f"round {round} has no model after {timeout:.0f} s")
-            time.sleep(poll)
+            watcher.wait(left)  # a long poll: back as soon as the round moves
         return self.fetch_model(round)
 
     def fetch_model(self, round: int) -> dict[str, Any]:

@@ -46,13 +46,16 @@ from he_agg.api.models import (
     FederationOut,
     KeygenStatus,
     RoundOut,
+    UploadRecord,
 )
 from he_agg.api.roster_check import genesis_mismatch
 from he_agg.api.states import RoundState
 from he_agg.api.transport import SignedClient
+from he_agg.api.watching import Watcher
 from he_agg.endorsement import Endorsement, quorum, upload_set_digest
 from he_agg.errors import (
     DecryptionRefused,
+    EnvelopeError,
     HeAggError,
     KeyStoreError,
     ProtocolError,
@@ -86,13 +89,23 @@ from keys.ledger import (
 )
 from keys.member import MemberSecrets
 from keys.pinning import pin_roster
-from keys.verify import Decision, endorse, endorsers, parameters, verify
+from keys.presum import Presum
+from keys.verify import (
+    Decision,
+    endorse,
+    endorsers,
+    enrolled_keys,
+    parameters,
+    verified_upload,
+    verify,
+)
 
 __all__ = ["MemberAgent", "wait"]
 
 log = logging.getLogger("he_agg.member")
 
 _ROUNDS = TypeAdapter(list[RoundOut])
+LONG_POLL_SECONDS = 5.0  # the longest a member's loop waits for a change (and to stop)
 _EPOCHS = TypeAdapter(list[EpochOut])
 
 
@@ -121,6 +134,8 @@ class MemberAgent:
         self._warned = False
         self._sent: set[tuple[int, int]] = set()  # delivered since start; re-sent after a restart
         self._said: set[tuple[int, int, str]] = set()  # (round, attempt, what) logged once
+        self._presums: dict[int, Presum] = {}  # open rounds' uploads, verified and added
+        self.watcher = Watcher(client, federation)
         old = _joined_before_endorsements(self.state_dir)
         self._floor = int(time.time()) if old else None  # recorded on the first ledger load
 
@@ -279,7 +294,11 @@ class MemberAgent:
                 log.warning("member step failed", extra={"member": self.index, "error": str(exc)})
             except Exception as exc:  # connection trouble: try again next tick
                 log.warning("member step failed", extra={"member": self.index, "error": repr(exc)})
-            stop.wait(poll)
+            if stop.is_set():
+                break
+            # a long poll: back as soon as anything this member acts on changes
+            self.watcher.poll = poll
+            self.watcher.wait(min(LONG_POLL_SECONDS, max(poll, 10 * poll)))
 
     def step(self) -> None:
         config = self.config()
@@ -353,6 +372,56 @@ class MemberAgent:
         for status in rounds:
             if status.state == RoundState.DECRYPTING:
                 self._decrypting(config, status.number)
+        live = {r.number for r in rounds if r.state in (RoundState.OPEN, RoundState.DECRYPTING)}
+        for number in set(self._presums) - live:
+            del self._presums[number]  # published or aborted: the sum is no use any more
+        for status in rounds:
+            if status.state == RoundState.OPEN and status.epoch in self.held_epochs():
+                self._presum_step(config, status)
+
+    def _presum_step(self, config: FederationCreate, status: RoundOut) -> None:
+        """Verify and add the round's uploads that arrived since the last step, so that at
+        the close this member holds their sum already (:mod:`keys.presum`). An upload that
+        fails a check is skipped: the decryption request will list it and be refused."""
+        presum = self._presums.get(status.number)
+        if presum is not None and presum.epoch == status.epoch and not presum.unseen(status):
+            return  # nothing new
+        roster = self.roster_of(status.epoch)
+        if roster is None:
+            return
+        params = parameters(config)
+        if presum is None or presum.epoch != status.epoch:
+            presum = self._presums[status.number] = Presum(params, status.number, status.epoch)
+        records = TypeAdapter(list[UploadRecord]).validate_json(
+            self.http.request("GET", paths.updates(self.federation, status.number)).content
+        )
+        keys = enrolled_keys(roster)
+        proof_key = self.proof_key(params, status.epoch) if params.proofs else None
+        for record in records:
+            if record.client in presum.included or record.client in presum.refused:
+                continue
+            if record.client not in keys:
+                presum.refused[record.client] = "not an enrolled client"
+                continue
+            try:
+                upload = verified_upload(
+                    record,
+                    keys[record.client],
+                    self.upload_blob(status.number, record.client),
+                    params,
+                    self.federation,
+                    status.number,
+                    status.epoch,
+                    proof_key,
+                    roster,
+                )
+                presum.add(record, upload)
+            except (DecryptionRefused, EnvelopeError) as exc:
+                presum.refused[record.client] = str(exc)  # not fetched again
+                log.warning(
+                    "upload not added in advance",
+                    extra={"member": self.index, "round": status.number, "reason": str(exc)},
+                )
 
     def _decrypting(self, config: FederationCreate, number: int) -> None:
         """Endorse the round's upload set; if named, decrypt once a quorum endorsed it."""
@@ -462,6 +531,7 @@ class MemberAgent:
             epoch=request.epoch,
             roster=roster,
             proof_key=self.proof_key(params, request.epoch) if params.proofs else None,
+            presum=self._presums.get(request.round),
         )
 
     def proof_key(self, params: ParameterSet, epoch: int) -> KeyRows:

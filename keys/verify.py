@@ -39,8 +39,12 @@ The checks of :func:`verify`, in order (the first that fails is the reason):
   9. the aggregate recomputed here (:func:`he_agg.aggregate.aggregate_envelope`, as the
      server builds it) has the sha256 the server announced.
 Blobs come one at a time from the injected ``upload_blob`` and are summed as they come,
-so a round's uploads are never all held in memory. An accepted :class:`Decision` carries
-the :class:`keys.ledger.Pin` that the agent records before the share leaves.
+so a round's uploads are never all held in memory. A member that verified and added
+uploads while the round was open (:class:`keys.presum.Presum`, each with every check of
+step 8 by :func:`verified_upload`) passes that sum, and only the listed uploads it lacks
+are fetched; the sum is used only if every client in it is listed with the same sha256.
+An accepted :class:`Decision` carries the :class:`keys.ledger.Pin` that the agent records
+before the share leaves.
 
 An upload is bound to its federation and round by its client's signature over the
 target, and to its key epoch by the envelope (format 2 names the epoch under the client's
@@ -57,7 +61,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from he_agg.aggregate import aggregate_envelope
+from he_agg.aggregate import aggregate_envelope, envelope_of_sum
 from he_agg.api import paths
 from he_agg.api.models import DecryptionRequest, FederationCreate, UploadRecord
 from he_agg.api.states import RoundState
@@ -71,6 +75,7 @@ from he_agg.roster import Roster
 from he_agg.wellformed import ProofContext, ProofError, verify_upload
 from he_agg.wording import counted
 from keys.ledger import LedgerState, Pin
+from keys.presum import Presum
 
 __all__ = [
     "UPGRADE_SKEW_SECONDS",
@@ -79,8 +84,10 @@ __all__ = [
     "UploadSource",
     "endorse",
     "endorsers",
+    "enrolled_keys",
     "parameters",
     "upload_set_digest",
+    "verified_upload",
     "verify",
 ]
 
@@ -193,9 +200,12 @@ def verify(
     epoch: int,
     roster: Roster,
     proof_key: KeyRows | None = None,
+    presum: Presum | None = None,
 ) -> Decision:
     """Every check of the module docstring, for the member ``member`` holding a key share of
-    ``epoch`` and having pinned ``roster``; the aggregate to decrypt, or why not."""
+    ``epoch`` and having pinned ``roster``; the aggregate to decrypt, or why not. With
+    ``presum`` (this member's sum of uploads verified while the round was open), only the
+    listed uploads it lacks are fetched and checked, if it is a part of the listed set."""
     params = parameters(config)
     try:
         _check_decryption_set(request, roster, member)
@@ -205,11 +215,30 @@ def verify(
         _check_floor(request, ledger)
         pin = _check_pin(request, ledger)
         _check_quorum(request, roster, federation, epoch)
-        uploads = _verified_uploads(
-            request, keys, params, federation, upload_blob, proof_key, roster
-        )
         try:
-            envelope = aggregate_envelope(uploads, params, federation, request.round, request.epoch)
+            if presum is not None and presum.usable_for(request):
+                for record in presum.missing(request):  # the sum holds the rest, verified
+                    upload = verified_upload(
+                        record,
+                        keys[record.client],
+                        upload_blob(record.client),
+                        params,
+                        federation,
+                        request.round,
+                        request.epoch,
+                        proof_key,
+                        roster,
+                    )
+                    presum.add(record, upload)
+                total = presum.total()
+                envelope = envelope_of_sum(total, params, federation, request.round, request.epoch)
+            else:
+                uploads = _verified_uploads(
+                    request, keys, params, federation, upload_blob, proof_key, roster
+                )
+                envelope = aggregate_envelope(
+                    uploads, params, federation, request.round, request.epoch
+                )
         except EnvelopeError as exc:
             raise DecryptionRefused(f"the listed uploads do not add up: {exc}") from exc
     except DecryptionRefused as exc:
@@ -330,10 +359,15 @@ def _check_quorum(request: DecryptionRequest, roster: Roster, federation: str, e
         )
 
 
+def enrolled_keys(roster: Roster) -> dict[str, bytes]:
+    """Each enrolled client's signing key, by name."""
+    return {c.name: bytes.fromhex(c.signing_key) for c in roster.clients}
+
+
 def _check_upload_list(uploads: list[UploadRecord], roster: Roster, k_max: int) -> dict[str, bytes]:
     """The signing key of every listed client, once each, all in the round epoch's roster,
     K_min (the roster's) to K_max."""
-    enrolled = {c.name: bytes.fromhex(c.signing_key) for c in roster.clients}
+    enrolled = enrolled_keys(roster)
     seen: set[str] = set()
     for upload in uploads:
         if upload.client in seen:
@@ -364,41 +398,59 @@ def _verified_uploads(
 ) -> Iterator[Upload]:
     """Fetch, check and decode the listed uploads one at a time, for the running sum; with
     a parameter set that requires proofs, every upload's proofs are verified here too."""
+    for record in request.uploads:
+        yield verified_upload(
+            record,
+            keys[record.client],
+            upload_blob(record.client),
+            params,
+            federation,
+            request.round,
+            request.epoch,
+            proof_key,
+            roster,
+        )
+
+
+def verified_upload(
+    record: UploadRecord,
+    key: bytes,
+    blob: bytes,
+    params: ParameterSet,
+    federation: str,
+    number: int,
+    epoch: int,
+    proof_key: KeyRows | None,
+    roster: Roster,
+) -> Upload:
+    """One listed upload, checked as a member must before adding it: its blob is the one
+    recorded, its client (``key``, from the roster) signed a PUT of it to this round, it is
+    a valid envelope for this federation, round, client and key epoch, and, with a
+    parameter set that requires them, its proofs of well-formed ciphertexts verify against
+    ``proof_key`` (the collective key of ``epoch``) and ``roster``. DecryptionRefused if not."""
     if params.proofs and proof_key is None:
         raise DecryptionRefused("no collective key to check the uploads' proofs against")
-    for record in request.uploads:
-        blob = upload_blob(record.client)
-        _check_upload(record, keys[record.client], blob, federation, request.round)
+    _check_upload(record, key, blob, federation, number)
+    try:
+        upload = decode_upload(
+            blob, params, federation=federation, round=number, client=record.client, epoch=epoch
+        )
+    except EnvelopeError as exc:
+        raise DecryptionRefused(
+            f"upload of {record.client!r} is not a valid envelope for this round: {exc}"
+        ) from exc
+    if params.proofs:
+        assert proof_key is not None
+        context = ProofContext(
+            params.fingerprint, federation, epoch, number, record.client, roster.digest
+        )
         try:
-            upload = decode_upload(
-                blob,
-                params,
-                federation=federation,
-                round=request.round,
-                client=record.client,
-                epoch=request.epoch,
-            )
-        except EnvelopeError as exc:
+            verify_upload(upload.words, upload.proofs, proof_key, params, context)
+        except ProofError as exc:
             raise DecryptionRefused(
-                f"upload of {record.client!r} is not a valid envelope for this round: {exc}"
+                f"upload of {record.client!r} is not proven well formed: {exc}"
             ) from exc
-        if params.proofs:
-            assert proof_key is not None
-            context = ProofContext(
-                params.fingerprint,
-                federation,
-                request.epoch,
-                request.round,
-                record.client,
-                roster.digest,
-            )
-            try:
-                verify_upload(upload.words, upload.proofs, proof_key, params, context)
-            except ProofError as exc:
-                raise DecryptionRefused(
-                    f"upload of {record.client!r} is not proven well formed: {exc}"
-                ) from exc
-        yield upload
+    return upload
 
 
 def _check_upload(

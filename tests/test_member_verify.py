@@ -47,11 +47,14 @@ from keys.committee import CommitteeSetup, run_committee_setup
 from keys.decrypt import decryption_share
 from keys.identity import Identity
 from keys.ledger import LedgerState, Pin
+from keys.presum import Presum
 from keys.verify import (
     UPGRADE_SKEW_SECONDS,
     Decision,
     UploadSource,
+    enrolled_keys,
     upload_set_digest,
+    verified_upload,
     verify,
 )
 
@@ -765,3 +768,94 @@ def test_an_endorsement_pin_lets_the_same_set_be_decrypted(setup: Setup) -> None
     assert ledger.spent == 0
     decision = _verify(setup, ledger=ledger)
     assert decision.accepted and decision.pin == pin
+
+
+# ---- a sum kept while the round was open (keys.presum) ------------------------------------
+
+
+def _presum(setup: Setup, clients: tuple[str, ...], round: int = ROUND) -> Presum:
+    """A member's sum of ``clients``' uploads, each verified as it arrived."""
+    presum = Presum(setup.params, round, 0)
+    keys = enrolled_keys(setup.roster)
+    for record in setup.request.uploads:
+        if record.client in clients:
+            blob = setup.blobs[record.client]
+            upload = verified_upload(
+                record, keys[record.client], blob, setup.params, FED, round, 0, None, setup.roster
+            )
+            presum.add(record, upload)
+    return presum
+
+
+def _verify_with(
+    setup: Setup, presum: Presum, source: UploadSource, request: DecryptionRequest | None = None
+) -> Decision:
+    return verify(
+        setup.endorsed(request or setup.request),
+        setup.config,
+        EMPTY_LEDGER,
+        MEMBER,
+        FED,
+        source,
+        epoch=0,
+        roster=setup.roster,
+        presum=presum,
+    )
+
+
+def _counting(setup: Setup, fetched: list[str]) -> UploadSource:
+    def upload_blob(client: str) -> bytes:
+        fetched.append(client)
+        return setup.blobs[client]
+
+    return upload_blob
+
+
+def test_a_presum_is_completed_with_only_the_uploads_it_lacks(setup: Setup) -> None:
+    fetched: list[str] = []
+    decision = _verify_with(setup, _presum(setup, CLIENTS[:2]), _counting(setup, fetched))
+    assert decision.accepted, decision.reason
+    assert fetched == [CLIENTS[2]]  # the two summed while the round was open are not fetched
+    assert decision.digest is not None
+    assert decision.digest.hex() == setup.request.aggregate_sha256
+    reference = _verify(setup)
+    assert decision.aggregate is not None and reference.aggregate is not None
+    assert np.array_equal(decision.aggregate.words, reference.aggregate.words)
+
+
+def test_a_presum_with_an_upload_the_list_lacks_is_not_used(setup: Setup) -> None:
+    """The server swapped a client's upload after the member summed it (another sha256
+    listed), or dropped it from the list: the member sums the listed uploads afresh."""
+    swapped = setup.request.uploads[0].model_copy(update={"sha256": "ab" * 32})
+    presum = _presum(setup, CLIENTS[:2])
+    presum.included[swapped.client] = swapped.sha256
+    fetched: list[str] = []
+    decision = _verify_with(setup, presum, _counting(setup, fetched))
+    assert decision.accepted, decision.reason
+    assert fetched == [u.client for u in setup.request.uploads]  # all of them, afresh
+    dropped = setup.request.model_copy(update={"uploads": setup.request.uploads[1:]})
+    assert not _presum(setup, CLIENTS[:1]).usable_for(dropped)
+
+
+def test_a_presum_of_another_round_or_epoch_is_not_used(setup: Setup) -> None:
+    presum = _presum(setup, CLIENTS[:3])
+    assert presum.usable_for(setup.request)
+    for other in (Presum(setup.params, ROUND + 1, 0), Presum(setup.params, ROUND, 1)):
+        other.included, other.running = presum.included, presum.running
+        assert not other.usable_for(setup.request)
+
+
+def test_a_presum_does_not_hide_a_bad_upload_it_lacks(setup: Setup) -> None:
+    """The uploads added at decryption time get every check: a blob that is not the one
+    recorded is refused even though the others came from the sum."""
+    blobs = {**setup.blobs, CLIENTS[2]: setup.blobs[CLIENTS[1]]}
+    decision = _verify_with(setup, _presum(setup, CLIENTS[:2]), blobs.__getitem__)
+    _refused(decision, "sha256 does not match")
+
+
+def test_a_presum_sum_that_is_wrong_is_caught_by_the_announced_digest(setup: Setup) -> None:
+    """Even a member's own sum is checked: the aggregate must have the announced sha256."""
+    presum = _presum(setup, CLIENTS[:2])
+    assert presum.running is not None
+    presum.running.add(decode_upload(setup.blobs[CLIENTS[0]], setup.params).words)  # twice
+    _refused(_verify_with(setup, presum, setup.blobs.__getitem__), "not the sum")

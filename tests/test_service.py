@@ -716,3 +716,81 @@ def test_a_round_closes_at_k_max_uploads(fed: Federation) -> None:
     finally:
         for stop in stops:
             stop.set()
+
+
+def _key_ready(fed: Federation) -> bool:
+    return fed.admin_api().federation(FED).keygen_phase == KeygenPhase.READY
+
+
+def test_members_verify_and_add_uploads_while_the_round_is_open(fed: Federation) -> None:
+    """Each running member fetches, checks and adds every upload as it arrives, so the
+    close costs it no fetch: at decryption it holds the sum already (keys.presum)."""
+    assert wait(lambda: _key_ready(fed), 60)
+    running = [a for a, t in zip(fed.agents, fed.threads, strict=True) if t.is_alive()]
+    fetched: list[tuple[int, str]] = []
+    originals = {}
+    for agent in running:
+        originals[agent.index] = agent.upload_blob
+
+        def counted(number: int, client: str, agent: MemberAgent = agent) -> bytes:
+            fetched.append((agent.index, client))
+            return originals[agent.index](number, client)
+
+        agent.upload_blob = counted  # type: ignore[method-assign]
+    try:
+        number = fed.admin_api().open_round(FED, deadline_seconds=120).number
+        updates = [_update(seed) for seed in (7, 8, 9)]
+        for name, (update, samples) in zip(CLIENTS[:3], updates, strict=True):
+            fed.participant(name).submit(update, samples, round=number)
+
+        def summed() -> bool:
+            return all(
+                number in a._presums and set(a._presums[number].included) == set(CLIENTS[:3])
+                for a in running
+            )
+
+        assert wait(summed, 60, 0.05), "members did not add the uploads while the round was open"
+        before = len(fetched)
+        assert sorted(fetched) == sorted((a.index, c) for a in running for c in CLIENTS[:3])
+        fed.admin_api().close_round(FED, number)
+        model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=60)
+        assert np.abs(flatten(model)[0] - _fedavg(updates)).max() <= _bound(fed, updates)
+        assert len(fetched) == before  # no upload fetched again at decryption
+    finally:
+        for agent in running:
+            agent.upload_blob = originals[agent.index]  # type: ignore[method-assign]
+
+
+def test_watch_answers_when_the_federation_changes(fed: Federation) -> None:
+    """The long poll: an unchanged federation is answered after ``wait`` with the same tag;
+    a change (a round opened) answers a waiting poll at once with a new one."""
+    assert wait(lambda: _key_ready(fed), 60)
+    member = _raw(fed, fed.members[0])
+    path = f"/v1/federations/{FED}/watch"
+    tag = member.request("GET", f"{path}?wait=0").json()["tag"]
+    start = time.monotonic()
+    same = member.request("GET", f"{path}?wait=1&since={tag}").json()["tag"]
+    assert same == tag and time.monotonic() - start >= 0.9
+    answered: dict[str, object] = {}
+
+    def poll() -> None:
+        started = time.monotonic()
+        answered["tag"] = member.request("GET", f"{path}?wait=20&since={tag}").json()["tag"]
+        answered["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.5)
+    number = fed.admin_api().open_round(FED, deadline_seconds=60).number
+    thread.join(timeout=30)
+    assert answered["tag"] != tag
+    assert float(answered["seconds"]) < 10  # woken by the change, not by the 20 s wait
+    for bad in ("wait=31", "wait=-1", "since=not-hex", "wait=nan"):
+        with pytest.raises(ServiceError) as refused:
+            member.request("GET", f"{path}?{bad}")
+        assert refused.value.status == 422
+    outsider = SignedClient(fed.server.url, Identity.generate(0).signing, retries=0)
+    with pytest.raises(ServiceError) as refused:
+        outsider.request("GET", f"{path}?wait=0")
+    assert refused.value.status in (401, 403)
+    fed.admin_api().close_round(FED, number)  # too few uploads: aborted, nothing decrypted

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from he_agg.api.states import FederationMode, KeygenPhase, RoundState
 
 __all__ = [
+    "Activity",
     "CommitmentIn",
     "DecryptionRequest",
     "EpochOut",
@@ -193,3 +194,10 @@ class DecryptionRequest(BaseModel):
         description="member index → he_agg.endorsement.Endorsement JSON: the members who "
         "endorsed this round's upload set; a member decrypts only with a quorum of them",
     )
+
+
+class Activity(BaseModel):
+    """A federation's activity tag (he_agg.server.watch): it changes when anything a party
+    acts on does. Pass it back as ``since`` to wait for the next change."""
+
+    tag: str

@@ -27,6 +27,8 @@ __all__ = [
     "rounds",
     "shamir_share",
     "update",
+    "updates",
+    "watch",
 ]
 
 PREFIX = "/v1/federations"
@@ -102,6 +104,11 @@ def close_round(federation_id: str, number: int) -> str:
     return f"{round(federation_id, number)}/close"
 
 
+def updates(federation_id: str, number: int) -> str:
+    """The round's stored uploads so far (members)."""
+    return f"{round(federation_id, number)}/updates"
+
+
 def update(federation_id: str, number: int, client: str) -> str:
     """The signed upload target; members re-verify each upload's signature over it."""
     return f"{round(federation_id, number)}/updates/{client}"
@@ -126,3 +133,9 @@ def endorsement(federation_id: str, number: int, member: int) -> str:
 
 def model(federation_id: str, number: int) -> str:
     return f"{round(federation_id, number)}/model"
+
+
+def watch(federation_id: str, since: str | None = None, wait: float = 0.0) -> str:
+    """The long poll: answered when the federation's activity tag differs from ``since``."""
+    query = f"wait={wait:g}" + ("" if since is None else f"&since={since}")
+    return f"{federation(federation_id)}/watch?{query}"

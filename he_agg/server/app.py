@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the clock never queue behind uploads
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, settings.max_inflight_uploads + 32)
+        state.changes.attach(asyncio.get_running_loop())
         task = asyncio.create_task(clock())
         log.info("aggregator started", extra={"data_dir": str(settings.data_dir)})
         for federation in state.federations.without_proofs():

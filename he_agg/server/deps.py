@@ -14,6 +14,7 @@ from he_agg.errors import ServiceError
 from he_agg.server.admission import Admission
 from he_agg.server.auth import Caller, complete, read_headers, request_target
 from he_agg.server.bodies import read_signed_body
+from he_agg.server.changes import Changes
 from he_agg.server.config import Settings
 from he_agg.server.federations import Federation, Federations
 from he_agg.server.intake import Intake
@@ -64,6 +65,7 @@ class AppState:
     intake: Intake
     publisher: Publisher
     admission: Admission
+    changes: Changes
 
     @classmethod
     def build(cls, settings: Settings, store: Store, blobs: BlobStore) -> AppState:
@@ -79,8 +81,19 @@ class AppState:
             settings.max_inflight_uploads,
             settings.retry_after_seconds,
         )
+        changes = Changes()  # long polls wake when this process commits
+        store.on_commit.append(changes.committed)
         return cls(
-            settings, store, blobs, federations, keygen, rounds, intake, publisher, admission
+            settings,
+            store,
+            blobs,
+            federations,
+            keygen,
+            rounds,
+            intake,
+            publisher,
+            admission,
+            changes,
         )
 
     @property

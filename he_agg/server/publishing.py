@@ -93,6 +93,10 @@ class Publisher:
     def aggregate(self, federation: Federation, number: int) -> bytes:
         return self.blobs.read(self.decryption_request(federation, number).aggregate_sha256)
 
+    def upload_records(self, federation: Federation, number: int) -> list[UploadRecord]:
+        round_row(self.store, federation.id, number)  # 404 for a round that does not exist
+        return [upload_record(row) for row in self.store.uploads(federation.id, number)]
+
     def upload_blob(self, federation: Federation, number: int, client: str) -> bytes:
         upload = self.store.upload(federation.id, number, client)
         if upload is None:

@@ -16,6 +16,7 @@ TEMPLATES = sorted({route.path for module in ROUTERS for route in module.router.
 
 SAMPLE = {"federation_id": "fed-1", "number": 7, "client": "bank-2", "member": 3}
 SAMPLE.update({"sender": 2, "recipient": 5, "attempt": 4, "state": None, "epoch": None})
+SAMPLE.update({"since": "ab12", "wait": 2.5})
 
 
 def _builders() -> list[str]:

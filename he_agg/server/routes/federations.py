@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from he_agg.api.models import (
+    Activity,
     EpochOut,
     EpochRequest,
     FederationCreate,
@@ -22,10 +25,13 @@ from he_agg.server.deps import (
     require_admin,
     require_party,
 )
+from he_agg.server.watch import wait_for_change
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/federations", tags=["federations"])
+MAX_WAIT_SECONDS = 30.0  # a long poll's longest wait (below common proxies' idle timeouts)
+PARTIES = ("client", "member", "admin")
 
 
 @router.post(
@@ -125,3 +131,18 @@ def public_key(
     require_party(state, federation, signed.caller, "client", "member", "admin")
     key = state.federations.public_key(federation, epoch)
     return Response(key, media_type="application/octet-stream")
+
+
+@router.get("/{federation_id}/watch", response_model=Activity)
+async def watch(
+    signed: CallerDep,
+    federation: FederationDep,
+    state: StateDep,
+    since: Annotated[str | None, Query(max_length=64, pattern="^[0-9a-f]*$")] = None,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0.0,
+) -> Activity:
+    """Long poll: the federation's activity tag, answered as soon as it differs from
+    ``since`` or after ``wait`` seconds (at most 30) with the same tag. Parties wait here
+    instead of polling the rounds (he_agg.server.watch)."""
+    await run_in_threadpool(require_party, state, federation, signed.caller, *PARTIES)
+    return Activity(tag=await wait_for_change(state, federation.id, since, wait))

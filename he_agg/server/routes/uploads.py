@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from he_agg.api.models import UploadReceipt
+from he_agg.api.models import UploadReceipt, UploadRecord
 from he_agg.errors import ServiceError
 from he_agg.server.auth import BodyCheck, Caller, complete, read_headers, request_target
 from he_agg.server.bodies import paced
@@ -126,3 +126,13 @@ def get_update(
         state.publisher.upload_blob(federation, number, client),
         media_type="application/octet-stream",
     )
+
+
+@router.get("", response_model=list[UploadRecord])
+def list_updates(
+    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
+) -> list[UploadRecord]:
+    """The round's stored uploads so far (signed records), for members that verify and add
+    each as it arrives, so that at the close they hold the sum already (keys.presum)."""
+    member_caller(state, federation, signed.caller)
+    return state.publisher.upload_records(federation, number)

@@ -115,6 +115,8 @@ class Store(Protocol):
     """The server's metadata. Raises :class:`~he_agg.errors.StoreConflict` on a duplicate
     key and :class:`~he_agg.errors.StoreError` for anything else the database refuses."""
 
+    on_commit: list[Callable[[], None]]  # called after each write transaction commits
+
     def transaction(self) -> AbstractContextManager[None]:
         """One serialised, atomic transaction for every call in the block (this thread)."""
         ...

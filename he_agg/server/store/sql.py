@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -118,6 +118,7 @@ class SqlStore:
         # One shared in-memory connection: a reader must wait its turn like a writer.
         self._reads_locked = self.dialect == "sqlite" and is_memory(self.url)
         self._closed = False
+        self.on_commit: list[Callable[[], None]] = []  # called after each write commits
         if migrate:
             try:
                 self.migrate()
@@ -161,6 +162,8 @@ class SqlStore:
                 yield
             finally:
                 self._state.connection = None
+        for listener in self.on_commit:  # committed (an exception skips this)
+            listener()
 
     def _connect(self, *, writer: bool) -> sa.Connection:
         if self._closed:
