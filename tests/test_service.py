@@ -495,7 +495,7 @@ def test_requests_are_authenticated_before_their_body_is_read(fed: Federation) -
     assert _answer_without_body(fed, small, signed(Identity.generate(0), at=small)) == 403
     assert _answer_without_body(fed, small, signed(fed.members[0], at=small)) == 413
     assert _row_count(fed) == before
-    assert not list((fed.server.data_dir / "blobs" / "incoming").iterdir())
+    assert not list((fed.server.data_dir / "blobs" / "incoming" / "main").iterdir())
 
     # the body is held to its signed digest while it streams: another body is a 400
     manifest = flatten(_update(7)[0])[1].to_json()
@@ -509,7 +509,7 @@ def test_requests_are_authenticated_before_their_body_is_read(fed: Federation) -
     )
     assert response.status_code == 400
     assert _row_count(fed) == before and fed.admin_api().round(FED, number).uploads == []
-    assert not list((fed.server.data_dir / "blobs" / "incoming").iterdir())
+    assert not list((fed.server.data_dir / "blobs" / "incoming" / "main").iterdir())
     fed.admin_api().close_round(FED, number)
 
 
@@ -539,7 +539,7 @@ def test_bad_uploads_are_refused_and_store_nothing(fed: Federation) -> None:
     assert f"this key belongs to client {name!r}; only {CLIENTS[1]!r}" in caught.value.detail
     assert _row_count(fed) == before
     assert fed.admin_api().round(FED, number).uploads == []
-    assert not list((fed.server.data_dir / "blobs" / "incoming").iterdir())
+    assert not list((fed.server.data_dir / "blobs" / "incoming" / "main").iterdir())
 
     participant = fed.participant(name)
     update, samples = _update(30)

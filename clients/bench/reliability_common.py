@@ -335,7 +335,7 @@ _COUNTED_TABLES = (
 class ServerFiles:
     """The server's data folder read from outside: its SQLite file (read-only queries)
     and its content-addressed blob folder (``blobs/<sha[:2]>/<sha>``, scratch in
-    ``blobs/incoming``)."""
+    ``blobs/incoming/<replica>``)."""
 
     data_dir: Path
     _connection: sqlite3.Connection | None = field(default=None, init=False, repr=False)
@@ -407,14 +407,8 @@ class ServerFiles:
         return dict(zip(_COUNTED_TABLES, (int(v) for v in values), strict=True))
 
     def blob_files(self) -> int:
-        """Files in the blob folder, scratch files included."""
-        total = 0
-        with os.scandir(self.blob_root) as entries:
-            for entry in entries:
-                if entry.is_dir():
-                    with os.scandir(entry.path) as inner:
-                        total += sum(1 for _ in inner)
-        return total
+        """Files in the blob folder, scratch files (``incoming/<replica>/``) included."""
+        return sum(len(files) for _, _, files in os.walk(self.blob_root))
 
     def blob_matches(self, digest: str) -> bool:
         """The blob named ``digest`` exists and its bytes hash to that name."""

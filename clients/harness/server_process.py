@@ -39,8 +39,11 @@ class ServerProcess:
         *,
         tls: tuple[Path, Path] | None = None,
         ca_file: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``env``: more settings (HE_AGG_…) for this process, say a replica's name."""
         self.data_dir = data_dir
+        self.env = env or {}
         self.tls = tls  # (certificate, key): serve https
         # the CA the health wait (and the harness's parties) trust; a self-signed
         # certificate is its own CA, the default
@@ -71,6 +74,7 @@ class ServerProcess:
             "HE_AGG_DATA_DIR": str(self.data_dir),
             "HE_AGG_ADMIN_KEYS": json.dumps(self.admin_keys),
             "HE_AGG_TICK_SECONDS": "0.2",
+            **self.env,
         }
         if self.database:
             env["HE_AGG_DATABASE"] = self.database

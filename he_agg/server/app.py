@@ -36,8 +36,8 @@ log = logging.getLogger("he_agg.server")
 def _state(settings: Settings) -> AppState:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.database_url)
-    blobs = FileBlobStore(settings.data_dir / "blobs")
-    blobs.clean_scratch()  # no request of this process is in progress yet
+    blobs = FileBlobStore(settings.blob_dir or settings.data_dir / "blobs", settings.replica)
+    blobs.clean_scratch()  # no request of this replica is in progress yet (others' are kept)
     collect(store, blobs, time.time(), settings.collect_grace)
     return AppState.build(settings, store, blobs)
 

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     max_admin_body_bytes: int = Field(
         default=64 << 20, ge=1, description="the largest body an administrator's request may carry"
     )
+    blob_dir: Path | None = Field(
+        default=None,
+        description="where uploads and aggregates are kept (default: data_dir/blobs); "
+        "replicas share one, as they share one PostgreSQL database",
+    )
+    replica: str = Field(
+        default="main",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="this process's name among replicas sharing blob_dir (its scratch folder)",
+    )
     insecure_http: bool = Field(
         default=False, description="allow plain http on an address other than loopback"
     )

@@ -51,9 +51,12 @@ def _fsync_directory(path: Path) -> None:
 class FileBlobStore:
     """Content-addressed files: ``<root>/<sha[:2]>/<sha>``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, replica: str = "main") -> None:
+        """``replica``: this process's name among those sharing ``root`` (each writes its
+        partial uploads under ``incoming/<replica>``, and cleans only its own at start)."""
         self.root = root
-        self.scratch = root / "incoming"
+        self.incoming = root / "incoming"
+        self.scratch = self.incoming / replica
         self.scratch.mkdir(parents=True, exist_ok=True)
         # held while a blob is committed and while the collector removes one: a blob the
         # collector judged stale is never the one a commit has just found (and touched)
@@ -127,25 +130,30 @@ class FileBlobStore:
 
     def clean_scratch(self, older_than: float | None = None) -> int:
         """Remove scratch files no request in this process owns (partial uploads left by
-        a crash or a lost request), modified before ``older_than`` if given; how many."""
+        a crash or a lost request), modified before ``older_than`` if given; with it, other
+        replicas' scratch files older than that too (a replica that died). How many."""
         removed = 0
-        for leftover in self.scratch.iterdir():
-            with self._guard:
-                if leftover in self._live:
+        folders = [self.scratch, self.incoming]  # incoming itself: an older layout's files
+        if older_than is not None:
+            folders += [f for f in self.incoming.iterdir() if f.is_dir() and f != self.scratch]
+        for folder in folders:
+            for leftover in folder.iterdir():
+                with self._guard:
+                    if leftover in self._live or leftover.is_dir():
+                        continue
+                try:
+                    if older_than is not None and leftover.stat().st_mtime >= older_than:
+                        continue
+                    leftover.unlink()
+                except FileNotFoundError:
                     continue
-            try:
-                if older_than is not None and leftover.stat().st_mtime >= older_than:
-                    continue
-                leftover.unlink()
-            except FileNotFoundError:
-                continue
-            removed += 1
+                removed += 1
         return removed
 
     def digests(self) -> Iterator[str]:
         """Every stored blob's digest."""
         for folder in self.root.iterdir():
-            if folder.is_dir() and folder != self.scratch and len(folder.name) == 2:
+            if folder.is_dir() and folder != self.incoming and len(folder.name) == 2:
                 for blob in folder.iterdir():
                     if len(blob.name) == 64 and blob.name.startswith(folder.name):
                         yield blob.name
