@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from he_agg.bitpack import unpack
 from he_agg.errors import WordRangeError
 from he_agg.modarith import U64Array
 
@@ -39,6 +41,8 @@ __all__ = ["add_packed", "check_packed", "kernel_source"]
 _GROUP = 64
 _lock = threading.Lock()
 _kernels: dict[int, Any] = {}
+_broken: set[int] = set()  # widths whose kernel failed: the reference path
+log = logging.getLogger("he_agg.kernels")
 
 
 def _residue(i: int, width: int) -> str:
@@ -145,7 +149,13 @@ def add_packed(acc: U64Array, region: bytes | bytearray | memoryview, width: int
     rows, n = acc.shape
     if n % _GROUP or len(region) != rows * n * width // 8:
         raise ValueError(f"packed region is {len(region)} bytes, not {rows}×{n} residues")
-    if not _kernel(width).add(_words(region), np.uint64(q), acc):
+    below = _run(width, "add", _words(region), np.uint64(q), acc)
+    if below is None:  # no compiled kernel: the reference path
+        residues = unpack(region, width, rows * n)
+        below = residues.max(initial=0) < np.uint64(q)
+        if below:
+            np.add(acc, residues.reshape(rows, n), out=acc)
+    if not below:
         raise WordRangeError(f"a word is not below the prime {q}")
 
 
@@ -154,5 +164,25 @@ def check_packed(region: bytes | bytearray | memoryview, width: int, q: int) -> 
     groups, rest = divmod(len(region), width * 8)
     if rest:
         raise ValueError("packed region is not a whole number of 64-residue groups")
-    if not _kernel(width).check(_words(region), np.uint64(q), groups):
+    below = _run(width, "check", _words(region), np.uint64(q), groups)
+    if below is None:  # no compiled kernel: the reference path
+        below = unpack(region, width, groups * _GROUP).max(initial=0) < np.uint64(q)
+    if not below:
         raise WordRangeError(f"a word is not below the prime {q}")
+
+
+def _run(width: int, kernel: str, *args: Any) -> bool | None:
+    """The compiled kernel's answer, or None if it cannot be had (the cache folder is not
+    writable, a cached kernel does not load, numba fails): said once per width, and the
+    caller takes the numpy reference path. Never a reason to refuse an upload."""
+    if width in _broken:
+        return None
+    try:
+        return bool(getattr(_kernel(width), kernel)(*args))
+    except Exception as exc:  # any failure of the compiler or its cache
+        _broken.add(width)
+        log.warning(
+            "compiled kernel unavailable; using the reference path",
+            extra={"width": width, "error": repr(exc)[:300]},
+        )
+        return None

@@ -110,3 +110,28 @@ def test_kernels_compile_into_the_configured_cache(tmp_path, monkeypatch) -> Non
     check_packed(pack(words, 9), 9, 64)
     written = list(tmp_path.glob("packed_w9_*.py"))
     assert len(written) == 1 and "def add(" in written[0].read_text()
+
+
+def test_a_kernel_that_cannot_load_falls_back_to_the_reference(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A broken kernel cache (or compiler) costs speed, never an upload: the reference
+    path answers, the same words and the same refusals."""
+    import he_agg.packed_sum as packed_sum
+
+    def broken(width: int) -> object:
+        raise ModuleNotFoundError("no module named 'he_agg_kernels_packed_w44_…'")
+
+    monkeypatch.setattr(packed_sum, "_kernel", broken)
+    monkeypatch.setattr(packed_sum, "_broken", set())
+    rng = np.random.default_rng(5)
+    q = 17592186028033
+    words = rng.integers(0, q, 3 * 128, dtype=np.uint64)
+    acc = np.ones((3, 128), np.uint64)
+    add_packed(acc, pack(words, 44), 44, q)
+    assert np.array_equal(acc, words.reshape(3, 128) + 1)
+    check_packed(pack(words, 44), 44, q)
+    words[7] = q
+    with pytest.raises(WordRangeError):
+        check_packed(pack(words, 44), 44, q)
+    with pytest.raises(WordRangeError):
+        add_packed(acc, pack(words, 44), 44, q)
+    assert packed_sum._broken == {44}
