@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -24,13 +25,16 @@ import numpy as np
 from rich.progress import Progress
 
 from clients.bench.bench import environment
+from clients.encrypt_pool import EncryptionPool
+from he_agg import wellformed
 from he_agg.aggregate import RunningSum
 from he_agg.backend import encrypt_vector
+from he_agg.backend.proven import encrypt_with_proofs
 from he_agg.combine import DecryptionShare, average_from_shares
-from he_agg.envelope import Upload, decode_upload, encode_upload
+from he_agg.envelope import EnvelopeView, Upload, decode_upload, encode_upload
 from he_agg.modarith import F64Array, U64Array
 from he_agg.packing import weighted_vector
-from he_agg.params import DEFAULT
+from he_agg.params import DEFAULT, ParameterSet, derive_parameters
 from keys.committee import CommitteeSetup, run_committee_setup
 from keys.decrypt import decryption_share
 
@@ -38,6 +42,8 @@ __all__ = ["bench_he_agg", "bench_tenseal", "main", "markdown"]
 
 HERE = Path(__file__).resolve().parent
 FEDERATION = "bench"
+ROSTER = b"\x01" * 32  # the roster digest proofs are bound to (any 32 bytes, here)
+NO_PROOFS = derive_parameters("default-no-proofs", proofs=False)  # `--parameters no-proofs`
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, float], Any]:
@@ -54,46 +60,76 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def _encrypt(
+    setup: CommitteeSetup, values: F64Array, client: str, pool: EncryptionPool | None = None
+) -> tuple[U64Array, tuple[bytes, ...]]:
+    """One client's words and proofs (a set with proofs), on one core or on ``pool``."""
+    params = setup.public.params
+    context = None
+    if params.proofs:
+        context = wellformed.ProofContext(params.fingerprint, FEDERATION, 0, 1, client, ROSTER)
+    if pool is not None:
+        return pool.encrypt(values, context)
+    if context is not None:
+        return encrypt_with_proofs(values, setup.public, context)
+    return encrypt_vector(values, setup.public), ()
+
+
 def _aggregate_clients(
     setup: CommitteeSetup, rng: np.random.Generator, size: int, clients: int, progress: Progress
-) -> tuple[U64Array, F64Array, list[float]]:
-    """Encrypt each client's update, aggregate it from its wire bytes (timed), and keep the
-    exact weighted average to measure the error against."""
+) -> tuple[U64Array, F64Array, float, list[float], list[float]]:
+    """Encrypt each client's update, aggregate it from its wire bytes (timed, compiled and
+    numpy reference), and keep the exact weighted average to measure the error against."""
     params = setup.public.params
-    running: RunningSum | None = None
+    compiled: RunningSum | None = None
+    reference: RunningSum | None = None
     truth = np.zeros(size)
     total_weight = 0.0
-    aggregate_times = []
+    compiled_times, reference_times = [], []
     task = progress.add_task(f"{clients} clients encrypt + aggregate", total=clients)
-    for client in range(clients):
-        values = rng.uniform(-1, 1, size).astype(np.float32).astype(np.float64)
-        samples = int(rng.integers(100, 1001))  # sample counts, as FedAvg weights
-        truth += samples * values
-        total_weight += samples
-        words = encrypt_vector(weighted_vector(values, samples, params), setup.public)
-        wire = encode_upload(Upload(FEDERATION, 1, f"c{client}", params.scale, words), params)
-        running = running or RunningSum(params, words.shape[0])
-        start = time.perf_counter()
-        running.add(decode_upload(wire, params, federation=FEDERATION, round=1).words)
-        aggregate_times.append(time.perf_counter() - start)
-        progress.advance(task)
-    assert running is not None
-    return running.result(), truth / total_weight, aggregate_times
+    with EncryptionPool(setup.public) as pool:
+        for client in range(clients):
+            values = rng.uniform(-1, 1, size).astype(np.float32).astype(np.float64)
+            samples = int(rng.integers(100, 1001))  # sample counts, as FedAvg weights
+            truth += samples * values
+            total_weight += samples
+            name = f"c{client}"
+            words, proofs = _encrypt(setup, weighted_vector(values, samples, params), name, pool)
+            upload = Upload(FEDERATION, 1, name, params.scale, words, 0, proofs)
+            wire = encode_upload(upload, params)
+            compiled = compiled or RunningSum(params, words.shape[0])
+            reference = reference or RunningSum(params, words.shape[0])
+            start = time.perf_counter()
+            compiled.add_envelope(EnvelopeView.parse(wire, params, federation=FEDERATION), 32)
+            compiled_times.append(time.perf_counter() - start)
+            if client < 10:  # the reference path is slow: ten clients are enough to time it
+                start = time.perf_counter()
+                reference.add(decode_upload(wire, params, federation=FEDERATION, round=1).words)
+                reference_times.append(time.perf_counter() - start)
+            progress.advance(task)
+    assert compiled is not None
+    return compiled.result(), truth / total_weight, total_weight, compiled_times, reference_times
 
 
-def bench_he_agg(size: int, clients: int, repeats: int, progress: Progress) -> dict[str, Any]:
-    params = DEFAULT
+def bench_he_agg(
+    params: ParameterSet, size: int, clients: int, repeats: int, progress: Progress
+) -> dict[str, Any]:
     setup = run_committee_setup(params, FEDERATION, members=5, threshold=3)
     rng = np.random.default_rng(1)
     per_million = 1e6 / size
 
     x = rng.uniform(-1, 1, size).astype(np.float32).astype(np.float64)
     weighted = weighted_vector(x, 500, params)
-    encrypt, words = timed(lambda: encrypt_vector(weighted, setup.public), repeats)
-    upload = Upload(FEDERATION, 1, "client-0", params.scale, words)
+    encrypt, (words, proofs) = timed(lambda: _encrypt(setup, weighted, "client-0"), repeats)
+    with EncryptionPool(setup.public) as pool:
+        workers = pool.workers
+        encrypt_all, _ = timed(lambda: _encrypt(setup, weighted, "client-0", pool), repeats)
+    upload = Upload(FEDERATION, 1, "client-0", params.scale, words, 0, proofs)
     envelope, blob = timed(lambda: encode_upload(upload, params), repeats)
 
-    aggregate, truth, aggregate_times = _aggregate_clients(setup, rng, size, clients, progress)
+    aggregate, truth, total_weight, compiled, reference = _aggregate_clients(
+        setup, rng, size, clients, progress
+    )
     digest = hashlib.sha256(aggregate.tobytes()).digest()
     subset = (1, 2, 3)
 
@@ -108,6 +144,8 @@ def bench_he_agg(size: int, clients: int, repeats: int, progress: Progress) -> d
     )
     max_error = float(np.abs(average - truth).max())
     value_range = float(np.ptp(truth))
+    # the average's error bound: the weighted sum's (3 members decrypt) times (1 + |x|) / Σ n_k
+    bound = params.error_bound(3) * (1 + float(np.abs(truth).max())) / total_weight
 
     def scale(stats: dict[str, float]) -> dict[str, float]:
         return {k: v * per_million for k, v in stats.items()}
@@ -118,14 +156,20 @@ def bench_he_agg(size: int, clients: int, repeats: int, progress: Progress) -> d
         "clients_for_error": clients,
         "upload_bytes_per_param": len(blob) / size,
         "encrypt_s_per_1M": scale(encrypt),
+        "encrypt_all_cores_s_per_1M": scale(encrypt_all),
+        "encrypt_workers": workers,
         "envelope_encode_s_per_1M": scale(envelope),
-        "aggregate_s_per_client_per_1M": scale(_stats(aggregate_times)),
+        "aggregate_s_per_client_per_1M": scale(_stats(compiled)),
+        "aggregate_reference_s_per_client_per_1M": scale(_stats(reference)),
         "partial_decrypt_s_per_1M": scale(partial),
         "share_bytes_per_param": len(share.to_bytes(params)) / size,
         "combine_decode_s_per_1M": scale(finish),
         "max_error": max_error,
         "value_range": value_range,
         "max_error_relative": max_error / value_range,
+        "max_error_bound": bound,
+        "proofs": params.proofs,
+        "value_bound": params.value_bound,
     }
 
 
@@ -164,65 +208,128 @@ def _ms(stats: dict[str, float]) -> str:
     return f"{stats['median'] * 1e3:.1f} ms ({low:.1f}–{high:.1f})"
 
 
-def _rows(ours: dict[str, Any], base: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(figure, he-agg, TenSEAL with NVFlare's defaults, target) per line of the table."""
+def _gpu_cell(gpu: dict[str, Any] | None, key: str) -> str:
+    if gpu is None:
+        return "not measured (no GPU here): `python benchmarks/bench_gpu.py` on one"
+    return f"{gpu[key] * 1e3:.2f} ms ({gpu['environment'].get('gpu', 'GPU')})"
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(figure, default set, no-proofs set, TenSEAL with NVFlare's defaults, target)."""
+    sets = (result["he_agg"], result["he_agg_no_proofs"])
+    base = result["tenseal_nvflare"]
+    gpu = result.get("gpu")
+
+    def both(fn: Any) -> tuple[str, str]:
+        return fn(sets[0]), fn(sets[1])
+
+    cores = sets[0]["encrypt_workers"]
     return [
         (
             "Upload size",
-            f"{ours['upload_bytes_per_param']:.2f} B/param",
+            *both(lambda o: f"{o['upload_bytes_per_param']:.2f} B/param"),
             f"{base['upload_bytes_per_param']:.2f} B/param",
             "≤ 24 B/param",
         ),
-        ("Encrypt", _s(ours["encrypt_s_per_1M"]), _s(base["encrypt_s_per_1M"]), "≤ 0.3 s"),
+        (
+            "Encrypt (+ prove) per 1M, one core",
+            *both(lambda o: _s(o["encrypt_s_per_1M"])),
+            _s(base["encrypt_s_per_1M"]),
+            "≤ 0.35 s",
+        ),
+        (
+            f"Encrypt (+ prove) per 1M, all {cores} cores",
+            *both(lambda o: _s(o["encrypt_all_cores_s_per_1M"])),
+            "n/a (one process)",
+            "scales with cores",
+        ),
         (
             "Envelope / serialize",
-            _s(ours["envelope_encode_s_per_1M"]),
+            *both(lambda o: _s(o["envelope_encode_s_per_1M"])),
             _s(base["serialize_s_per_1M"]),
             "—",
         ),
         (
-            "Aggregation per added client, from wire bytes",
-            _ms(ours["aggregate_s_per_client_per_1M"]),
+            "Aggregation per client, from wire bytes (compiled)",
+            *both(lambda o: _ms(o["aggregate_s_per_client_per_1M"])),
             _ms(base["deserialize_add_s_per_client_per_1M"]),
             "≤ 3 ms",
         ),
         (
+            "… the numpy reference path",
+            *both(lambda o: _ms(o["aggregate_reference_s_per_client_per_1M"])),
+            "—",
+            "—",
+        ),
+        (
             "Partial decryption per member",
-            _s(ours["partial_decrypt_s_per_1M"]),
+            *both(lambda o: _s(o["partial_decrypt_s_per_1M"])),
             "n/a (single key)",
             "≤ 0.2 s",
         ),
         (
             "Decryption share size",
-            f"{ours['share_bytes_per_param']:.2f} B/param",
+            *both(lambda o: f"{o['share_bytes_per_param']:.2f} B/param"),
             "n/a",
             "≤ 12 B/param",
         ),
-        ("Combine and decode", _s(ours["combine_decode_s_per_1M"]), "n/a", "≤ 0.2 s"),
         (
-            f"Max error, {ours['clients_for_error']} clients (of the value range)",
-            f"{ours['max_error_relative']:.2e}",
+            "Combine and decode",
+            *both(lambda o: _s(o["combine_decode_s_per_1M"])),
             "n/a",
-            "≤ 1e-6",
+            "≤ 0.2 s",
+        ),
+        (
+            "Max error of the average (its bound)",
+            *both(
+                lambda o: (
+                    f"{o['max_error']:.2e} ({o['max_error_bound']:.2e}), "
+                    f"{o['clients_for_error']} clients"
+                )
+            ),
+            "n/a",
+            "≤ 1e-6 of the range",
+        ),
+        (
+            "GPU encrypt per 1M (sampling, transfers)",
+            _gpu_cell(gpu, "encrypt_s_per_1M"),
+            "n/a (SEAL's encryptor)",
+            "—",
+            "≤ 20 ms",
+        ),
+        (
+            "GPU aggregation per client per 1M (transfer)",
+            _gpu_cell(gpu, "aggregate_s_per_client_per_1M"),
+            _gpu_cell(gpu, "aggregate_s_per_client_per_1M"),
+            "—",
+            "≤ 1 ms",
         ),
     ]
 
 
+def _describe(ours: dict[str, Any]) -> str:
+    p = ours["parameter_set"]
+    return (
+        f"`{p['name']}` (N={p['N']}, data primes {p['data_prime_bits']} bits, "
+        f"proofs {'yes' if ours['proofs'] else 'no'}, V = 2^{math.log2(ours['value_bound']):.0f})"
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
-    ours = result["he_agg"]
-    rows = _rows(ours, result["tenseal_nvflare"])
     env = result["environment"]
     lines = [
-        f"Measured {env['date']} on {env['cpu']} ({env['cores']} cores), one process; "
-        f"tenseal {env['tenseal']}, numpy {env['numpy']}. Per 1M float32 parameters; "
-        f"median (min–max) of {result['repeats']} repeats after a warm-up. he-agg parameter set "
-        f"`{ours['parameter_set']['name']}`: N={ours['parameter_set']['N']}, data primes "
-        f"{ours['parameter_set']['data_prime_bits']} bits, σ_flood "
-        f"{ours['parameter_set']['sigma_flood']}; committee 3-of-5.",
+        f"Measured {env['date']} on {env['cpu']} ({env['cores']} cores); tenseal "
+        f"{env['tenseal']}, numpy {env['numpy']}. Per 1M float32 parameters; median "
+        f"(min–max) of {result['repeats']} repeats after a warm-up. Parameter sets: default "
+        f"{_describe(result['he_agg'])}, and `--parameters no-proofs` "
+        f"{_describe(result['he_agg_no_proofs'])}; committee 3-of-5. Aggregation is timed "
+        "per added client from its envelope's bytes in memory (compiled: "
+        "`RunningSum.add_envelope`; reference: decode, then add).",
         "",
-        "| Figure | he-agg | TenSEAL, NVFlare defaults | Target |",
-        "|---|---|---|---|",
-        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+        "| Figure | he-agg default (proofs) | he-agg no-proofs | TenSEAL, NVFlare defaults "
+        "| Target |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(row)} |" for row in _rows(result)),
     ]
     return "\n".join(lines)
 
@@ -238,15 +345,19 @@ def main() -> None:
     if args.quick:
         args.size, args.clients, args.repeats = 100_000, 5, 2
     with Progress() as progress:
-        ours = bench_he_agg(args.size, args.clients, args.repeats, progress)
+        ours = bench_he_agg(DEFAULT, args.size, args.clients, args.repeats, progress)
+        plain = bench_he_agg(NO_PROOFS, args.size, min(args.clients, 20), args.repeats, progress)
         task = progress.add_task("TenSEAL baseline", total=1)
         base = bench_tenseal(args.size, args.repeats)
         progress.advance(task)
+    gpu_file = HERE / "results" / "gpu.json"
     result = {
         "environment": environment(),
         "repeats": args.repeats,
         "he_agg": ours,
+        "he_agg_no_proofs": plain,
         "tenseal_nvflare": base,
+        "gpu": json.loads(gpu_file.read_text()) if gpu_file.exists() else None,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from he_agg.aggregate import RunningSum
 from he_agg.api.models import DecryptionRequest, RoundOut, UploadRecord
-from he_agg.envelope import Upload
+from he_agg.envelope import EnvelopeView
 from he_agg.modarith import U64Array
 from he_agg.params import ParameterSet
 
@@ -37,13 +37,14 @@ class Presum:
         """Clients the round lists that were neither added nor refused here yet."""
         return set(status.uploads) - set(self.included) - set(self.refused)
 
-    def add(self, record: UploadRecord, upload: Upload) -> None:
-        """Add a verified upload (once per client); MismatchError if it does not fit."""
+    def add(self, record: UploadRecord, upload: EnvelopeView) -> None:
+        """Add a verified upload (once per client) from its packed bytes; MismatchError,
+        before anything is added, if it does not fit."""
         if record.client in self.included:
             return
         if self.running is None:
             self.running = RunningSum(self.params, upload.count)
-        self.running.add(upload.words)
+        self.running.add_envelope(upload, 32)
         self.included[record.client] = record.sha256
 
     def usable_for(self, request: DecryptionRequest) -> bool:

@@ -36,7 +36,7 @@ The checks of :func:`verify`, in order (the first that fails is the reason):
   8. each upload's blob has the recorded sha256, was signed for this federation's and
      round's upload target (:func:`he_agg.api.paths.update`, as the server builds it),
      carries its client's Ed25519 signature, and is a valid envelope for this round;
-  9. the aggregate recomputed here (:func:`he_agg.aggregate.aggregate_envelope`, as the
+  9. the aggregate recomputed here (:func:`he_agg.aggregate.envelope_of_sum`, as the
      server builds it) has the sha256 the server announced.
 Blobs come one at a time from the injected ``upload_blob`` and are summed as they come,
 so a round's uploads are never all held in memory. A member that verified and added
@@ -57,22 +57,23 @@ or an epoch other than the one a round was pinned in.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from he_agg.aggregate import aggregate_envelope, envelope_of_sum
+from he_agg.aggregate import RunningSum, envelope_of_sum
 from he_agg.api import paths
 from he_agg.api.models import DecryptionRequest, FederationCreate, UploadRecord
 from he_agg.api.states import RoundState
 from he_agg.endorsement import Endorsement, count_valid, quorum, upload_set_digest
-from he_agg.envelope import Upload, decode_upload
+from he_agg.envelope import EnvelopeView, Upload, decode_upload
 from he_agg.errors import DecryptionRefused, EnvelopeError, ProtocolError
 from he_agg.params import DEFAULT, ParameterSet
 from he_agg.request_signing import SignedRequest, verify_signature
 from he_agg.rlwe import KeyRows
 from he_agg.roster import Roster
-from he_agg.wellformed import ProofContext, ProofError, verify_upload
+from he_agg.wellformed import ProofContext, ProofError, groups, verify_group
 from he_agg.wording import counted
 from keys.ledger import LedgerState, Pin
 from keys.presum import Presum
@@ -91,6 +92,7 @@ __all__ = [
     "verify",
 ]
 
+WINDOW = 32  # ciphertexts range-checked or added at a time
 UploadSource = Callable[[str], bytes]
 """The stored upload of one client (by name) in the round being verified."""
 
@@ -233,12 +235,15 @@ def verify(
                 total = presum.total()
                 envelope = envelope_of_sum(total, params, federation, request.round, request.epoch)
             else:
-                uploads = _verified_uploads(
+                running: RunningSum | None = None
+                for view in _verified_uploads(
                     request, keys, params, federation, upload_blob, proof_key, roster
-                )
-                envelope = aggregate_envelope(
-                    uploads, params, federation, request.round, request.epoch
-                )
+                ):
+                    running = running or RunningSum(params, view.count)
+                    running.add_envelope(view, WINDOW)
+                assert running is not None, "K_min ≥ 1 uploads are listed"
+                total = running.result()
+                envelope = envelope_of_sum(total, params, federation, request.round, request.epoch)
         except EnvelopeError as exc:
             raise DecryptionRefused(f"the listed uploads do not add up: {exc}") from exc
     except DecryptionRefused as exc:
@@ -395,9 +400,9 @@ def _verified_uploads(
     upload_blob: UploadSource,
     proof_key: KeyRows | None,
     roster: Roster,
-) -> Iterator[Upload]:
-    """Fetch, check and decode the listed uploads one at a time, for the running sum; with
-    a parameter set that requires proofs, every upload's proofs are verified here too."""
+) -> Iterator[EnvelopeView]:
+    """Fetch and check the listed uploads one at a time, for the running sum; with a
+    parameter set that requires proofs, every upload's proofs are verified here too."""
     for record in request.uploads:
         yield verified_upload(
             record,
@@ -422,19 +427,23 @@ def verified_upload(
     epoch: int,
     proof_key: KeyRows | None,
     roster: Roster,
-) -> Upload:
+) -> EnvelopeView:
     """One listed upload, checked as a member must before adding it: its blob is the one
     recorded, its client (``key``, from the roster) signed a PUT of it to this round, it is
-    a valid envelope for this federation, round, client and key epoch, and, with a
-    parameter set that requires them, its proofs of well-formed ciphertexts verify against
-    ``proof_key`` (the collective key of ``epoch``) and ``roster``. DecryptionRefused if not."""
+    a valid envelope for this federation, round, client and key epoch with every word below
+    its prime, and, with a parameter set that requires them, its proofs of well-formed
+    ciphertexts verify against ``proof_key`` (the collective key of ``epoch``) and
+    ``roster``, a proof group at a time. DecryptionRefused if not. The view it returns is
+    added from its packed bytes (:meth:`he_agg.aggregate.RunningSum.add_envelope`)."""
     if params.proofs and proof_key is None:
         raise DecryptionRefused("no collective key to check the uploads' proofs against")
     _check_upload(record, key, blob, federation, number)
     try:
-        upload = decode_upload(
+        view = EnvelopeView.parse(
             blob, params, federation=federation, round=number, client=record.client, epoch=epoch
         )
+        if not params.proofs:
+            view.check_words(WINDOW)  # with proofs, each group's words are checked below
     except EnvelopeError as exc:
         raise DecryptionRefused(
             f"upload of {record.client!r} is not a valid envelope for this round: {exc}"
@@ -445,12 +454,18 @@ def verified_upload(
             params.fingerprint, federation, epoch, number, record.client, roster.digest
         )
         try:
-            verify_upload(upload.words, upload.proofs, proof_key, params, context)
+            for (first, size), proof in zip(groups(view.count), view.proofs(), strict=True):
+                bound = dataclasses.replace(context, first_index=first)
+                verify_group(view.words(first, size), proof, proof_key, params, bound)
+        except EnvelopeError as exc:
+            raise DecryptionRefused(
+                f"upload of {record.client!r} is not a valid envelope for this round: {exc}"
+            ) from exc
         except ProofError as exc:
             raise DecryptionRefused(
                 f"upload of {record.client!r} is not proven well formed: {exc}"
             ) from exc
-    return upload
+    return view
 
 
 def _check_upload(

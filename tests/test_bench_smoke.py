@@ -39,3 +39,25 @@ def test_schema_rejects_a_cell_without_timings() -> None:
     except jsonschema.ValidationError:
         return
     raise AssertionError("an empty result validated")
+
+
+def test_bench_scale_quick_publishes_the_exact_average(tmp_path: Path) -> None:
+    """The scale benchmark at 20 clients: every upload through the real service, members
+    summing as uploads arrive, and the published average inside its bound."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench_scale.py", "--quick", "--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    scale = json.loads((tmp_path / "scale-quick.json").read_text())["scale"]
+    assert scale["clients"] == 20 and scale["correct"] is True
+    assert scale["max_error"] <= scale["error_bound"]
+    assert len(scale["members"]) == 3 and scale["server"]["peak_rss_mb"] > 0
+    assert scale["blob_disk_bytes"] >= scale["uploaded_bytes"]  # every upload kept

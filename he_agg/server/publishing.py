@@ -213,22 +213,35 @@ class Publisher:
         self._maybe_publish(federation, number)
 
     def _maybe_publish(self, federation: Federation, number: int) -> None:
+        """Combine a complete share set and publish. The combine (reading the shares and
+        the aggregate, decoding) runs outside any transaction, so uploads and other rounds
+        never wait on it; the result is stored only if the round is still decrypting the
+        same attempt (another request or the clock may have published it meanwhile)."""
+        row = round_row(self.store, federation.id, number)
+        rows = self.store.shares(federation.id, number, row.attempt)
+        if row.state != RoundState.DECRYPTING or len(rows) < len(row.decryption_set):
+            return
+        assert row.aggregate is not None and row.manifest is not None
+        params = federation.params
+        shares = [DecryptionShare.from_bytes(self.blobs.read(r.sha256), params) for r in rows]
+        aggregate = decode_upload(self.blobs.read(row.aggregate), params)
+        size = Manifest.from_json(row.manifest).size
+        failure, model = None, None
+        try:
+            average = average_from_shares(aggregate.words[:, 0], shares, params, size)
+            model = self.blobs.put(average.astype("<f8").tobytes())
+        except PackingError as exc:
+            failure = f"decryption failed: {exc}"
+        crash_point("publish.combined")
         with self.store.transaction():
-            row = round_row(self.store, federation.id, number)
-            rows = self.store.shares(federation.id, number, row.attempt)
-            if row.state != RoundState.DECRYPTING or len(rows) < len(row.decryption_set):
-                return
-            assert row.aggregate is not None and row.manifest is not None
-            params = federation.params
-            shares = [DecryptionShare.from_bytes(self.blobs.read(r.sha256), params) for r in rows]
-            aggregate = decode_upload(self.blobs.read(row.aggregate), params)
-            size = Manifest.from_json(row.manifest).size
-            try:
-                average = average_from_shares(aggregate.words[:, 0], shares, params, size)
-            except PackingError as exc:
-                abort_round(self.store, row, f"decryption failed: {exc}")
-                return
-            self._store_model(row, average)
+            current = round_row(self.store, federation.id, number)
+            if current.state != RoundState.DECRYPTING or current.attempt != row.attempt:
+                return  # published (or replaced) meanwhile
+            if failure is not None:
+                abort_round(self.store, current, failure)
+            else:
+                assert model is not None
+                self._published(current, model)
 
     def publish_plaintext(
         self, federation: Federation, row: RoundRow, uploads: list[UploadRow]
@@ -249,6 +262,9 @@ class Publisher:
     def _store_model(self, row: RoundRow, average: F64Array) -> None:
         model = self.blobs.put(average.astype("<f8").tobytes())
         crash_point("publish.combined")
+        self._published(row, model)
+
+    def _published(self, row: RoundRow, model: str) -> None:
         self.store.save_round(dataclasses.replace(row, state=RoundState.PUBLISHED, model=model))
         metrics.ROUNDS.labels(state=RoundState.PUBLISHED).inc()
         log.info("model published", extra={"federation": row.federation, "round": row.number})

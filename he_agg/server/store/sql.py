@@ -96,6 +96,11 @@ def _round(row: sa.Row[Any]) -> RoundRow:
 
 class _ThreadState(threading.local):
     connection: sa.Connection | None = None  # this thread's open transaction, if any
+    changed: bool = False  # the open transaction wrote something parties act on
+
+
+# writes no party acts on: they do not wake long polls (he_agg.server.watch)
+_UNSEEN_WRITES = frozenset({"spend_nonce", "prune_nonces"})
 
 
 class SqlStore:
@@ -118,7 +123,7 @@ class SqlStore:
         # One shared in-memory connection: a reader must wait its turn like a writer.
         self._reads_locked = self.dialect == "sqlite" and is_memory(self.url)
         self._closed = False
-        self.on_commit: list[Callable[[], None]] = []  # called after each write commits
+        self.on_commit: list[Callable[[], None]] = []  # after a write parties act on commits
         if migrate:
             try:
                 self.migrate()
@@ -158,12 +163,14 @@ class SqlStore:
             if self.dialect == "postgresql":
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(ADVISORY_LOCK)))
             self._state.connection = connection
+            self._state.changed = False
             try:
                 yield
             finally:
                 self._state.connection = None
-        for listener in self.on_commit:  # committed (an exception skips this)
-            listener()
+        if self._state.changed:  # committed (an exception skips this) something parties see
+            for listener in self.on_commit:
+                listener()
 
     def _connect(self, *, writer: bool) -> sa.Connection:
         if self._closed:
@@ -177,6 +184,8 @@ class SqlStore:
     def _write(self, what: str) -> Iterator[sa.Connection]:
         """One atomic group of statements: its own transaction, or a savepoint in ours."""
         outer = self._state.connection
+        if what not in _UNSEEN_WRITES:
+            self._state.changed = True  # long polls wake once this commits
         if outer is not None:
             with mapped(what), outer.begin_nested():
                 yield outer
@@ -184,6 +193,8 @@ class SqlStore:
         with self._transaction():
             connection = self._state.connection
             assert connection is not None
+            if what not in _UNSEEN_WRITES:
+                self._state.changed = True
             with mapped(what):
                 yield connection
 
