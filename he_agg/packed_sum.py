@@ -151,7 +151,7 @@ def add_packed(acc: U64Array, region: bytes | bytearray | memoryview, width: int
         raise ValueError(f"packed region is {len(region)} bytes, not {rows}×{n} residues")
     below = _run(width, "add", _words(region), np.uint64(q), acc)
     if below is None:  # no compiled kernel: the reference path
-        residues = unpack(region, width, rows * n)
+        residues = unpack(memoryview(region), width, rows * n)
         below = residues.max(initial=0) < np.uint64(q)
         if below:
             np.add(acc, residues.reshape(rows, n), out=acc)
@@ -166,7 +166,7 @@ def check_packed(region: bytes | bytearray | memoryview, width: int, q: int) -> 
         raise ValueError("packed region is not a whole number of 64-residue groups")
     below = _run(width, "check", _words(region), np.uint64(q), groups)
     if below is None:  # no compiled kernel: the reference path
-        below = unpack(region, width, groups * _GROUP).max(initial=0) < np.uint64(q)
+        below = unpack(memoryview(region), width, groups * _GROUP).max(initial=0) < np.uint64(q)
     if not below:
         raise WordRangeError(f"a word is not below the prime {q}")
 

@@ -116,7 +116,13 @@ class HttpAggregator(Aggregator):
     """The REST stack: uvicorn and the committee as processes, clients over loopback HTTP."""
 
     def __init__(
-        self, params: ParameterSet, clients: int, per_round: int, members: int, threshold: int
+        self,
+        params: ParameterSet,
+        clients: int,
+        per_round: int,
+        members: int,
+        threshold: int,
+        max_parameters: int = 10_000_000,
     ) -> None:
         from clients.harness.local import LocalFederation
 
@@ -129,6 +135,7 @@ class HttpAggregator(Aggregator):
             members=members,
             threshold=threshold,
             k_min=per_round,
+            max_parameters=max_parameters,
         )
         self.participants: dict[str, Participant] = {}
         self.local.start()

@@ -171,12 +171,14 @@ class FederatedLearning:
             return PlainAggregator()
         assert self.params is not None
         if self.transport == "http":
+            size = sum(int(v.numel()) for v in self.model.state_dict().values())
             return HttpAggregator(
                 self.params,
                 len(self._client_data),
                 self.clients_per_round,
                 self.members,
                 self.threshold,
+                max_parameters=max(size + 1, 10_000_000),  # the federation's upload limit
             )
         return InProcessAggregator(self.params, self.members, self.threshold)
 
