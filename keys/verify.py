@@ -219,18 +219,14 @@ def verify(
         _check_quorum(request, roster, federation, epoch)
         try:
             if presum is not None and presum.usable_for(request):
-                for record in presum.missing(request):  # the sum holds the rest, verified
-                    upload = verified_upload(
-                        record,
-                        keys[record.client],
-                        upload_blob(record.client),
-                        params,
-                        federation,
-                        request.round,
-                        request.epoch,
-                        proof_key,
-                        roster,
-                    )
+                missing = request.model_copy(update={"uploads": presum.missing(request)})
+                for record, upload in zip(  # the sum holds the rest, verified
+                    missing.uploads,
+                    _verified_uploads(
+                        missing, keys, params, federation, upload_blob, proof_key, roster
+                    ),
+                    strict=True,
+                ):
                     presum.add(record, upload)
                 total = presum.total()
                 envelope = envelope_of_sum(total, params, federation, request.round, request.epoch)

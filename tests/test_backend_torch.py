@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
-import tenseal.sealapi as sealapi  # noqa: E402
 
 import he_agg.backend as backend_module  # noqa: E402
 from he_agg import bitpack, ntt  # noqa: E402
@@ -35,16 +34,13 @@ from he_agg.backend.torch_backend import (  # noqa: E402
     mod_constant,
     mul_mod,
 )
-from he_agg.encoding import decode_aggregate  # noqa: E402
 from he_agg.envelope import AGGREGATE_CLIENT, Upload, decode_upload, encode_upload  # noqa: E402
 from he_agg.errors import MismatchError, ParameterError, WordRangeError  # noqa: E402
 from he_agg.modarith import U64Array  # noqa: E402
 from he_agg.params import DEFAULT, ParameterSet, derive_parameters  # noqa: E402
 from he_agg.rlwe import KeyRows, encrypt_words, fresh_noise_bound, sample_witness  # noqa: E402
-from he_agg.seal_codec import SealCiphertext, ciphertext_to_bytes, plaintext_from_bytes  # noqa: E402
-from he_agg.seal_context import save_bytes  # noqa: E402
 from keys.committee import CommitteeSetup, run_committee_setup  # noqa: E402
-from tests.helpers import random_words, summed_secret_key  # noqa: E402
+from tests.helpers import decrypt_with_summed_key, random_words  # noqa: E402
 
 CPU = torch.device("cpu")
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_gpu.py"
@@ -195,25 +191,6 @@ def test_a_new_key_replaces_the_cached_one() -> None:
 # ---- SEAL decrypts it -----------------------------------------------------------------------
 
 
-def _seal_decrypt(setup: CommitteeSetup, words: U64Array) -> np.ndarray:
-    """TEST ONLY: the summed secret key, loaded into SEAL, decrypts and decodes words."""
-    params = setup.params
-    ctx = setup.public.seal
-    decryptor = sealapi.Decryptor(ctx.context, summed_secret_key(setup))
-    out = []
-    for block in words:
-        cipher = ctx.load(
-            sealapi.Ciphertext,
-            ciphertext_to_bytes(SealCiphertext(ctx.data_parms_id, True, block, params.scale)),
-        )
-        plain = sealapi.Plaintext()
-        decryptor.decrypt(cipher, plain)
-        decrypted = plaintext_from_bytes(save_bytes(plain)).data
-        shape = (1, len(params.data_primes), params.poly_degree)
-        out.append(decode_aggregate(decrypted.reshape(shape), ctx)[: params.slots])
-    return np.concatenate(out)
-
-
 def test_seal_decrypts_what_the_torch_backend_encrypts(committee: CommitteeSetup) -> None:
     params = committee.params
     values = np.random.default_rng(2).normal(size=params.slots + params.slots // 2) * 100
@@ -221,7 +198,7 @@ def test_seal_decrypts_what_the_torch_backend_encrypts(committee: CommitteeSetup
     words = TorchBackend(CPU, chunk=1).encrypt(values, committee.public, finished.append)
     assert words.shape == (2, 2, len(params.data_primes), params.poly_degree)
     assert finished == [1, 1]
-    decoded = _seal_decrypt(committee, words)
+    decoded = decrypt_with_summed_key(committee, words)
     # rlwe's fresh noise, spread by decoding over ≤ N slots, plus SEAL's binary64 decoding
     bound = fresh_noise_bound(params) * params.poly_degree / params.scale
     bound += 1e-9 * np.abs(values).max()
