@@ -25,13 +25,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import logging
 import multiprocessing
 import os
 import sys
 import threading
 import types
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from typing import TypeVar
 
 import numpy as np
@@ -51,6 +52,7 @@ RUN = 32  # ciphertexts per task: enough to amortise a task, small enough to sha
 POOL_MIN_CIPHERTEXTS = 64  # below this (about 500k parameters at N = 8192), no pool
 _SHARED_POOLS = 2  # pools kept at once (one per key); the oldest is closed past this
 _public: PublicContext | None = None  # a worker's key, set by its initializer
+log = logging.getLogger("he_agg.client")
 
 
 def default_workers() -> int:
@@ -156,6 +158,23 @@ class EncryptionPool:
         count = blocks(values, params.slots).shape[0]
         if self.workers == 1 or count <= 1:
             return self._encrypt_here(values, context, progress)
+        try:
+            return self._encrypt_on_workers(values, count, context, progress)
+        except BrokenExecutor as exc:  # a worker died (killed, out of memory): carry on here
+            log.warning(
+                "encryption pool broken; encrypting in this process", extra={"error": str(exc)}
+            )
+            self.close()
+            return self._encrypt_here(values, context, None)
+
+    def _encrypt_on_workers(
+        self,
+        values: F64Array,
+        count: int,
+        context: wellformed.ProofContext | None,
+        progress: Callable[[int], None] | None,
+    ) -> tuple[U64Array, tuple[bytes, ...]]:
+        params = self.public.params
         width = params.slots
         runs = [(first, min(RUN, count - first)) for first in range(0, count, RUN)]
         futures = [

@@ -4,6 +4,7 @@ proofs verify at their indices, and the layout is the same."""
 import os
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,28 @@ def test_a_script_without_a_main_guard_can_use_the_pool(tmp_path) -> None:  # ty
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "4"
     assert marker.read_text() == "x"  # the script's top level ran once: not in the workers
+
+
+def test_a_dead_worker_costs_speed_not_the_upload(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A worker killed (say, by the OOM killer) breaks the pool: the update is encrypted in
+    this process instead, correctly, and the next one gets a fresh pool."""
+    import signal
+
+    import clients.encrypt_pool as pool_module
+
+    monkeypatch.setattr(pool_module, "RUN", 2)
+    setup = run_committee_setup(FAST, "f", members=3, threshold=2)
+    values = weighted_vector(np.random.default_rng(9).uniform(-1, 1, 4 * FAST.slots), 3, FAST)
+    with EncryptionPool(setup.public, workers=2) as pool:
+        pool.encrypt(values)  # the workers are up
+        executor = pool._executor
+        assert isinstance(executor, ProcessPoolExecutor)
+        for process in list(executor._processes.values()):
+            assert process.pid is not None
+            os.kill(process.pid, signal.SIGKILL)
+        words, _ = pool.encrypt(values)
+        assert pool._executor is None  # the broken pool was closed
+        again, _ = pool.encrypt(values)  # and a new one started
+    for encrypted in (words, again):
+        decrypted = decrypt_with_summed_key(setup, encrypted)[: values.size]
+        assert np.abs(decrypted - values).max() < 1e-6 * np.abs(values).max()
