@@ -27,7 +27,7 @@ from rich.progress import Progress
 from clients.bench.bench import environment
 from clients.encrypt_pool import EncryptionPool
 from he_agg import wellformed
-from he_agg.aggregate import RunningSum
+from he_agg.aggregate import ADD_WINDOW, RunningSum
 from he_agg.backend import encrypt_vector
 from he_agg.backend.proven import encrypt_with_proofs
 from he_agg.combine import DecryptionShare, average_from_shares
@@ -100,7 +100,8 @@ def _aggregate_clients(
             compiled = compiled or RunningSum(params, words.shape[0])
             reference = reference or RunningSum(params, words.shape[0])
             start = time.perf_counter()
-            compiled.add_envelope(EnvelopeView.parse(wire, params, federation=FEDERATION), 32)
+            view = EnvelopeView.parse(wire, params, federation=FEDERATION)
+            compiled.add_envelope(view, ADD_WINDOW)
             compiled_times.append(time.perf_counter() - start)
             if client < 10:  # the reference path is slow: ten clients are enough to time it
                 start = time.perf_counter()

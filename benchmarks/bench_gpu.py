@@ -86,14 +86,8 @@ def _client_envelope(params: ParameterSet, words: U64Array) -> bytes:
 
 
 def _cpu_add(params: ParameterSet, count: int, blob: bytes) -> None:
-    """RunningSum from wire bytes: the compiled packed add where this tree has it."""
-    running = RunningSum(params, count)
-    view = EnvelopeView.parse(blob, params)
-    add_envelope = getattr(running, "add_envelope", None)
-    if add_envelope is not None:
-        add_envelope(view, CPU_WINDOW)
-    else:
-        running.add_windows(view.windows(CPU_WINDOW))
+    """RunningSum from wire bytes, the compiled packed add (the server's and members' path)."""
+    RunningSum(params, count).add_envelope(EnvelopeView.parse(blob, params), CPU_WINDOW)
 
 
 def _gpu_encrypt(

@@ -24,12 +24,16 @@ from he_agg.packed_sum import add_packed
 from he_agg.params import ParameterSet
 
 __all__ = [
+    "ADD_WINDOW",
     "RunningSum",
     "aggregate_envelope",
     "aggregate_uploads",
     "envelope_of_sum",
     "sum_uploads",
 ]
+
+
+ADD_WINDOW = 32  # ciphertexts read, checked and added at a time from an envelope in memory
 
 
 class RunningSum:

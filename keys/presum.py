@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from he_agg.aggregate import RunningSum
+from he_agg.aggregate import ADD_WINDOW, RunningSum
 from he_agg.api.models import DecryptionRequest, RoundOut, UploadRecord
 from he_agg.envelope import EnvelopeView
 from he_agg.modarith import U64Array
@@ -44,7 +44,7 @@ class Presum:
             return
         if self.running is None:
             self.running = RunningSum(self.params, upload.count)
-        self.running.add_envelope(upload, 32)
+        self.running.add_envelope(upload, ADD_WINDOW)
         self.included[record.client] = record.sha256
 
     def usable_for(self, request: DecryptionRequest) -> bool:

@@ -62,7 +62,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from he_agg.aggregate import RunningSum, envelope_of_sum
+from he_agg.aggregate import ADD_WINDOW, RunningSum, envelope_of_sum
 from he_agg.api import paths
 from he_agg.api.models import DecryptionRequest, FederationCreate, UploadRecord
 from he_agg.api.states import RoundState
@@ -92,7 +92,6 @@ __all__ = [
     "verify",
 ]
 
-WINDOW = 32  # ciphertexts range-checked or added at a time
 UploadSource = Callable[[str], bytes]
 """The stored upload of one client (by name) in the round being verified."""
 
@@ -236,7 +235,7 @@ def verify(
                     request, keys, params, federation, upload_blob, proof_key, roster
                 ):
                     running = running or RunningSum(params, view.count)
-                    running.add_envelope(view, WINDOW)
+                    running.add_envelope(view, ADD_WINDOW)
                 assert running is not None, "K_min ≥ 1 uploads are listed"
                 total = running.result()
                 envelope = envelope_of_sum(total, params, federation, request.round, request.epoch)
@@ -439,7 +438,7 @@ def verified_upload(
             blob, params, federation=federation, round=number, client=record.client, epoch=epoch
         )
         if not params.proofs:
-            view.check_words(WINDOW)  # with proofs, each group's words are checked below
+            view.check_words(ADD_WINDOW)  # with proofs, each group's words are checked below
     except EnvelopeError as exc:
         raise DecryptionRefused(
             f"upload of {record.client!r} is not a valid envelope for this round: {exc}"
