@@ -119,6 +119,47 @@ def test_a_stalled_or_slow_body_is_refused_with_408() -> None:
     assert slow.value.status == 408 and "slower than" in slow.value.detail
 
 
+class _CountingBody(_Body):
+    """A body that records how many bodies are awaiting a chunk at once."""
+
+    waiting = 0
+    most = 0
+
+    async def stream(self):  # type: ignore[no-untyped-def]
+        for size in self.sizes:
+            _CountingBody.waiting += 1
+            _CountingBody.most = max(_CountingBody.most, _CountingBody.waiting)
+            await asyncio.sleep(self.gap)
+            _CountingBody.waiting -= 1
+            yield b"x" * size
+
+
+def test_upload_bodies_take_turns_and_the_wait_for_a_turn_is_not_held_against_them() -> None:
+    """With one turn, three bodies are read a chunk at a time, one at a time; each waits
+    for the other two's chunks (0.1 s) on top of its own gap (0.05 s), past the 0.12 s
+    chunk limit, and is not refused for it."""
+    from he_agg.server.bodies import paced
+
+    settings = Settings(body_chunk_seconds=0.12, min_rate=1000)
+    bodies = [_CountingBody([100] * 5, 0.05) for _ in range(3)]
+
+    async def drain(body: _Body, turns: asyncio.Semaphore) -> int:
+        return sum([len(c) async for c in paced(body, settings, turns)])  # type: ignore[arg-type]
+
+    async def run() -> list[int]:
+        turns = asyncio.Semaphore(1)
+        return list(await asyncio.gather(*(drain(b, turns) for b in bodies)))
+
+    started = time.monotonic()
+    assert asyncio.run(run()) == [500, 500, 500]
+    assert _CountingBody.most == 1  # never two bodies read at once
+    assert time.monotonic() - started >= 15 * 0.05  # the chunks were read one after another
+    one = asyncio.Semaphore(1)
+    with pytest.raises(ServiceError) as stalled:  # a body's own stall still counts
+        asyncio.run(drain(_Body([10, 10], 0.5), one))
+    assert stalled.value.status == 408 and not one.locked()  # its turn was given back
+
+
 def test_ready_is_not_health(tmp_path: Path) -> None:
     """/health is liveness; /ready also needs a writable store and room on the disk."""
     with TestClient(create_app(Settings(data_dir=tmp_path / "a"))) as client:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from clients.bench.reliability_common import (
+    PROBE_NICE,
     Figure,
     MemorySampler,
     ServerFiles,
@@ -122,7 +124,8 @@ class LoadFigures:
                 "load",
                 "GET /health during the load: p95 / max",
                 f"{self.health_p95_ms:.1f} / {self.health_max_ms:.1f} ms "
-                f"({self.health_samples} samples, {self.health_failures} failed)",
+                f"({self.health_samples} samples, {self.health_failures} failed; probe at "
+                f"{'nice ' + str(PROBE_NICE) if os.geteuid() == 0 else 'default priority'})",
                 "p95 < 100 ms",
                 self.health_p95_ms < 100 and self.health_failures == 0,
             ),

@@ -8,6 +8,7 @@ however it ends. Counters are per process (each replica admits its own load).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,10 +19,17 @@ __all__ = ["Admission"]
 
 
 class Admission:
-    def __init__(self, max_bytes: int, max_uploads: int, retry_after: float) -> None:
+    def __init__(
+        self, max_bytes: int, max_uploads: int, retry_after: float, receive_slots: int = 8
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_uploads = max_uploads
         self.retry_after = retry_after
+        # admitted uploads take turns to read a chunk, ``receive_slots`` at a time: the rest
+        # stay paused (uvicorn stops reading a connection whose buffered body is unread), so
+        # one turn of the event loop reads a few sockets, not every admitted one, and short
+        # requests (/health) wait milliseconds, not a hundred sockets' reads
+        self.receiving = asyncio.Semaphore(receive_slots)
         self.bytes = 0
         self.uploads = 0
         self._lock = threading.Lock()

@@ -25,6 +25,7 @@ from he_agg.server.collector import collect
 from he_agg.server.config import Settings
 from he_agg.server.deps import AppState
 from he_agg.server.logs import configure_logging
+from he_agg.server.memory import release_free_memory, tune_allocator
 from he_agg.server.routes import decryption, federations, health, keygen, model, rounds, uploads
 from he_agg.server.store import FileBlobStore, open_store
 
@@ -118,12 +119,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    tune_allocator()
     state = _state(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def clock() -> None:
-            collected = time.monotonic()
+            collected, quiet = time.monotonic(), False
             while True:
                 await asyncio.sleep(settings.tick_seconds)
                 try:
@@ -136,6 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         await run_in_threadpool(
                             collect, state.store, state.blobs, time.time(), settings.collect_grace
                         )
+                    if state.admission.uploads:
+                        quiet = False
+                    elif not quiet:  # the first tick after a load: free pages go back
+                        quiet = True
+                        await run_in_threadpool(release_free_memory)
                 except Exception:  # the clock must survive any one bad round
                     log.exception("clock tick failed")
 

@@ -131,12 +131,20 @@ class BodyCheck:
         self._digest = hashlib.sha256()
 
     def update(self, chunk: bytes) -> None:
+        self.count(chunk)
+        self.hash(chunk)
+
+    def count(self, chunk: bytes) -> None:
+        """Hold the body to its signed length as it arrives (cheap: on the event loop)."""
         self.size += len(chunk)
         if self.size > self.signed.length:
             raise HTTPException(
                 400, f"the body is longer than the signed {self.signed.length} bytes"
             )
-        self._digest.update(chunk)
+
+    def hash(self, data: bytes) -> None:
+        """Add counted bytes to the digest, in order (a large body's: in a worker thread)."""
+        self._digest.update(data)
 
     def finish(self) -> None:
         if self.size != self.signed.length:

@@ -16,24 +16,35 @@ from he_agg.server.config import Settings
 __all__ = ["paced", "read_signed_body"]
 
 
-async def paced(request: Request, settings: Settings) -> AsyncIterator[bytes]:
+async def paced(
+    request: Request, settings: Settings, turns: asyncio.Semaphore | None = None
+) -> AsyncIterator[bytes]:
     """The body's chunks, refused with 408 if a chunk takes longer than
     ``body_chunk_seconds`` to arrive or, after the first ``body_chunk_seconds``, the mean
     rate falls below ``min_rate`` bytes per second (a slow-loris client holds no slot and
-    no temp file for long)."""
+    no temp file for long). With ``turns``, each chunk is awaited holding one of its slots
+    (FIFO: the bodies take turns); time spent waiting for a turn counts toward neither limit."""
     chunk_seconds, min_rate = settings.body_chunk_seconds, settings.min_rate
     stream = request.stream().__aiter__()
-    started, received = time.monotonic(), 0
+    waited, received = 0.0, 0
     while True:
+        if turns is not None:
+            await turns.acquire()
+        started = time.monotonic()
         try:
-            chunk = await asyncio.wait_for(stream.__anext__(), timeout=chunk_seconds)
+            # a timer per chunk, not a task (asyncio.wait_for's): the event loop's time
+            async with asyncio.timeout(chunk_seconds):
+                chunk = await stream.__anext__()
         except StopAsyncIteration:
             return
         except TimeoutError as exc:
             raise ServiceError(408, f"no body data for {chunk_seconds:g} s") from exc
+        finally:
+            waited += time.monotonic() - started
+            if turns is not None:
+                turns.release()
         received += len(chunk)
-        elapsed = time.monotonic() - started
-        if elapsed > chunk_seconds and received / elapsed < min_rate:
+        if waited > chunk_seconds and received / waited < min_rate:
             raise ServiceError(408, f"the body arrives slower than {min_rate:g} bytes/s")
         yield chunk
 

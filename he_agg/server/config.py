@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     retry_after_seconds: float = Field(
         default=2.0, gt=0, description="what a 503 for a busy server tells clients to wait"
     )
+    receive_slots: int = Field(
+        default=8,
+        ge=1,
+        description="upload bodies read at once, a chunk at a time in turn; the other admitted "
+        "uploads wait, held back by TCP flow control, so that the event loop's turns stay short",
+    )
     validation_slots: int = Field(
         default_factory=lambda: os.cpu_count() or 2,
         ge=1,

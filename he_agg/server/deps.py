@@ -80,6 +80,7 @@ class AppState:
             settings.max_inflight_upload_bytes,
             settings.max_inflight_uploads,
             settings.retry_after_seconds,
+            settings.receive_slots,
         )
         changes = Changes()  # long polls wake when this process commits
         store.on_commit.append(changes.committed)

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from typing import BinaryIO
 
 import numpy as np
 
@@ -97,11 +98,16 @@ class Publisher:
         round_row(self.store, federation.id, number)  # 404 for a round that does not exist
         return [upload_record(row) for row in self.store.uploads(federation.id, number)]
 
-    def upload_blob(self, federation: Federation, number: int, client: str) -> bytes:
+    def open_upload(self, federation: Federation, number: int, client: str) -> BinaryIO:
+        """The stored upload, opened (a blob collected meanwhile stays readable through
+        it): the route streams it a window at a time instead of holding it in memory."""
         upload = self.store.upload(federation.id, number, client)
         if upload is None:
             raise ServiceError(404, f"no update from {client!r} in round {number}")
-        return self.blobs.read(upload.sha256)
+        try:
+            return self.blobs.path(upload.sha256).open("rb")
+        except FileNotFoundError as exc:  # collected between the row and the open
+            raise ServiceError(404, f"no update from {client!r} in round {number}") from exc
 
     # ---- endorsements --------------------------------------------------------------
     def accept_endorsement(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from he_agg.api.models import UploadReceipt, UploadRecord
 from he_agg.errors import ServiceError
@@ -65,23 +66,27 @@ async def _receive(
 ) -> UploadReceipt:
     """Stream the body to a scratch file, held to the signed length and digest, then hand
     it to the intake; the scratch file is gone afterwards, whatever happened."""
-    fd, temporary = state.blobs.temporary()
+    fd, temporary = await run_in_threadpool(state.blobs.temporary)
     check = BodyCheck(caller.signed)
     try:
         with os.fdopen(fd, "wb") as out:
-            pending_bytes: list[bytes] = []  # written to disk off the event loop, 1 MiB at a time
-            async for chunk in paced(request, state.settings):
-                check.update(chunk)
-                pending_bytes.append(chunk)
-                if sum(map(len, pending_bytes)) >= _WRITE_BATCH:
-                    await run_in_threadpool(out.write, b"".join(pending_bytes))
-                    pending_bytes.clear()
+            # hashed and written off the event loop, a MiB at a time; the loop only counts
+            pending: list[bytes] = []
+            pending_size = 0
+            async for chunk in paced(request, state.settings, state.admission.receiving):
+                check.count(chunk)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= _WRITE_BATCH:
+                    await run_in_threadpool(_write, out, check, pending)
+                    pending, pending_size = [], 0
+            await run_in_threadpool(_write, out, check, pending)
             check.finish()
-            await run_in_threadpool(_finish, out, b"".join(pending_bytes))
+            await run_in_threadpool(_sync, out)
         return await run_in_threadpool(
             state.intake.accept, federation, number, client, caller, temporary, check.size
         )
-    finally:
+    finally:  # not awaited: a cancelled request must still remove its file
         state.blobs.discard(temporary)
 
 
@@ -106,8 +111,13 @@ def _check_before_body(
     return state.intake.max_bytes(federation, client)
 
 
-def _finish(out: BinaryIO, tail: bytes) -> None:
-    out.write(tail)
+def _write(out: BinaryIO, check: BodyCheck, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        check.hash(chunk)
+    out.writelines(chunks)
+
+
+def _sync(out: BinaryIO) -> None:
     out.flush()
     os.fsync(out.fileno())
 
@@ -122,10 +132,20 @@ def get_update(
 ) -> Response:
     """Members fetch every listed upload to re-check signatures and recompute the sum."""
     member_caller(state, federation, signed.caller)
-    return Response(
-        state.publisher.upload_blob(federation, number, client),
+    blob = state.publisher.open_upload(federation, number, client)
+    size = os.fstat(blob.fileno()).st_size
+    return StreamingResponse(
+        _windows(blob),
         media_type="application/octet-stream",
+        headers={"Content-Length": str(size)},
     )
+
+
+def _windows(blob: BinaryIO) -> Iterator[bytes]:
+    """A stored upload a window at a time (each read in a worker thread), then closed."""
+    with blob:
+        while window := blob.read(_WRITE_BATCH):
+            yield window
 
 
 @router.get("", response_model=list[UploadRecord])
