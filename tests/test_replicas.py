@@ -5,6 +5,7 @@ aggregate is the exact sum of the signed uploads, and every replica took uploads
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections import Counter
@@ -38,12 +39,15 @@ class RoundRobin(httpx.BaseTransport):
         self.turn = itertools.count()
         self.inner = httpx.HTTPTransport()
         self.puts: Counter[int] = Counter()  # uploads per replica port
+        self.closes: list[int] = []  # the replica port each close request went to
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         target = self.targets[next(self.turn) % len(self.targets)]
         request.url = request.url.copy_with(host=target.host, port=target.port)
         if request.method == "PUT" and "/updates/" in request.url.path:
             self.puts[target.port or 0] += 1
+        if request.method == "POST" and request.url.path.endswith("/close"):
+            self.closes.append(target.port or 0)
         return self.inner.handle_request(request)
 
     def close(self) -> None:
@@ -60,13 +64,19 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, postgres) -> Iterator[lis
             tmp / f"replica-{i}",
             [admin.public.signing_key.hex()],
             database=database,
-            env={"HE_AGG_BLOB_DIR": str(tmp / "blobs"), "HE_AGG_REPLICA": f"replica-{i}"},
+            env={
+                "HE_AGG_BLOB_DIR": str(tmp / "blobs"),
+                "HE_AGG_REPLICA": f"replica-{i}",
+                "HE_AGG_PARTIAL_SECONDS": "0.2",  # tree aggregation: partial sums shared
+                "HE_AGG_METRICS_OPEN": "1",
+            },
         )
         for i in range(REPLICAS)
     ]
     for server in servers:
         server.start()
     servers[0].admin = admin  # type: ignore[attr-defined]
+    servers[0].blobs = tmp / "blobs"  # type: ignore[attr-defined]
     yield servers
     for server in servers:
         server.stop()
@@ -84,6 +94,7 @@ def test_replicas_share_rounds_and_publish_the_exact_sum(
         "replica-test", k_max=8, committee_max=3, value_bits=12, proofs=False
     )
     operator = Admin(url, admin.signing, transport=front)
+    ports = [httpx.URL(server.url).port for server in replicas]
     spec = federation_spec(
         FED,
         {n: i.public for n, i in clients.items()},
@@ -115,6 +126,7 @@ def test_replicas_share_rounds_and_publish_the_exact_sum(
         assert wait(ready, 120), "the committee's DKG did not finish across replicas"
         for round_seed in (1, 2):
             number = operator.open_round(FED, deadline_seconds=120).number
+            puts_before = Counter(front.puts)
             rng = np.random.default_rng(round_seed)
             updates = []
             for name in CLIENTS[:4]:
@@ -132,7 +144,16 @@ def test_replicas_share_rounds_and_publish_the_exact_sum(
                 )
                 participant.submit(update, samples, round=number)
                 updates.append((flatten(update)[0], samples))
+            # tree aggregation: every replica that stored an upload shares its partial sum,
+            # and the closing replica adds the others' instead of re-reading their uploads
+            storing = {port for port in front.puts if front.puts[port] > puts_before[port]}
+            partials = replicas[0].blobs / "partials" / FED / str(number)  # type: ignore[attr-defined]
+            names = {f"replica-{ports.index(port)}.sum" for port in storing}
+            assert wait(functools.partial(_written, partials, names), 30)
+            merged_before = _merged(replicas)
             operator.close_round(FED, number)
+            assert _merged(replicas) - merged_before == len(storing - {front.closes[-1]})
+            assert not partials.exists()  # the closer removed the round's partials
             model = participant.wait_for_model(number, timeout=120)
             expected = np.average([v for v, _ in updates], axis=0, weights=[n for _, n in updates])
             total = sum(n for _, n in updates)
@@ -146,3 +167,18 @@ def test_replicas_share_rounds_and_publish_the_exact_sum(
         for thread in threads:
             thread.join(timeout=30)
         front.close()
+
+
+def _merged(replicas: list[ServerProcess]) -> float:
+    """Other replicas' partial sums added by closes, over every replica (/metrics)."""
+    total = 0.0
+    for server in replicas:
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith("he_agg_partial_sums_merged_total "):
+                total += float(line.split()[1])
+    return total
+
+
+def _written(folder: Path, names: set[str]) -> bool:
+    return names <= {path.name for path in folder.glob("*.sum")}

@@ -7,6 +7,7 @@ uploads arrived, or rebuilt from the blobs after a restart)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import tracemalloc
@@ -147,3 +148,79 @@ def test_the_collector_removes_only_old_orphans_and_stray_scratch(tmp_path: Path
     finally:
         blobs.discard(live)
         store.close()
+
+
+class _CountingBlobs(FileBlobStore):
+    """A blob store that counts the uploads read through ``path`` (the sums' only reads)."""
+
+    def __init__(self, root: Path, replica: str) -> None:
+        super().__init__(root, replica)
+        self.reads: list[str] = []
+
+    def path(self, digest: str) -> Path:
+        self.reads.append(digest)
+        return super().path(digest)
+
+
+def _replica(root: Path, name: str) -> tuple[RoundSums, _CountingBlobs]:
+    from he_agg.server.partials import PartialFolder
+
+    blobs = _CountingBlobs(root, name)
+    return RoundSums(blobs, PartialFolder(root / "partials", name)), blobs
+
+
+def test_replicas_add_each_others_partial_sums_and_only_trustworthy_ones(tmp_path: Path) -> None:
+    """Tree aggregation: three replicas share a blob folder; each sums the uploads it
+    stored and shares its partial; the closing replica adds the others' partials instead
+    of re-reading their uploads, and the result is the reference sum bit for bit. A
+    partial is ignored, and its uploads read from their blobs, when it is damaged, names
+    an upload the round does not hold (or with another sha256), or overlaps the sum."""
+    root = tmp_path / "blobs"
+    replicas = {name: _replica(root, name) for name in ("a", "b", "c")}
+    bodies = {f"c{i}": _blob(f"c{i}", 30 + i) for i in range(6)}
+    rows = [_row(client, replicas["a"][0].blobs.put(body)) for client, body in bodies.items()]
+    reference = aggregate_uploads(bodies.values(), P)
+    key = ("f", 1)
+    for i, row in enumerate(rows):  # round-robin: a holds c0, c3; b c1, c4; c c2, c5
+        replicas["abc"[i % 3]][0].add(key, P, row)
+    assert [sums.share() for sums, _ in replicas.values()] == [1, 1, 1]
+    assert [sums.share() for sums, _ in replicas.values()] == [0, 0, 0]  # unchanged
+
+    closer, reads = replicas["a"]
+    reads.reads.clear()
+    total, included = closer.total(key, P, rows)
+    assert np.array_equal(total, reference)
+    assert included == {row.client: row.sha256 for row in rows}
+    assert closer.merged == 2 and reads.reads == []  # no upload was read again
+
+    def close(name: str, round_rows: list[UploadRow]) -> tuple[np.ndarray, int, int]:
+        sums, blobs = _replica(root, name)  # a replica that holds nothing itself
+        total, _ = sums.total(key, P, round_rows)
+        return total, sums.merged, len(blobs.reads)
+
+    partial_b = root / "partials" / "f" / "1" / "b.sum"
+    good = partial_b.read_bytes()
+    partial_b.write_bytes(good[:-8] + bytes(8))  # damaged: its words miss their sha256
+    total, merged, read = close("d", rows)
+    assert np.array_equal(total, reference) and (merged, read) == (2, 2)  # b's 2 re-read
+    partial_b.write_bytes(good)
+
+    # the round, as the closer sees it, holds c1 with c0's bytes and no c0: a's partial
+    # (c0 is not the round's) and b's (c1 has another sha256) are not used
+    swapped = [dataclasses.replace(rows[1], sha256=rows[0].sha256), *rows[2:]]
+    total, merged, read = close("e", swapped)
+    assert (merged, read) == (1, 3)  # c's partial; c1 (as c0's bytes), c3, c4 from blobs
+    expected = [bodies["c0"], bodies["c2"], bodies["c3"], bodies["c4"], bodies["c5"]]
+    assert np.array_equal(total, aggregate_uploads(expected, P))
+
+    # overlap: a sum that already holds c1 (say a retry stored through it) adds c's
+    # partial but not b's (c1, c4), whose c4 it reads from the blob
+    sums, blobs = _replica(root, "f")
+    sums.add(key, P, rows[1])
+    blobs.reads.clear()
+    total, _ = sums.total(key, P, rows)
+    assert np.array_equal(total, reference)
+    assert sums.merged == 2 and len(blobs.reads) == 1  # a's and c's; c4 read
+
+    closer.drop(key)  # the round closed: every replica's partial goes
+    assert not (root / "partials" / "f" / "1").exists()

@@ -37,7 +37,7 @@ log = logging.getLogger("he_agg.server")
 def _state(settings: Settings) -> AppState:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.database_url)
-    blobs = FileBlobStore(settings.blob_dir or settings.data_dir / "blobs", settings.replica)
+    blobs = FileBlobStore(settings.blob_root, settings.replica)
     blobs.clean_scratch()  # no request of this replica is in progress yet (others' are kept)
     collect(store, blobs, time.time(), settings.collect_grace)
     return AppState.build(settings, store, blobs)
@@ -125,7 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def clock() -> None:
-            collected, quiet = time.monotonic(), False
+            collected = shared = time.monotonic()
+            quiet = False
             while True:
                 await asyncio.sleep(settings.tick_seconds)
                 try:
@@ -138,6 +139,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         await run_in_threadpool(
                             collect, state.store, state.blobs, time.time(), settings.collect_grace
                         )
+                    if (
+                        settings.partial_seconds is not None
+                        and time.monotonic() - shared >= settings.partial_seconds
+                    ):
+                        shared = time.monotonic()
+                        await run_in_threadpool(state.rounds.sums.share)
                     if state.admission.uploads:
                         quiet = False
                     elif not quiet:  # the first tick after a load: free pages go back

@@ -79,9 +79,19 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
         description="this process's name among replicas sharing blob_dir (its scratch folder)",
     )
+    partial_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="replicas: how often each writes its running sums into blob_dir for the "
+        "closing replica to add (tree aggregation); unset: never (a single server)",
+    )
     insecure_http: bool = Field(
         default=False, description="allow plain http on an address other than loopback"
     )
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

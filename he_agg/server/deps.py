@@ -19,6 +19,7 @@ from he_agg.server.config import Settings
 from he_agg.server.federations import Federation, Federations
 from he_agg.server.intake import Intake
 from he_agg.server.keygen import KeygenRelay
+from he_agg.server.partials import PartialFolder
 from he_agg.server.publishing import Publisher
 from he_agg.server.rounds import Rounds
 from he_agg.server.store import BlobStore, PartyRow, Store
@@ -72,7 +73,11 @@ class AppState:
         federations = Federations(store, blobs)
         keygen = KeygenRelay(store, blobs, federations)
         publisher = Publisher(store, blobs)
-        sums = RoundSums(blobs)  # each open round's running sum, kept as uploads arrive
+        # each open round's running sum, kept as uploads arrive; replicas share theirs
+        shared = None
+        if settings.partial_seconds is not None:
+            shared = PartialFolder(settings.blob_root / "partials", settings.replica)
+        sums = RoundSums(blobs, shared)
         rounds = Rounds(store, blobs, federations, keygen, publisher, sums)
         # complete rounds are closed by the clock (rounds.tick), not in an upload's request
         intake = Intake(store, blobs, sums, validation_slots=settings.validation_slots)

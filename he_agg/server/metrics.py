@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
-__all__ = ["REGISTRY", "REJECTED", "ROUNDS", "UPLOADS", "UPLOAD_BYTES"]
+__all__ = ["PARTIALS_MERGED", "REGISTRY", "REJECTED", "ROUNDS", "UPLOADS", "UPLOAD_BYTES"]
 
 REGISTRY = CollectorRegistry()
 UPLOADS = Counter("he_agg_uploads_total", "updates stored", registry=REGISTRY)
@@ -17,4 +17,9 @@ REJECTED = Counter(
 )
 ROUNDS = Counter(
     "he_agg_round_transitions_total", "round state changes", ["state"], registry=REGISTRY
+)
+PARTIALS_MERGED = Counter(
+    "he_agg_partial_sums_merged_total",
+    "other replicas' partial sums added by this replica's closes (tree aggregation)",
+    registry=REGISTRY,
 )

@@ -7,6 +7,11 @@ number of uploads. The sums live in this process's memory, one per open round (t
 of one upload's words); they are not durable on purpose: after a restart, or if an add
 failed, the close adds whatever its sum lacks from the stored blobs, so the aggregate is
 always exactly Σ of the committed uploads it names.
+
+Replicas (tree aggregation): with a :class:`~he_agg.server.partials.PartialFolder`, each
+replica writes its sums there as they change (:meth:`RoundSums.share`, from the clock) and
+the close adds the other replicas' partials before reading the blobs of the uploads no
+partial holds (:mod:`he_agg.server.partials` says which partials it accepts).
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from dataclasses import dataclass, field
 
 from he_agg.aggregate import RunningSum
 from he_agg.envelope import EnvelopeView
+from he_agg.errors import MismatchError
 from he_agg.modarith import U64Array
 from he_agg.params import ParameterSet
+from he_agg.server import metrics
+from he_agg.server.partials import PartialFolder
 from he_agg.server.store import BlobStore, FileBytes, UploadRow
 
 __all__ = ["RoundSums", "window_size"]
@@ -40,14 +48,18 @@ class _Partial:
     running: RunningSum | None = None
     included: dict[str, str] = field(default_factory=dict)  # client → sha256
     lock: threading.Lock = field(default_factory=threading.Lock)
+    params: ParameterSet | None = None
+    shared: int = 0  # how many uploads the last partial this replica wrote held
 
 
 Key = tuple[str, int]  # (federation, round)
 
 
 class RoundSums:
-    def __init__(self, blobs: BlobStore) -> None:
+    def __init__(self, blobs: BlobStore, shared: PartialFolder | None = None) -> None:
         self.blobs = blobs
+        self.shared = shared
+        self.merged = 0  # other replicas' partials added by closes (for tests and metrics)
         self._partials: dict[Key, _Partial] = {}
         self._lock = threading.Lock()
 
@@ -68,6 +80,7 @@ class RoundSums:
     def _add_locked(self, partial: _Partial, params: ParameterSet, upload: UploadRow) -> None:
         if upload.client in partial.included:
             return
+        partial.params = params
         with open(self.blobs.path(upload.sha256), "rb") as handle:
             view = EnvelopeView.parse(FileBytes(handle.fileno()), params)
             if partial.running is None:
@@ -81,18 +94,76 @@ class RoundSums:
         """Σ of ``uploads`` and whatever else was added meanwhile, and what it includes
         (client → sha256): the caller checks that against the committed uploads."""
         partial = self._partial(key)
+        uploads = list(uploads)
         with partial.lock:
+            self._merge_others(key, partial, params, uploads)
             for upload in uploads:
                 self._add_locked(partial, params, upload)  # after a restart: all of them
             assert partial.running is not None, "a round with uploads has a sum"
             return partial.running.result(), dict(partial.included)
 
+    def _merge_others(
+        self, key: Key, partial: _Partial, params: ParameterSet, uploads: list[UploadRow]
+    ) -> None:
+        """Add the other replicas' partials that hold only committed uploads (same sha256)
+        and none this sum holds already."""
+        if self.shared is None:
+            return
+        committed = {u.client: u.sha256 for u in uploads}
+        for other in self.shared.others(*key, params):
+            held = other.included.items()
+            if not held or any(committed.get(c) != sha or c in partial.included for c, sha in held):
+                continue  # stale, not this round's uploads, or overlapping: use the blobs
+            if partial.running is None:
+                partial.running = RunningSum(params, other.words.shape[0])
+            try:
+                partial.running.add(other.words)
+            except MismatchError:
+                continue
+            partial.included.update(other.included)
+            self.merged += 1
+            metrics.PARTIALS_MERGED.inc()
+
+    def share(self) -> int:
+        """Write each sum that changed since its last partial into the shared folder (the
+        clock calls this every ``partial_seconds``); how many were written."""
+        if self.shared is None:
+            return 0
+        with self._lock:
+            items = list(self._partials.items())
+        written = 0
+        for (federation, number), partial in items:
+            with partial.lock:
+                if partial.running is None or partial.params is None:
+                    continue
+                if len(partial.included) == partial.shared:
+                    continue
+                words, included = partial.running.result(), dict(partial.included)
+                params = partial.params
+            try:
+                self.shared.write(federation, number, params, included, words)
+            except OSError:
+                log.exception("could not write this replica's partial sum")
+                continue
+            with partial.lock:
+                partial.shared = len(included)
+            written += 1
+        return written
+
     def drop(self, key: Key) -> None:
+        """The round is closed: forget its sum, and the partials of every replica."""
         with self._lock:
             self._partials.pop(key, None)
+        if self.shared is not None:
+            self.shared.remove_round(*key)
 
     def keep_only(self, keys: set[Key]) -> None:
-        """Forget every sum but those of ``keys`` (the open rounds)."""
+        """Forget every sum but those of ``keys`` (the open rounds), and this replica's
+        partials of the others."""
         with self._lock:
-            for key in set(self._partials) - keys:
+            gone = set(self._partials) - keys
+            for key in gone:
                 del self._partials[key]
+        if self.shared is not None:
+            for key in gone:
+                self.shared.remove_own(*key)
