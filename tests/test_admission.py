@@ -87,15 +87,30 @@ def test_the_sdk_gives_up_after_its_deadline() -> None:
 
 
 class _Body:
-    """A request whose body arrives in ``sizes`` chunks, ``gap`` seconds apart."""
+    """A request whose body arrives in ``sizes`` chunks, the i-th ``(i + 1) * gap`` seconds
+    after the first read, through an ASGI ``receive`` that, like uvicorn's, loses nothing
+    when it is cancelled (the bytes wait for the next call)."""
+
+    reading = 0  # bodies inside receive() right now, over all bodies
+    most = 0
 
     def __init__(self, sizes: list[int], gap: float) -> None:
         self.sizes, self.gap = sizes, gap
+        self.next = 0
+        self.start: float | None = None
 
-    async def stream(self):  # type: ignore[no-untyped-def]
-        for size in self.sizes:
-            await asyncio.sleep(self.gap)
-            yield b"x" * size
+    async def receive(self) -> dict[str, object]:
+        loop = asyncio.get_running_loop()
+        self.start = loop.time() if self.start is None else self.start
+        _Body.reading += 1
+        _Body.most = max(_Body.most, _Body.reading)
+        try:
+            await asyncio.sleep(self.start + (self.next + 1) * self.gap - loop.time())
+        finally:
+            _Body.reading -= 1
+        self.next += 1
+        more = self.next < len(self.sizes)
+        return {"type": "http.request", "body": b"x" * self.sizes[self.next - 1], "more_body": more}
 
 
 def _drain(body: _Body, chunk_seconds: float, min_rate: float) -> int:
@@ -119,44 +134,38 @@ def test_a_stalled_or_slow_body_is_refused_with_408() -> None:
     assert slow.value.status == 408 and "slower than" in slow.value.detail
 
 
-class _CountingBody(_Body):
-    """A body that records how many bodies are awaiting a chunk at once."""
-
-    waiting = 0
-    most = 0
-
-    async def stream(self):  # type: ignore[no-untyped-def]
-        for size in self.sizes:
-            _CountingBody.waiting += 1
-            _CountingBody.most = max(_CountingBody.most, _CountingBody.waiting)
-            await asyncio.sleep(self.gap)
-            _CountingBody.waiting -= 1
-            yield b"x" * size
-
-
 def test_upload_bodies_take_turns_and_the_wait_for_a_turn_is_not_held_against_them() -> None:
-    """With one turn, three bodies are read a chunk at a time, one at a time; each waits
-    for the other two's chunks (0.1 s) on top of its own gap (0.05 s), past the 0.12 s
-    chunk limit, and is not refused for it."""
+    """With one turn, three bodies are read one at a time; the time each spends queueing
+    for the turn is not held against its chunk limit or its rate."""
     from he_agg.server.bodies import paced
 
     settings = Settings(body_chunk_seconds=0.12, min_rate=1000)
-    bodies = [_CountingBody([100] * 5, 0.05) for _ in range(3)]
 
-    async def drain(body: _Body, turns: asyncio.Semaphore) -> int:
-        return sum([len(c) async for c in paced(body, settings, turns)])  # type: ignore[arg-type]
+    async def drain(body: _Body, turns: asyncio.Semaphore, done: list[float]) -> int:
+        total = sum([len(c) async for c in paced(body, settings, turns)])  # type: ignore[arg-type]
+        done.append(time.monotonic())
+        return total
 
-    async def run() -> list[int]:
+    async def run(bodies: list[_Body], done: list[float]) -> list[int]:
         turns = asyncio.Semaphore(1)
-        return list(await asyncio.gather(*(drain(b, turns) for b in bodies)))
+        return list(await asyncio.gather(*(drain(b, turns, done) for b in bodies)))
 
+    _Body.most = 0
+    assert asyncio.run(run([_Body([100] * 5, 0.05) for _ in range(3)], [])) == [500] * 3
+    assert _Body.most == 1  # never two bodies read at once
+
+    # a slow client takes the turn first and has nothing for 1.5 s: it gives the turn back
+    # every turn_seconds, so the fast body behind it is done long before
+    settings = Settings(body_chunk_seconds=5, min_rate=0, turn_seconds=0.05)
+    done: list[float] = []
     started = time.monotonic()
-    assert asyncio.run(run()) == [500, 500, 500]
-    assert _CountingBody.most == 1  # never two bodies read at once
-    assert time.monotonic() - started >= 15 * 0.05  # the chunks were read one after another
+    assert asyncio.run(run([_Body([10], 1.5), _Body([100] * 5, 0.01)], done)) == [10, 500]
+    assert done[0] - started < 0.75 and done[1] - started >= 1.5  # fast one first
+
+    settings = Settings(body_chunk_seconds=0.2, min_rate=0, turn_seconds=0.05)
     one = asyncio.Semaphore(1)
     with pytest.raises(ServiceError) as stalled:  # a body's own stall still counts
-        asyncio.run(drain(_Body([10, 10], 0.5), one))
+        asyncio.run(drain(_Body([10, 10], 0.5), one, []))
     assert stalled.value.status == 408 and not one.locked()  # its turn was given back
 
 

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         description="upload bodies read at once, a chunk at a time in turn; the other admitted "
         "uploads wait, held back by TCP flow control, so that the event loop's turns stay short",
     )
+    turn_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="an upload body with no data ready this long gives its receive slot "
+        "back and queues again (a slow client cannot hold one)",
+    )
     validation_slots: int = Field(
         default_factory=lambda: os.cpu_count() or 2,
         ge=1,
