@@ -6,6 +6,7 @@ its reliability markers.
     python benchmarks/reliability.py                    # the full run (about 75 minutes here)
     python benchmarks/reliability.py --smoke            # every part at a few trials
     python benchmarks/reliability.py --part kill --trials 50
+    python benchmarks/reliability.py --part fuzz,load,dropout
     python benchmarks/reliability.py --part load --clients 40 --upload-mb 4
 
 The logic lives in clients/bench/reliability*.py (see their docstrings for the method).
@@ -34,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _config(args: argparse.Namespace) -> ReliabilityConfig:
-    parts = PARTS if args.part == "all" else (args.part,)
+    parts = PARTS if args.part == "all" else tuple(args.part.split(","))
     config = ReliabilityConfig.smoke(parts) if args.smoke else ReliabilityConfig(parts=parts)
     kill, fuzz, load = config.kill, config.fuzz, config.load
     if args.trials is not None:
@@ -56,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=[*PARTS, "all"], default="all")
+    parser.add_argument(
+        "--part",
+        default="all",
+        help=f"all, or some of {', '.join(PARTS)} separated by commas (default: all)",
+    )
     parser.add_argument("--trials", type=int, help="kill -9 trials (default 1000; smoke 5)")
     parser.add_argument(
         "--default-trials",
@@ -73,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         "--readme", type=Path, help="also write the table into this README's markers"
     )
     args = parser.parse_args(argv)
+    unknown = set(args.part.split(",")) - {*PARTS, "all"}
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
     config = _config(args)
     # the fast parameter sets have no upload proofs on purpose: the SDK's warning about
     # that, once per participant, would bury the progress bars
@@ -85,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        report = run_reliability(config, args.work, progress)
+        # each finished part is written at once: a later part that fails loses nothing
+        report = run_reliability(
+            config, args.work, progress, on_part=lambda done: write_report(done, args.out)
+        )
     table = write_report(report, args.out)
     if args.readme is not None:
         update_readme(args.readme, table)

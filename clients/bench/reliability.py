@@ -147,32 +147,46 @@ def _task(progress: Progress | None, label: str, total: int) -> Iterator[Callabl
 
 
 def run_reliability(
-    config: ReliabilityConfig, work: Path | None = None, progress: Progress | None = None
+    config: ReliabilityConfig,
+    work: Path | None = None,
+    progress: Progress | None = None,
+    on_part: Callable[[ReliabilityReport], None] = lambda report: None,
 ) -> ReliabilityReport:
     """Run the parts of ``config`` in a scratch folder (under ``work`` if given) and
-    return their figures."""
+    return their figures; ``on_part`` gets the report so far after each part (so that a
+    part that fails loses no other part's figures)."""
     unknown = set(config.parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown parts {sorted(unknown)}; known: {', '.join(PARTS)}")
     started = time.monotonic()
     results: dict[str, PartFigures] = {}
+
+    def report() -> ReliabilityReport:
+        duration = time.monotonic() - started
+        return ReliabilityReport(
+            config.label, config.describe(), environment(), dict(results), duration
+        )
+
     with tempfile.TemporaryDirectory(prefix="he-agg-reliability-", dir=work) as scratch:
         root = Path(scratch)
         if "kill" in config.parts:
             with _task(progress, "kill -9 trials", config.kill.trials) as advance:
                 results["kill"] = run_kill(config.kill, root / "kill", advance)
+            on_part(report())
         if "fuzz" in config.parts:
             with _task(progress, "fuzz requests", config.fuzz.requests) as advance:
                 results["fuzz"] = run_fuzz(config.fuzz, root / "fuzz", advance)
+            on_part(report())
         if "load" in config.parts:
             with _task(progress, "load: clients in", config.load.clients) as advance:
                 results["load"] = run_load(config.load, root / "load", advance)
+            on_part(report())
         if "dropout" in config.parts:
             total = len(dropout_sets(config.dropout)) + 1
             with _task(progress, "dropout sets and outage", total) as advance:
                 results["dropout"] = run_dropout(config.dropout, root / "dropout", advance)
-    duration = time.monotonic() - started
-    return ReliabilityReport(config.label, config.describe(), environment(), results, duration)
+            on_part(report())
+    return report()
 
 
 def markdown_table(report: ReliabilityReport) -> str:
