@@ -98,7 +98,9 @@ class ReliabilityReport:
 
     @property
     def figures(self) -> list[Figure]:
-        return [figure for part in self.parts.values() for figure in part.figures()]
+        # in the harness's own order, whatever order the parts ran in
+        parts = [self.parts[name] for name in PARTS if name in self.parts]
+        return [figure for part in parts for figure in part.figures()]
 
     @property
     def met(self) -> bool:
@@ -167,24 +169,31 @@ def run_reliability(
             config.label, config.describe(), environment(), dict(results), duration
         )
 
+    def kill(root: Path, advance: Callable[[], None]) -> PartFigures:
+        return run_kill(config.kill, root, advance)
+
+    def fuzz(root: Path, advance: Callable[[], None]) -> PartFigures:
+        return run_fuzz(config.fuzz, root, advance)
+
+    def load(root: Path, advance: Callable[[], None]) -> PartFigures:
+        return run_load(config.load, root, advance)
+
+    def dropout(root: Path, advance: Callable[[], None]) -> PartFigures:
+        return run_dropout(config.dropout, root, advance)
+
+    runners = {
+        "kill": ("kill -9 trials", config.kill.trials, kill),
+        "fuzz": ("fuzz requests", config.fuzz.requests, fuzz),
+        "load": ("load: clients in", config.load.clients, load),
+        "dropout": ("dropout sets and outage", len(dropout_sets(config.dropout)) + 1, dropout),
+    }
     with tempfile.TemporaryDirectory(prefix="he-agg-reliability-", dir=work) as scratch:
-        root = Path(scratch)
-        if "kill" in config.parts:
-            with _task(progress, "kill -9 trials", config.kill.trials) as advance:
-                results["kill"] = run_kill(config.kill, root / "kill", advance)
-            on_part(report())
-        if "fuzz" in config.parts:
-            with _task(progress, "fuzz requests", config.fuzz.requests) as advance:
-                results["fuzz"] = run_fuzz(config.fuzz, root / "fuzz", advance)
-            on_part(report())
-        if "load" in config.parts:
-            with _task(progress, "load: clients in", config.load.clients) as advance:
-                results["load"] = run_load(config.load, root / "load", advance)
-            on_part(report())
-        if "dropout" in config.parts:
-            total = len(dropout_sets(config.dropout)) + 1
-            with _task(progress, "dropout sets and outage", total) as advance:
-                results["dropout"] = run_dropout(config.dropout, root / "dropout", advance)
+        # the parts run in the order given: the load part, which measures latency, can go
+        # first while the machine is quiet
+        for part in dict.fromkeys(config.parts):
+            description, total, runner = runners[part]
+            with _task(progress, description, total) as advance:
+                results[part] = runner(Path(scratch) / part, advance)
             on_part(report())
     return report()
 
