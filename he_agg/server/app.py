@@ -261,7 +261,12 @@ def _document_statuses(operation: dict[str, Any], method: str, path: str) -> Non
     problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     responses = operation.setdefault("responses", {})
     for code, description in codes.items():
-        responses.setdefault(code, {"description": description, "content": problem})
+        documented = responses.setdefault(code, {"description": description})
+        if documented["description"] == "Validation Error":  # FastAPI's own
+            documented["description"] = description
+        # every error answer is the one-field problem, FastAPI's 422 included (its
+        # HTTPValidationError is replaced: the handlers in this module answer ``detail`` text)
+        documented["content"] = problem
 
 
 def _install_openapi(app: FastAPI) -> None:
@@ -280,6 +285,8 @@ def _install_openapi(app: FastAPI) -> None:
             schemas[body.__name__] = schema
         components["securitySchemes"] = {"he-agg-signature": SIGNATURE_SCHEME}
         schemas.setdefault("Problem", _PROBLEM)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
         for path, operations in spec["paths"].items():
             if path.startswith("/v1/"):
                 for method, operation in operations.items():

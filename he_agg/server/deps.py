@@ -47,11 +47,17 @@ OCTETS = {
 }
 
 
-def binary(description: str, media_type: str = "application/octet-stream") -> dict[int | str, Any]:
-    """``responses=`` for a route whose 200 is raw bytes in a documented format."""
-    schema: dict[str, Any] = {"type": "string", "format": "binary"}
-    if media_type != "application/octet-stream":
-        schema = {"type": "string"}
+def binary(
+    description: str,
+    media_type: str = "application/octet-stream",
+    schema: dict[str, Any] | None = None,
+) -> dict[int | str, Any]:
+    """``responses=`` for a route whose 200 is raw bytes in a documented format (``schema``
+    for JSON that the route passes through as it was stored)."""
+    if schema is None:
+        schema = {"type": "string", "format": "binary"}
+        if media_type != "application/octet-stream":
+            schema = {"type": "string"}
     return {200: {"description": description, "content": {media_type: {"schema": schema}}}}
 
 

@@ -95,3 +95,34 @@ def test_every_signed_route_documents_its_error_statuses(spec: dict[str, Any]) -
             assert {"401", "403", "404", "422", "503"} <= documented, (method, path)
     upload = spec["paths"]["/v1/federations/{federation_id}/rounds/{number}/updates/{client}"]
     assert {"408", "409", "413"} <= set(upload["put"]["responses"])
+
+
+def test_every_error_answer_is_documented_as_the_one_field_problem(
+    spec: dict[str, Any],
+) -> None:
+    # the handlers answer every 4xx/5xx as {"detail": text}; FastAPI's HTTPValidationError
+    # (detail a list) would be a lie for a 422
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                if code.startswith(("4", "5")):
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == problem, (method, path, code)
+
+
+def test_json_passed_through_is_documented_as_what_it_is(
+    spec: dict[str, Any], client: TestClient
+) -> None:
+    v1 = "/v1/federations/{federation_id}"
+    roster = spec["paths"][f"{v1}/roster"]["get"]["responses"]["200"]["content"]
+    assert roster["application/json"]["schema"]["type"] == "object"
+    rosters = spec["paths"][f"{v1}/rosters"]["get"]["responses"]["200"]["content"]
+    assert rosters["application/json"]["schema"] == {"type": "array", "items": {"type": "string"}}
+    metrics = spec["paths"]["/metrics"]["get"]["responses"]
+    answer = client.get("/metrics")  # closed by default: an unsigned caller gets 401
+    assert answer.status_code == 401 and str(answer.status_code) in metrics
+    assert "403" in metrics

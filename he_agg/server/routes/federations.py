@@ -62,7 +62,11 @@ def read_federation(signed: CallerDep, federation: FederationDep, state: StateDe
 @router.get(
     "/{federation_id}/roster",
     response_class=Response,
-    responses=binary("the signed roster (he_agg.roster.SignedRoster JSON)", "application/json"),
+    responses=binary(
+        "the signed roster (he_agg.roster.SignedRoster JSON)",
+        "application/json",
+        {"type": "object"},
+    ),
 )
 def roster(signed: CallerDep, federation: FederationDep, state: StateDep) -> Response:
     """The admin-signed roster as created. Parties compare it with the one they pinned."""
@@ -73,7 +77,11 @@ def roster(signed: CallerDep, federation: FederationDep, state: StateDep) -> Res
 @router.get(
     "/{federation_id}/rosters",
     response_class=Response,
-    responses=binary("a JSON list of signed roster texts, oldest first", "application/json"),
+    responses=binary(
+        "a JSON list of signed roster texts, oldest first",
+        "application/json",
+        {"type": "array", "items": {"type": "string"}},
+    ),
 )
 def rosters(signed: CallerDep, federation: FederationDep, state: StateDep) -> Response:
     """Every admin-signed roster, oldest first: parties follow the chain from their pin."""

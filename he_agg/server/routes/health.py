@@ -41,7 +41,11 @@ def ready(state: StateDep) -> dict[str, str]:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses=binary("Prometheus text exposition format", "text/plain"),
+    responses={
+        **binary("Prometheus text exposition format", "text/plain"),
+        401: {"description": "unsigned or badly signed (unless HE_AGG_METRICS_OPEN)"},
+        403: {"description": "signed by a key that is not the admin's"},
+    },
 )
 async def prometheus_metrics(request: Request, state: StateDep) -> Response:
     if not state.settings.metrics_open:
