@@ -17,6 +17,7 @@
     │   ├── SignatureError      an Ed25519 signature does not verify
     │   └── DecryptionRefused   a member will not produce a decryption share
     ├── KeyStoreError           a key file cannot be opened (wrong passphrase, tampered, mode)
+    ├── OutOfRange              a number in a request is too large for where it is stored
     ├── StoreError              the server's database cannot do what was asked
     │   ├── StoreConflict       a row with that key exists already
     │   └── SchemaError         the database schema is newer than this he-agg, or unknown
@@ -40,6 +41,7 @@ __all__ = [
     "KeyStoreError",
     "MagicError",
     "MismatchError",
+    "OutOfRange",
     "PackingError",
     "ParameterError",
     "ProtocolError",
@@ -126,6 +128,10 @@ class DecryptionRefused(ProtocolError):
 
 class KeyStoreError(HeAggError):
     pass
+
+
+class OutOfRange(HeAggError):
+    """A number in a request is too large for where it would be stored (a 422)."""
 
 
 class StoreError(HeAggError):

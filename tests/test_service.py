@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -382,6 +383,16 @@ def test_non_finite_numbers_and_disconnects_are_no_server_errors(fed: Federation
     with pytest.raises(ServiceError) as caught:
         admin.request("GET", "/v1/federations/inf-fed")
     assert caught.value.status == 404  # nothing was created
+    huge = 10**30  # past every integer column: was a 500 from the driver's OverflowError
+    for target in (
+        f"/v1/federations/{FED}/rounds/{huge}",
+        f"/v1/federations/{FED}/rounds/-1",
+        f"/v1/federations/{FED}/keygen?epoch={huge}",
+        f"/v1/federations/{FED}/keygen/public-key-shares/{huge}",
+    ):
+        with pytest.raises(ServiceError) as caught:
+            admin.request("GET", target)
+        assert caught.value.status == 422, target
 
     host, port = fed.server.url.removeprefix("http://").split(":")
     ready = KeygenPhase.READY
@@ -444,6 +455,42 @@ def test_a_retry_after_a_lost_acknowledgement_gets_the_first_receipt(fed: Federa
         store.close()
     assert [(u.client, u.sha256) for u in stored] == [(name, receipt.sha256)]
     assert not list((fed.tmp / "spool" / name).glob("*.upload"))  # dropped once acknowledged
+    fed.admin_api().close_round(FED, number)
+
+
+def test_a_retry_after_the_server_died_between_write_and_reply_gets_the_first_receipt(
+    fed: Federation,
+) -> None:
+    """The same with a real kill: the server commits the upload's row and kills itself
+    (SIGKILL at HE_AGG_CRASH_AT=upload.recorded) before it replies. Once it is back, the
+    client's next submit re-sends the spooled bytes and gets 201 with the first sha256."""
+    number = fed.admin_api().open_round(FED, deadline_seconds=300).number
+    name = CLIENTS[2]
+    update, samples = _update(43)
+    fed.server.stop()
+    fed.server.env["HE_AGG_CRASH_AT"] = "upload.recorded"
+    try:
+        fed.server.start()
+        with pytest.raises(TransportError):
+            fed.participant(name).submit(update, samples, round=number)
+        assert fed.server.process is not None
+        assert fed.server.process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        del fed.server.env["HE_AGG_CRASH_AT"]
+        fed.server.stop()
+        fed.server.start()
+    [spooled] = list((fed.tmp / "spool" / name).glob("*.upload"))
+    envelope = spooled.read_bytes().split(b"\n", 1)[1]  # after the spool's header line
+    sent = hashlib.sha256(envelope).hexdigest()
+    receipt = fed.participant(name).submit(update, samples, round=number)
+    assert receipt.sha256 == sent
+    store = open_store(fed.database_url)
+    try:
+        stored = store.uploads(FED, number)
+    finally:
+        store.close()
+    assert [(u.client, u.sha256) for u in stored] == [(name, sent)]  # the killed write's row
+    assert not list((fed.tmp / "spool" / name).glob("*.upload"))
     fed.admin_api().close_round(FED, number)
 
 

@@ -571,23 +571,23 @@ class _Schemathesis:
             self._check(case, response)
 
     def _check(self, case: Any, response: httpx.Response) -> None:
-        from schemathesis import checks
+        from schemathesis.checks import CHECKS
         from schemathesis.core.failures import Failure, FailureGroup
 
-        selected = [
-            checks.not_a_server_error,
-            checks.status_code_conformance,
-            checks.content_type_conformance,
-            checks.response_headers_conformance,
-            checks.response_schema_conformance,
-        ]
         try:
-            case.validate_response(response, checks=selected)
+            # all of schemathesis's checks: conformance, negative data rejected, positive
+            # data accepted, missing headers, unsupported methods, auth ignored, ...
+            case.validate_response(response, checks=CHECKS.get_all())
         except FailureGroup as group:
             for failure in group.exceptions:
                 self._finding(case, failure)
         except Failure as failure:
             self._finding(case, failure)
+        except Exception as exc:  # a check that cannot run on this case is a finding too
+            where = f"check error {type(exc).__name__}: {case.method.upper()} {case.path}"
+            if where not in self.fuzzer.conformance:
+                self.fuzzer.findings.append(f"{where}: {str(exc)[:300]}")
+            self.fuzzer.conformance[where] += 1
 
     def _finding(self, case: Any, failure: Any) -> None:
         where = f"{failure.title}: {case.method.upper()} {case.path}"

@@ -247,17 +247,17 @@ _STATUSES = {
     "422": "the body or a parameter is malformed or fails a check (see detail)",
     "503": "storage unavailable, or the server is busy (Retry-After)",
 }
-_UPLOAD_STATUSES = {
+_BODY_STATUSES = {  # every route that reads a body
     "408": "the body stalled or arrived below the minimum rate",
-    "413": "the body is larger than this federation's limit",
+    "413": "the body is larger than the caller's role and this federation allow",
 }
 
 
 def _document_statuses(operation: dict[str, Any], method: str, path: str) -> None:
     """Every error status a signed route can answer, each with the one JSON ``detail``."""
     codes = dict(_STATUSES)
-    if method == "put" and path.endswith("/updates/{client}"):
-        codes |= _UPLOAD_STATUSES
+    if method in ("put", "post"):
+        codes |= _BODY_STATUSES
     problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     responses = operation.setdefault("responses", {})
     for code, description in codes.items():

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from he_agg.api.states import PartyRole
@@ -26,7 +26,6 @@ from he_agg.server.store import BlobStore, PartyRow, Store
 from he_agg.server.sums import RoundSums
 
 __all__ = [
-    "OCTETS",
     "AppState",
     "CallerDep",
     "FederationDep",
@@ -34,6 +33,7 @@ __all__ = [
     "authenticate",
     "binary",
     "member_caller",
+    "octets",
     "require_admin",
     "require_party",
 ]
@@ -41,10 +41,14 @@ __all__ = [
 # the least an enrolled party may send (key generation's messages); more where the
 # federation's largest upload is larger
 MIN_PARTY_BODY = 16 * 1024 * 1024
-# OpenAPI description of a raw-bytes request body (the routes read it themselves)
-OCTETS = {
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-}
+
+
+def octets(description: str) -> dict[str, Any]:
+    """``openapi_extra=`` for a route whose request body is raw bytes in a documented format
+    (the route reads them itself)."""
+    schema = {"type": "string", "format": "binary"}
+    body = {"description": description, "required": True}
+    return {"requestBody": body | {"content": {"application/octet-stream": {"schema": schema}}}}
 
 
 def binary(
@@ -119,6 +123,15 @@ def get_state(request: Request) -> AppState:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
+
+# round numbers, attempts, member and epoch indices in a path or query: far beyond any
+# federation and inside every store's INTEGER column, so a larger one is a 422, never an
+# overflow in the driver (10**30 was a 500)
+INDEX_MAX = 2**31 - 1
+Index = Annotated[int, Path(ge=0, le=INDEX_MAX, description="a non-negative index")]
+EpochQuery = Annotated[
+    int | None, Query(ge=0, le=INDEX_MAX, description="a key epoch (default: the current)")
+]
 
 
 @dataclass(frozen=True)

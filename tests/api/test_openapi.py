@@ -74,8 +74,16 @@ def test_binary_responses_name_their_media_type(spec: dict[str, Any]) -> None:
     for path, media in binary.items():
         content = spec["paths"][path]["get"]["responses"]["200"]["content"]
         assert list(content) == [media], path
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            body = operation.get("requestBody")
+            if body is not None and "application/octet-stream" in body["content"]:
+                # a binary body says what format it is in
+                assert "he_agg." in body["description"], (method, path)
     upload = spec["paths"][f"{v1}/rounds/{{number}}/updates/{{client}}"]["put"]
     assert "application/octet-stream" in upload["requestBody"]["content"]
+    shares = spec["paths"][f"{v1}/rounds/{{number}}/decryption/{{attempt}}/shares/{{member}}"]
+    assert "DecryptionShare" in shares["put"]["requestBody"]["description"]
 
 
 def test_the_docs_page_needs_no_cdn(client: TestClient) -> None:
@@ -93,6 +101,8 @@ def test_every_signed_route_documents_its_error_statuses(spec: dict[str, Any]) -
         for method, operation in operations.items():
             documented = set(operation["responses"])
             assert {"401", "403", "404", "422", "503"} <= documented, (method, path)
+            if method in ("put", "post"):  # every route that reads a body
+                assert {"408", "413"} <= documented, (method, path)
     upload = spec["paths"]["/v1/federations/{federation_id}/rounds/{number}/updates/{client}"]
     assert {"408", "409", "413"} <= set(upload["put"]["responses"])
 

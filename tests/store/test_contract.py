@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from he_agg.api.states import PartyRole, RoundState
-from he_agg.errors import StoreConflict, StoreError
+from he_agg.errors import OutOfRange, StoreConflict, StoreError
 from he_agg.server.store import (
     EpochRow,
     FederationRow,
@@ -50,6 +50,20 @@ def test_duplicate_federation_conflicts(store: SqlStore) -> None:
     with pytest.raises(StoreConflict):
         store.insert_federation(federation(), [], dataclasses.replace(first_epoch(), epoch=1))
     assert store.epochs("fed") == [first_epoch()]
+
+
+def test_a_number_too_large_for_the_store_is_out_of_range_not_a_store_failure(
+    store: SqlStore,
+) -> None:
+    # OutOfRange is a 422 for the caller; a StoreError would be a 503 ("try again later")
+    enrolled(store)
+    for number in (2**31, 2**63, 10**30):
+        try:
+            found = store.round("fed", number)
+        except OutOfRange:
+            continue
+        assert found is None
+    assert store.epochs("fed") == [first_epoch()]  # the store still works
 
 
 def test_insert_federation_is_all_or_nothing(store: SqlStore) -> None:

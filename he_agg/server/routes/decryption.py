@@ -6,7 +6,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from he_agg.api.models import DecryptionRequest
-from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, binary, member_caller
+from he_agg.server.deps import (
+    CallerDep,
+    FederationDep,
+    Index,
+    StateDep,
+    binary,
+    member_caller,
+    octets,
+)
 
 __all__ = ["router"]
 
@@ -19,7 +27,7 @@ router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tag
     responses=binary("the aggregate envelope (he_agg.envelope, client _aggregate)"),
 )
 def get_aggregate(
-    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, number: Index, federation: FederationDep, state: StateDep
 ) -> Response:
     member_caller(state, federation, signed.caller)
     return Response(
@@ -29,20 +37,24 @@ def get_aggregate(
 
 @router.get("/decryption", response_model=DecryptionRequest)
 def get_decryption_request(
-    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, number: Index, federation: FederationDep, state: StateDep
 ) -> DecryptionRequest:
     member_caller(state, federation, signed.caller)
     return state.publisher.decryption_request(federation, number)
 
 
 @router.put(
-    "/decryption/{attempt}/shares/{member}", status_code=204, openapi_extra={"requestBody": OCTETS}
+    "/decryption/{attempt}/shares/{member}",
+    status_code=204,
+    openapi_extra=octets(
+        "a member's signed decryption share (he_agg.combine.DecryptionShare bytes)"
+    ),
 )
 def put_decryption_share(
     signed: CallerDep,
-    number: int,
-    attempt: int,
-    member: int,
+    number: Index,
+    attempt: Index,
+    member: Index,
     federation: FederationDep,
     state: StateDep,
 ) -> Response:
@@ -51,9 +63,15 @@ def put_decryption_share(
     return Response(status_code=204)
 
 
-@router.put("/endorsements/{member}", status_code=204, openapi_extra={"requestBody": OCTETS})
+@router.put(
+    "/endorsements/{member}",
+    status_code=204,
+    openapi_extra=octets(
+        "a member's signed endorsement of the upload set (he_agg.endorsement JSON)"
+    ),
+)
 def put_endorsement(
-    signed: CallerDep, number: int, member: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, number: Index, member: Index, federation: FederationDep, state: StateDep
 ) -> Response:
     """A member's signed endorsement of the round's upload set (he_agg.endorsement JSON)."""
     member_caller(state, federation, signed.caller, member)

@@ -19,6 +19,7 @@ from he_agg.api.models import (
 from he_agg.api.states import KeygenPhase
 from he_agg.server.deps import (
     CallerDep,
+    EpochQuery,
     FederationDep,
     StateDep,
     binary,
@@ -120,7 +121,7 @@ def request_epoch(signed: CallerDep, federation: FederationDep, state: StateDep)
 
 @router.get("/{federation_id}/key-statements", response_model=KeyStatements)
 def key_statements(
-    signed: CallerDep, federation: FederationDep, state: StateDep, epoch: int | None = None
+    signed: CallerDep, federation: FederationDep, state: StateDep, epoch: EpochQuery = None
 ) -> KeyStatements:
     """Every member's signed statement about an epoch's key (clients check all n)."""
     require_party(state, federation, signed.caller, "client", "member", "admin")
@@ -133,7 +134,7 @@ def key_statements(
     responses=binary("the collective key as SEAL's uncompressed PublicKey bytes"),
 )
 def public_key(
-    signed: CallerDep, federation: FederationDep, state: StateDep, epoch: int | None = None
+    signed: CallerDep, federation: FederationDep, state: StateDep, epoch: EpochQuery = None
 ) -> Response:
     """An epoch's collective public key (omitted: the current one) as SEAL bytes."""
     require_party(state, federation, signed.caller, "client", "member", "admin")

@@ -7,12 +7,14 @@ from fastapi import APIRouter, Response
 from he_agg.api.models import CommitmentIn, KeygenStatus
 from he_agg.errors import ServiceError
 from he_agg.server.deps import (
-    OCTETS,
     CallerDep,
+    EpochQuery,
     FederationDep,
+    Index,
     StateDep,
     binary,
     member_caller,
+    octets,
     require_party,
 )
 
@@ -23,7 +25,7 @@ router = APIRouter(prefix="/v1/federations/{federation_id}/keygen", tags=["keyge
 
 @router.get("", response_model=KeygenStatus)
 def keygen_status(
-    signed: CallerDep, federation: FederationDep, state: StateDep, epoch: int | None = None
+    signed: CallerDep, federation: FederationDep, state: StateDep, epoch: EpochQuery = None
 ) -> KeygenStatus:
     """The DKG of ``epoch`` (omitted: the newest epoch, the one members take part in)."""
     require_party(state, federation, signed.caller, "member", "client", "admin")
@@ -42,7 +44,7 @@ def keygen_status(
     },
 )
 def put_commitment(
-    signed: CallerDep, member: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, member: Index, federation: FederationDep, state: StateDep
 ) -> Response:
     member_caller(state, federation, signed.caller, member)
     body = CommitmentIn.model_validate_json(signed.body)
@@ -50,9 +52,15 @@ def put_commitment(
     return Response(status_code=204)
 
 
-@router.put("/statements/{member}", status_code=204, openapi_extra={"requestBody": OCTETS})
+@router.put(
+    "/statements/{member}",
+    status_code=204,
+    openapi_extra=octets(
+        "a member's signed key statement (he_agg.key_statement.KeyStatement bytes)"
+    ),
+)
 def put_key_statement(
-    signed: CallerDep, member: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, member: Index, federation: FederationDep, state: StateDep
 ) -> Response:
     """A member's signed statement that the published key is the sum of the reveals."""
     member_caller(state, federation, signed.caller, member)
@@ -60,9 +68,15 @@ def put_key_statement(
     return Response(status_code=204)
 
 
-@router.put("/public-key-shares/{member}", status_code=204, openapi_extra={"requestBody": OCTETS})
+@router.put(
+    "/public-key-shares/{member}",
+    status_code=204,
+    openapi_extra=octets(
+        "a member's public-key share p_i (he_agg.collective_key.PublicKeyShare bytes)"
+    ),
+)
 def put_public_key_share(
-    signed: CallerDep, member: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, member: Index, federation: FederationDep, state: StateDep
 ) -> Response:
     member_caller(state, federation, signed.caller, member)
     state.keygen.add_public_key_share(federation, member, signed.body)
@@ -76,10 +90,10 @@ def put_public_key_share(
 )
 def get_public_key_share(
     signed: CallerDep,
-    member: int,
+    member: Index,
     federation: FederationDep,
     state: StateDep,
-    epoch: int | None = None,
+    epoch: EpochQuery = None,
 ) -> Response:
     member_caller(state, federation, signed.caller)
     return Response(
@@ -89,10 +103,14 @@ def get_public_key_share(
 
 
 @router.put(
-    "/shamir-shares/{sender}/{recipient}", status_code=204, openapi_extra={"requestBody": OCTETS}
+    "/shamir-shares/{sender}/{recipient}",
+    status_code=204,
+    openapi_extra=octets(
+        "a sealed, signed Shamir share (he_agg.share_message.EncryptedShare bytes)"
+    ),
 )
 def put_shamir_share(
-    signed: CallerDep, sender: int, recipient: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, sender: Index, recipient: Index, federation: FederationDep, state: StateDep
 ) -> Response:
     member_caller(state, federation, signed.caller, sender)
     state.keygen.add_shamir_share(federation, sender, recipient, signed.body)
@@ -106,11 +124,11 @@ def put_shamir_share(
 )
 def get_shamir_share(
     signed: CallerDep,
-    sender: int,
-    recipient: int,
+    sender: Index,
+    recipient: Index,
     federation: FederationDep,
     state: StateDep,
-    epoch: int | None = None,
+    epoch: EpochQuery = None,
 ) -> Response:
     me = member_caller(state, federation, signed.caller)
     if me != recipient:

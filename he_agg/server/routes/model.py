@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from he_agg.packing import Manifest
 from he_agg.request_signing import HEADER_MANIFEST
-from he_agg.server.deps import CallerDep, FederationDep, StateDep, binary, require_party
+from he_agg.server.deps import CallerDep, FederationDep, Index, StateDep, binary, require_party
 
 __all__ = ["router"]
 
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/federations/{federation_id}/rounds/{number}", tag
     ),
 )
 def get_model(
-    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, number: Index, federation: FederationDep, state: StateDep
 ) -> Response:
     require_party(state, federation, signed.caller, "client", "member", "admin")
     manifest, values = state.publisher.model(federation, number)

@@ -6,7 +6,14 @@ from fastapi import APIRouter
 
 from he_agg.api.models import RoundOpen, RoundOut
 from he_agg.api.states import RoundState
-from he_agg.server.deps import CallerDep, FederationDep, StateDep, require_admin, require_party
+from he_agg.server.deps import (
+    CallerDep,
+    FederationDep,
+    Index,
+    StateDep,
+    require_admin,
+    require_party,
+)
 
 __all__ = ["router"]
 
@@ -42,7 +49,7 @@ def list_rounds(
 
 @router.get("/{number}", response_model=RoundOut)
 def read_round(
-    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, number: Index, federation: FederationDep, state: StateDep
 ) -> RoundOut:
     require_party(state, federation, signed.caller, "client", "member", "admin")
     return state.rounds.status(federation.id, number)
@@ -50,7 +57,7 @@ def read_round(
 
 @router.post("/{number}/close", response_model=RoundOut)
 def close_round(
-    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, number: Index, federation: FederationDep, state: StateDep
 ) -> RoundOut:
     require_admin(signed.caller)
     return state.rounds.close(federation, number)

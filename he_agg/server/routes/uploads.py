@@ -14,7 +14,15 @@ from he_agg.api.models import UploadReceipt, UploadRecord
 from he_agg.errors import ServiceError
 from he_agg.server.auth import BodyCheck, Caller, complete, read_headers, request_target
 from he_agg.server.bodies import paced
-from he_agg.server.deps import OCTETS, CallerDep, FederationDep, StateDep, binary, member_caller
+from he_agg.server.deps import (
+    CallerDep,
+    FederationDep,
+    Index,
+    StateDep,
+    binary,
+    member_caller,
+    octets,
+)
 
 __all__ = ["router"]
 
@@ -27,10 +35,12 @@ router = APIRouter(
     "/{client}",
     status_code=201,
     response_model=UploadReceipt,
-    openapi_extra={"requestBody": OCTETS},
+    openapi_extra=octets(
+        "the encrypted update: an upload envelope (he_agg.envelope, format 3; ARCHITECTURE.md)"
+    ),
 )
 async def put_update(
-    number: int, client: str, federation: FederationDep, request: Request, state: StateDep
+    number: Index, client: str, federation: FederationDep, request: Request, state: StateDep
 ) -> JSONResponse:
     """Idempotent: the same body again gets the first answer; a different body gets 409.
 
@@ -57,7 +67,7 @@ async def put_update(
 
 
 async def _receive(
-    number: int,
+    number: Index,
     client: str,
     federation: FederationDep,
     request: Request,
@@ -95,7 +105,7 @@ _WRITE_BATCH = 1 << 20
 
 
 def _check_before_body(
-    state: StateDep, federation: FederationDep, number: int, client: str, caller: Caller
+    state: StateDep, federation: FederationDep, number: Index, client: str, caller: Caller
 ) -> int:
     """Who may upload here, to an open round: database work, in a worker thread. Returns
     the largest body this client may send."""
@@ -129,7 +139,7 @@ def _sync(out: BinaryIO) -> None:
     responses=binary("the upload envelope (he_agg.envelope, format 3) as stored"),
 )
 def get_update(
-    signed: CallerDep, number: int, client: str, federation: FederationDep, state: StateDep
+    signed: CallerDep, number: Index, client: str, federation: FederationDep, state: StateDep
 ) -> Response:
     """Members fetch every listed upload to re-check signatures and recompute the sum."""
     member_caller(state, federation, signed.caller)
@@ -151,7 +161,7 @@ def _windows(blob: BinaryIO) -> Iterator[bytes]:
 
 @router.get("", response_model=list[UploadRecord])
 def list_updates(
-    signed: CallerDep, number: int, federation: FederationDep, state: StateDep
+    signed: CallerDep, number: Index, federation: FederationDep, state: StateDep
 ) -> list[UploadRecord]:
     """The round's stored uploads so far (signed records), for members that verify and add
     each as it arrives, so that at the close they hold the sum already (keys.presum)."""

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.pool import StaticPool
 
-from he_agg.errors import StoreConflict, StoreError
+from he_agg.errors import OutOfRange, StoreConflict, StoreError
 
 __all__ = [
     "WRITER",
@@ -125,5 +125,11 @@ def mapped(what: str) -> Iterator[None]:
         if _is_duplicate(error):
             raise StoreConflict(f"{what}: a row with that key exists already") from error
         raise StoreError(f"{what}: {describe(error)}") from error
+    except sa.exc.DataError as error:
+        if getattr(error.orig, "sqlstate", None) == "22003":  # PostgreSQL: out of range
+            raise OutOfRange(f"{what}: a number is too large for the store") from error
+        raise StoreError(f"{what}: {describe(error)}") from error
     except sa.exc.SQLAlchemyError as error:
         raise StoreError(f"{what}: {describe(error)}") from error
+    except OverflowError as error:  # sqlite3 refuses an int past 64 bits before SQLAlchemy
+        raise OutOfRange(f"{what}: a number is too large for the store") from error
