@@ -16,7 +16,7 @@ from he_agg.api import paths
 from he_agg.api.models import FederationCreate, RoundOut
 from he_agg.api.states import FederationMode, RoundState
 from he_agg.api.transport import SignedClient
-from he_agg.errors import ServiceError
+from he_agg.errors import ServiceError, TransportError
 from he_agg.params import DEFAULT
 from he_agg.request_signing import (
     HEADER_KEY,
@@ -75,6 +75,29 @@ def test_gives_up_after_the_retry_budget_and_reports_errors() -> None:
     client = SignedClient("http://test", Ed25519PrivateKey.generate(), transport=refusing)
     with pytest.raises(ServiceError, match="closed"):
         client.request("PUT", "/x", content=b"1")
+
+
+def test_a_server_that_is_down_is_tried_at_least_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the server restarts, the waits between connection attempts never exceed
+    max_backoff (1 s): a member's share reaches the server within a second of its return,
+    inside any share timeout. The budget still spans seconds of outage."""
+    slept: list[float] = []
+    monkeypatch.setattr("he_agg.api.transport.time.sleep", slept.append)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = SignedClient(
+        "http://test", Ed25519PrivateKey.generate(), transport=httpx.MockTransport(refuse)
+    )
+    with pytest.raises(TransportError):
+        client.request("PUT", "/share", content=b"share")
+    assert len(slept) == client.retries == 12
+    assert max(slept) <= client.max_backoff == 1.0
+    assert slept[-1] >= 0.5  # doubled up to the cap, jittered by at most half
+    assert 4.0 <= sum(slept) <= 11.0  # about 5 to 11 s of outage covered
 
 
 def _round(**changes: object) -> dict[str, object]:
