@@ -32,19 +32,24 @@ REPLICAS = 3
 
 
 class RoundRobin(httpx.BaseTransport):
-    """Sends each request to the next replica in turn."""
+    """Sends each request to the next replica in turn; uploads take turns of their own, so
+    every replica gets uploads however many other requests (long polls, reads) a client
+    makes between them (one shared turn once sent all 8 uploads to two replicas)."""
 
     def __init__(self, urls: list[str]) -> None:
         self.targets = [httpx.URL(url) for url in urls]
         self.turn = itertools.count()
+        self.upload_turn = itertools.count()
         self.inner = httpx.HTTPTransport()
         self.puts: Counter[int] = Counter()  # uploads per replica port
         self.closes: list[int] = []  # the replica port each close request went to
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        target = self.targets[next(self.turn) % len(self.targets)]
+        upload = request.method == "PUT" and "/updates/" in request.url.path
+        turn = next(self.upload_turn if upload else self.turn)
+        target = self.targets[turn % len(self.targets)]
         request.url = request.url.copy_with(host=target.host, port=target.port)
-        if request.method == "PUT" and "/updates/" in request.url.path:
+        if upload:
             self.puts[target.port or 0] += 1
         if request.method == "POST" and request.url.path.endswith("/close"):
             self.closes.append(target.port or 0)
