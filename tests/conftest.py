@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,20 @@ from he_agg.params import DEFAULT, ParameterSet, derive_parameters
 from he_agg.server.store import sqlite_url
 from keys.committee import CommitteeSetup, run_committee_setup
 from tests.pg import PostgresCluster, shared_cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The SDK's default upload spool lives under $XDG_CACHE_HOME: each test session gets
+    its own (inherited by the CLI processes it starts), so that an upload spooled by an
+    earlier or a concurrent run, under another key, is never re-sent by this one."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 @pytest.fixture(scope="session")
