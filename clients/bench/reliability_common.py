@@ -346,6 +346,7 @@ class ServerFiles:
     data_dir: Path
     _connection: sqlite3.Connection | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _text_columns: list[tuple[str, str]] | None = field(default=None, init=False, repr=False)
 
     @property
     def blob_root(self) -> Path:
@@ -415,6 +416,32 @@ class ServerFiles:
     def blob_files(self) -> int:
         """Files in the blob folder, scratch files (``incoming/<replica>/``) included."""
         return sum(len(files) for _, _, files in os.walk(self.blob_root))
+
+    def blob_paths(self) -> frozenset[str]:
+        """The blob folder's files (scratch files included), relative to it."""
+        return frozenset(
+            os.path.relpath(os.path.join(folder, name), self.blob_root)
+            for folder, _, files in os.walk(self.blob_root)
+            for name in files
+        )
+
+    def referenced(self, digest: str) -> bool:
+        """Whether any row of any table names ``digest`` (an upload, an aggregate, a model,
+        a share, a key): a blob the server keeps on purpose, not an orphan."""
+        if self._text_columns is None:
+            tables = [
+                r[0] for r in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+            self._text_columns = [
+                (table, column[1])
+                for table in tables
+                for column in self._query(f"PRAGMA table_info({table})")
+                if "CHAR" in str(column[2]).upper() or "TEXT" in str(column[2]).upper()
+            ]
+        return any(
+            self._query(f"SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1", digest)
+            for table, column in self._text_columns
+        )
 
     def blob_matches(self, digest: str) -> bool:
         """The blob named ``digest`` exists and its bytes hash to that name."""

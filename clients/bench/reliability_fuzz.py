@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import struct
 import time
 from collections import Counter
@@ -282,8 +283,21 @@ class FuzzFigures:
         ]
 
 
-def _snapshot(files: ServerFiles) -> tuple[dict[str, int], int]:
-    return files.row_counts(), files.blob_files()
+def _snapshot(files: ServerFiles) -> tuple[dict[str, int], frozenset[str]]:
+    return files.row_counts(), files.blob_paths()
+
+
+def _orphans(files: ServerFiles, before: frozenset[str], after: frozenset[str]) -> list[str]:
+    """Files that appeared and that no row names: a scratch file left behind, or a blob
+    nothing refers to. A blob a row names was written by the server on purpose — an
+    aggregate or a model, when the clock closed or published a round while the request
+    was in flight — and is not the request's doing."""
+    new = sorted(after - before)
+    return [
+        path
+        for path in new
+        if path.startswith("incoming") or not files.referenced(os.path.basename(path))
+    ]
 
 
 class _Fuzzer:
@@ -326,7 +340,8 @@ class _Fuzzer:
         self.by_source[source] += 1
         status = response.status_code
         self.statuses[status] += 1
-        if status >= 500 or b"Traceback" in response.content:
+        # a Python traceback, not the word: fuzzed names are echoed in 422 details
+        if status >= 500 or b"Traceback (most recent call last)" in response.content:
             self.server_errors += 1
             self._example(f"{method} {target} → {status}: {response.text[:200]}")
         rows, blobs = _snapshot(self.files)
@@ -334,10 +349,11 @@ class _Fuzzer:
             self.rejected += 1
             before_rows, before_blobs = self._last
             self.rows_by_rejected += sum(max(0, rows[t] - before_rows[t]) for t in rows)
-            self.blobs_by_rejected += max(0, blobs - before_blobs)
+            orphans = _orphans(self.files, before_blobs, blobs) if blobs != before_blobs else []
+            self.blobs_by_rejected += len(orphans)
             grown = [t for t in rows if rows[t] > before_rows[t]]
-            if grown or blobs > before_blobs:
-                self._example(f"{method} {target} → {status} wrote {grown} or blobs")
+            if grown or orphans:
+                self._example(f"{method} {target} → {status} wrote {grown} or {orphans[:3]}")
         else:
             self.accepted += 1
         self._last = rows, blobs
