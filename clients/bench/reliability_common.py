@@ -413,10 +413,6 @@ class ServerFiles:
         values = self._query(f"SELECT {counts}")[0]
         return dict(zip(_COUNTED_TABLES, (int(v) for v in values), strict=True))
 
-    def blob_files(self) -> int:
-        """Files in the blob folder, scratch files (``incoming/<replica>/``) included."""
-        return sum(len(files) for _, _, files in os.walk(self.blob_root))
-
     def blob_paths(self) -> frozenset[str]:
         """The blob folder's files (scratch files included), relative to it."""
         return frozenset(
