@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -168,3 +170,27 @@ def test_http_transport_runs_the_same_rounds_through_the_rest_stack() -> None:
     sent, plain = over_http.rounds[0].bytes_uploaded, twin.rounds[0].bytes_uploaded
     assert sent >= 3 * 20 * parameters > 3 * plain
     assert "aggregate+decrypt" in over_http.rounds[0].seconds
+
+
+def test_plaintext_over_http_goes_through_a_plaintext_federation_on_the_server(
+    tmp_path: Path,
+) -> None:
+    """The like-for-like baseline: the same rounds uploaded in the clear to the service,
+    which averages them; the same model as the in-process average, and the server's log
+    shows the uploads."""
+    over_http = _run(rounds=2, transport="http", secure=False, log_dir=tmp_path)
+    local = _run(rounds=2, secure=False)
+    gap = np.abs(flatten(over_http.final_state)[0] - flatten(local.final_state)[0]).max()
+    assert gap < 1e-5
+    assert set(over_http.rounds[0].seconds) == {"train", "upload", "aggregate", "evaluate"}
+    events = [json.loads(line)["event"] for line in (tmp_path / "server.log").open()]
+    assert events.count("upload stored") == 2 * 3 and events.count("model published") == 2
+    assert not list(tmp_path.glob("member-*.log"))  # no committee in a plaintext federation
+
+
+def test_http_without_proofs_uploads_less_and_reaches_the_same_model() -> None:
+    with_proofs = _run(rounds=1, transport="http")
+    without = _run(rounds=1, transport="http", proofs=False)
+    gap = np.abs(flatten(with_proofs.final_state)[0] - flatten(without.final_state)[0]).max()
+    assert gap < 1e-5
+    assert without.rounds[0].bytes_uploaded < with_proofs.rounds[0].bytes_uploaded

@@ -5,8 +5,12 @@ a workload whose local training takes seconds per round (a ResNet-18 on syntheti
 
 from __future__ import annotations
 
+import json
 import statistics
+import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +23,7 @@ from clients.pilot.shared import make_model, standardise
 from clients.simulation.datasets import ArticleCNN, digits_28x28
 from clients.simulation.federated import FederatedLearning
 
-__all__ = ["slowdowns"]
+__all__ = ["PHASES", "round_phases", "slowdowns"]
 
 Loader = Callable[[FederatedLearning], FederatedLearning]
 
@@ -81,26 +85,74 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def _per_round(
-    make: Callable[[], Any], load: Loader, secure: bool, repeats: int, **options: Any
-) -> list[float]:
+# the server's log events that mark a CKKS round's critical path, in order; each phase
+# ends at the last event of its kind (the last upload, endorsement or share)
+PHASES = (
+    ("uploads", "round opened", "upload stored"),
+    ("close_to_set", "upload stored", "decryption set named"),
+    ("endorsements", "decryption set named", "endorsement stored"),
+    ("shares", "endorsement stored", "decryption share stored"),
+    ("combine_publish", "decryption share stored", "model published"),
+)
+
+
+def _event_times(log: Path) -> dict[int, dict[str, float]]:
+    """Round → event → the time of its last occurrence (epoch seconds), from the server's
+    JSON-lines log (he_agg.server.logs: UTC to the millisecond)."""
+    rounds: dict[int, dict[str, float]] = {}
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # uvicorn's own lines
+        if not isinstance(entry, dict) or not isinstance(entry.get("round"), int):
+            continue
+        stamp = datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        when = stamp.replace(tzinfo=UTC).timestamp()
+        rounds.setdefault(entry["round"], {})[entry["event"]] = when
+    return rounds
+
+
+def round_phases(log: Path, skip: int = 1) -> dict[str, dict[str, float]]:
+    """Seconds of each critical-path phase (PHASES), over the rounds after the first
+    ``skip`` (the warm-up); a phase whose events are missing is left out."""
+    phases: dict[str, list[float]] = {name: [] for name, _, _ in PHASES}
+    for number, events in sorted(_event_times(log).items()):
+        if number <= skip:
+            continue
+        for name, begin, end in PHASES:
+            if begin in events and end in events:
+                phases[name].append(events[end] - events[begin])
+    return {name: _stats(values) for name, values in phases.items() if values}
+
+
+def _per_round(make: Callable[[], Any], load: Loader, repeats: int, **options: Any) -> list[float]:
     """Seconds per round without evaluation, after one unmeasured round (the warm-up)."""
-    fl = FederatedLearning(
-        make(),
-        num_rounds=repeats + 1,
-        transport="http",
-        secure=secure,
-        show_progress=False,
-        **options,
-    )
+    fl = FederatedLearning(make(), num_rounds=repeats + 1, show_progress=False, **options)
     history = load(fl).train()
     return [sum(v for k, v in r.seconds.items() if k != "evaluate") for r in history.rounds[1:]]
 
 
-def _both(make: Callable[[], Any], load: Loader, repeats: int, **options: Any) -> dict[str, Any]:
-    he = _per_round(make, load, True, repeats, **options)
-    plain = _per_round(make, load, False, repeats, **options)
-    return {"he_round_s": _stats(he), "plain_round_s": _stats(plain)}
+def _compared(
+    make: Callable[[], Any], load: Loader, repeats: int, **options: Any
+) -> dict[str, Any]:
+    """One workload four ways, same seeds: HE with proofs of well-formed uploads and
+    without, through the service; plaintext FedAvg through the same kind of server (the
+    like-for-like baseline) and averaged in this process (the pure-compute one)."""
+    with tempfile.TemporaryDirectory(prefix="he-agg-e2e-") as logs:
+        he = _per_round(make, load, repeats, transport="http", log_dir=logs, **options)
+        phases = round_phases(Path(logs) / "server.log")
+    no_proofs = _per_round(make, load, repeats, transport="http", proofs=False, **options)
+    plain = _per_round(make, load, repeats, transport="http", secure=False, **options)
+    local = _per_round(make, load, repeats, transport="inprocess", secure=False, **options)
+    rounds = {"he": he, "he_no_proofs": no_proofs, "plain": plain, "plain_inprocess": local}
+    medians = {name: statistics.median(values) for name, values in rounds.items()}
+    out: dict[str, Any] = {f"{name}_round_s": _stats(values) for name, values in rounds.items()}
+    out["he_phases_s"] = phases
+    out["slowdown"] = medians["he"] / medians["plain"]
+    out["slowdown_no_proofs"] = medians["he_no_proofs"] / medians["plain"]
+    out["slowdown_inprocess"] = medians["he"] / medians["plain_inprocess"]
+    return out
 
 
 def _pilot_loader() -> tuple[Loader, int, float]:
@@ -137,13 +189,14 @@ def _pilot_loader() -> tuple[Loader, int, float]:
 
 
 def slowdowns(repeats: int) -> dict[str, Any]:
-    """One round of the article's CNN, and of the pilot's logistic regression, HE through
-    the service against plaintext through the same service."""
+    """Rounds of the article's CNN, of the pilot's logistic regression and of a ResNet-18,
+    HE through the service against plaintext through the same kind of server (and in
+    this process), with the HE round's critical path from the server's log."""
     torch.manual_seed(0)
     digits = digits_28x28()
-    out = {"article_cnn": _both(ArticleCNN, lambda fl: fl.load_data(digits), repeats)}
+    out = {"article_cnn": _compared(ArticleCNN, lambda fl: fl.load_data(digits), repeats)}
     load, features, pos_weight = _pilot_loader()
-    out["finance_pilot"] = _both(
+    out["finance_pilot"] = _compared(
         lambda: make_model("logistic", features, 0),
         load,
         repeats,
@@ -154,7 +207,7 @@ def slowdowns(repeats: int) -> dict[str, Any]:
         learning_rate=0.01,
     )
     images = synthetic_images()
-    out["resnet18_synthetic"] = _both(
+    out["resnet18_synthetic"] = _compared(
         ResNet18,
         lambda fl: fl.load_data(images, num_clients=3),
         repeats,
@@ -162,6 +215,4 @@ def slowdowns(repeats: int) -> dict[str, Any]:
         learning_rate=0.01,
         optimizer="sgd",
     )
-    for entry in out.values():
-        entry["slowdown"] = entry["he_round_s"]["median"] / entry["plain_round_s"]["median"]
     return out

@@ -4,6 +4,7 @@ real protocol in this process, or the REST stack with each party its own process
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import numpy.typing as npt
 from clients.encrypt_pool import pool_for
 from clients.upload import prepare_upload
 from he_agg.aggregate import aggregate_uploads
+from he_agg.api.states import FederationMode
 from he_agg.combine import average_from_shares
 from he_agg.params import ParameterSet
 from he_agg.wellformed import NO_ROSTER
@@ -113,7 +115,8 @@ class InProcessAggregator(Aggregator):
 
 
 class HttpAggregator(Aggregator):
-    """The REST stack: uvicorn and the committee as processes, clients over loopback HTTP."""
+    """The REST stack: uvicorn and the committee as processes, clients over loopback HTTP;
+    with ``mode`` PLAINTEXT, a plaintext federation on the same server (no committee)."""
 
     def __init__(
         self,
@@ -123,8 +126,12 @@ class HttpAggregator(Aggregator):
         members: int,
         threshold: int,
         max_parameters: int = 10_000_000,
+        mode: FederationMode = FederationMode.CKKS,
+        log_dir: Path | None = None,
     ) -> None:
         from clients.harness.local import LocalFederation
+
+        self.log_dir = log_dir
 
         self.folder = tempfile.TemporaryDirectory(prefix="he-agg-sim-")
         self.local = LocalFederation(
@@ -136,7 +143,9 @@ class HttpAggregator(Aggregator):
             threshold=threshold,
             k_min=per_round,
             max_parameters=max_parameters,
+            mode=mode,
         )
+        self.mode = mode
         self.participants: dict[str, Participant] = {}
         self.local.start()
 
@@ -160,15 +169,22 @@ class HttpAggregator(Aggregator):
         # process pool per key (clients.encrypt_pool), so the cores are used, not oversold
         with ThreadPoolExecutor(max_workers=len(clients)) as threads:
             uploaded = sum(threads.map(submit, clients, vectors, weights))
-        seconds["encrypt+upload"] = time.perf_counter() - start
+        secure = self.mode == FederationMode.CKKS
+        seconds["encrypt+upload" if secure else "upload"] = time.perf_counter() - start
         start = time.perf_counter()
         self.local.admin_api().close_round(FEDERATION, number)
         model = self._participant(names[0]).wait_for_model(number, timeout=300, poll=0.1)
-        seconds["aggregate+decrypt"] = time.perf_counter() - start
+        seconds["aggregate+decrypt" if secure else "aggregate"] = time.perf_counter() - start
         return np.asarray(model["values"], dtype=np.float64), uploaded, seconds
 
     def close(self) -> None:
         for participant in self.participants.values():
             participant.close()
         self.local.stop()
+        if self.log_dir is not None:  # the service's JSON-lines logs, kept for the caller
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            root = Path(self.folder.name)
+            for log in [root / "server" / "server.log", *sorted(root.glob("member-*/agent.log"))]:
+                if log.exists():
+                    shutil.copyfile(log, self.log_dir / f"{log.parent.name}.log")
         self.folder.cleanup()

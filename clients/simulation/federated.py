@@ -5,7 +5,12 @@
 By default every party runs in this process: a DKG committee, clients that encrypt under
 the collective key, aggregation of ciphertexts, threshold decryption. ``transport="http"``
 runs the same rounds through the REST service, with uvicorn and the committee members as
-separate processes on loopback. ``secure=False`` is plaintext FedAvg with the same seeds.
+separate processes on loopback. ``secure=False`` is plaintext FedAvg with the same seeds:
+averaged in this process, or, with ``transport="http"``, uploaded to a plaintext federation
+on the same kind of server (the like-for-like baseline for the service's overhead).
+Over HTTP every upload carries proofs that it is well formed (the server and the members
+check them); ``proofs=False`` leaves them out, which trusts every client to encrypt
+honestly (SECURITY.md), as TenSEAL/NVFlare-style deployments do.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +37,7 @@ from clients.simulation.aggregators import (
 from clients.simulation.dp import DPConfig, clip_and_noise, epsilon
 from clients.simulation.partition import Partition, as_tensors, partition_indices
 from clients.simulation.training import LocalConfig, evaluate, local_seed, train_local
+from he_agg.api.states import FederationMode
 from he_agg.errors import PackingError
 from he_agg.packing import flatten, unflatten
 from he_agg.params import ParameterSet, derive_parameters
@@ -84,12 +91,16 @@ class FederatedLearning:
         seed: int = 0,
         show_progress: bool = True,
         reinitialise: bool = True,
+        proofs: bool = True,
+        log_dir: str | Path | None = None,
     ) -> None:
         """``seed`` fixes the data split, the client sampling, local shuffles and, with
         ``reinitialise`` (the default), the model's initial weights too: every layer with
         ``reset_parameters`` is re-initialised from it, so two runs with the same seed
         (one with ``secure=False``, say) start from the same model however it was built.
-        ``reinitialise=False`` keeps the weights passed in (a pretrained model)."""
+        ``reinitialise=False`` keeps the weights passed in (a pretrained model).
+        ``log_dir`` (``transport="http"``) keeps the server's and the members' JSON-lines
+        logs there when training ends (``server.log``, ``member-K.log``)."""
         if num_rounds < 1 or clients_per_round < 1:
             raise ValueError("num_rounds and clients_per_round must be ≥ 1")
         if transport not in ("inprocess", "http"):
@@ -104,7 +115,8 @@ class FederatedLearning:
         self.config = LocalConfig(
             local_epochs, batch_size, learning_rate, optimizer, pos_weight, task
         )
-        self.secure, self.transport = secure, transport
+        self.secure, self.transport, self.proofs = secure, transport, proofs
+        self.log_dir = None if log_dir is None else Path(log_dir)
         self.members, self.threshold = members, threshold
         self.dp, self.seed, self.show_progress = dp, seed, show_progress
         self.params: ParameterSet | None = None
@@ -153,7 +165,7 @@ class FederatedLearning:
             value_bits=value_bits,
             precision_bits=36,
             # proofs guard a server from its clients: in one process nothing verifies them
-            proofs=self.transport == "http",
+            proofs=self.transport == "http" and self.secure and self.proofs,
         )
 
     def train(self) -> History:
@@ -167,8 +179,6 @@ class FederatedLearning:
             aggregator.close()
 
     def _aggregator(self) -> Aggregator:
-        if not self.secure:
-            return PlainAggregator()
         assert self.params is not None
         if self.transport == "http":
             size = sum(int(v.numel()) for v in self.model.state_dict().values())
@@ -179,7 +189,11 @@ class FederatedLearning:
                 self.members,
                 self.threshold,
                 max_parameters=max(size + 1, 10_000_000),  # the federation's upload limit
+                mode=FederationMode.CKKS if self.secure else FederationMode.PLAINTEXT,
+                log_dir=self.log_dir,
             )
+        if not self.secure:
+            return PlainAggregator()
         return InProcessAggregator(self.params, self.members, self.threshold)
 
     def _rounds(self, aggregator: Aggregator) -> History:
