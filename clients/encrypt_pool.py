@@ -3,8 +3,8 @@
 The update's blocks are cut into runs of ciphertexts; each worker encodes and encrypts a
 run (SEAL's Encryptor, or :func:`he_agg.rlwe.encrypt_words` with fresh CSPRNG randomness
 drawn in the worker, for a parameter set with proofs). With proofs, the proof groups are
-then proven in the workers too, a run of whole groups each, from the words and
-randomness of that run; an upload of one group is proven by the caller. The output is
+then proven in the workers too, one group per task, from the words and randomness of
+that group (a lone group too: the simulation's clients share one pool). The output is
 what one process would produce (the same layout, each group's proof bound to its first
 index), so nothing downstream knows how many cores made it. The randomness crosses a pipe
 between this client's own processes and is dropped once proven.
@@ -205,11 +205,7 @@ class EncryptionPool:
         self, words: U64Array, witness: EncryptionWitness, context: wellformed.ProofContext
     ) -> tuple[bytes, ...]:
         layout = wellformed.groups(words.shape[0])
-        if len(layout) == 1:
-            return wellformed.prove_upload(
-                words, witness, key_rows(self.public), self.public.params, context
-            )
-        futures = []
+        futures = []  # a lone group too: the pool may serve other clients of this process
         for first, size in layout:  # one group per task, bound to its first index
             part = slice(first, first + size)
             sub = EncryptionWitness(witness.u[part], witness.e0[part], witness.e1[part])

@@ -48,7 +48,7 @@ def _mulmod(
     return r - q * np.uint64(r >= q)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _forward(
     rows: U64Array, roots: U64Array, quots: U64Array, q: np.uint64
 ) -> None:  # pragma: no cover - compiled
@@ -71,7 +71,7 @@ def _forward(
             m *= 2
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _inverse(
     rows: U64Array,
     roots: U64Array,

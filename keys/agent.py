@@ -62,6 +62,7 @@ from he_agg.errors import (
     ServiceError,
 )
 from he_agg.key_statement import KeyStatement, key_digest
+from he_agg.memory import release_free_memory
 from he_agg.params import ParameterSet
 from he_agg.public import PublicContext
 from he_agg.rlwe import KeyRows, key_rows
@@ -373,8 +374,11 @@ class MemberAgent:
             if status.state == RoundState.DECRYPTING:
                 self._decrypting(config, status.number)
         live = {r.number for r in rounds if r.state in (RoundState.OPEN, RoundState.DECRYPTING)}
-        for number in set(self._presums) - live:
+        done = set(self._presums) - live
+        for number in done:
             del self._presums[number]  # published or aborted: the sum is no use any more
+        if done:  # the round's fetched uploads and sums are freed: their pages go back
+            release_free_memory()
         for status in rounds:
             if status.state == RoundState.OPEN and status.epoch in self.held_epochs():
                 self._presum_step(config, status)

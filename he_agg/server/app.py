@@ -20,12 +20,12 @@ from starlette.requests import ClientDisconnect
 
 from he_agg.api.models import CommitmentIn, EpochRequest, FederationCreate, RoundOpen
 from he_agg.errors import HeAggError, ServiceError, SignatureError, StoreError
+from he_agg.memory import release_free_memory, tune_allocator
 from he_agg.server import metrics
 from he_agg.server.collector import collect
 from he_agg.server.config import Settings
 from he_agg.server.deps import AppState
 from he_agg.server.logs import configure_logging
-from he_agg.server.memory import release_free_memory, tune_allocator
 from he_agg.server.routes import decryption, federations, health, keygen, model, rounds, uploads
 from he_agg.server.store import FileBlobStore, open_store
 

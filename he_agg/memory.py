@@ -1,6 +1,7 @@
-"""The C allocator, tuned so that the server's memory goes back to the system after a load.
+"""The C allocator, tuned so that a process's memory goes back to the system after a load.
 
-Uploads, downloads and validation windows are buffers of a MiB or more. glibc serves
+Uploads, downloads and validation windows are buffers of a MiB or more (the server's, and
+a committee member's, which fetches and checks every upload of a round). glibc serves
 them from ``mmap`` at first, but raises its mmap threshold after each one is freed, up
 to 32 MiB; later buffers then come from per-thread heaps (up to 8 per core), which the
 allocator keeps after the load: measured, the server stayed ~550 MB above its start
@@ -18,7 +19,7 @@ from functools import cache
 
 __all__ = ["MMAP_THRESHOLD", "release_free_memory", "tune_allocator"]
 
-log = logging.getLogger("he_agg.server")
+log = logging.getLogger("he_agg")
 
 MMAP_THRESHOLD = 1 << 20  # buffers of a MiB or more: mmap'd, returned to the system on free
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers (malloc.h)

@@ -1,5 +1,6 @@
-"""The server's allocator tuning (he_agg.server.memory): after a load of MiB-sized buffers,
-memory goes back to the system. Run in fresh interpreters, since the tuning is global."""
+"""The allocator tuning (he_agg.memory, in the server and the committee members): after a
+load of MiB-sized buffers, memory goes back to the system. Run in fresh interpreters, since
+the tuning is global."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 _SCENARIO = """
 import sys
-from he_agg.server.memory import release_free_memory, tune_allocator
+from he_agg.memory import release_free_memory, tune_allocator
 
 def rss_mb():
     for line in open("/proc/self/status"):
