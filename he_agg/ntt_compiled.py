@@ -20,10 +20,11 @@ from functools import cache
 
 import numba
 import numpy as np
+import numpy.typing as npt
 
 from he_agg.modarith import U64Array
 
-__all__ = ["forward", "inverse"]
+__all__ = ["affine_rows", "forward", "inverse"]
 
 _LOW = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
@@ -147,3 +148,76 @@ def inverse(values: U64Array, q: int) -> U64Array:
     out = np.array(values, dtype=np.uint64, copy=True).reshape(-1, n)
     _inverse(out, roots, quots, np.uint64(q), np.uint64(n_inv), np.uint64(n_inv_quot))
     return out.reshape(values.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _residue(v: np.int64, q_signed: np.int64) -> np.uint64:  # pragma: no cover - compiled
+    return np.uint64(v + q_signed) if v < 0 else np.uint64(v)
+
+
+@numba.njit(cache=True, nogil=True)
+def _affine_rows(
+    small: npt.NDArray[np.int64],
+    added: npt.NDArray[np.int64],
+    a: U64Array,
+    a_quot: U64Array,
+    minus: U64Array,
+    has_minus: bool,
+    out: U64Array,
+    tables: tuple[U64Array, U64Array, U64Array, U64Array],
+    q: np.uint64,
+    n_inv: np.uint64,
+    n_inv_quot: np.uint64,
+) -> None:  # pragma: no cover - compiled
+    roots, quots, inverse_roots, inverse_quots = tables
+    rows, n = small.shape
+    q_signed = np.int64(q)
+    buffer = np.empty((1, n), dtype=np.uint64)
+    x = buffer[0]
+    for r in range(rows):
+        for k in range(n):
+            x[k] = _residue(small[r, k], q_signed)
+        _forward(buffer, roots, quots, q)
+        for k in range(n):
+            p = _mulmod(x[k], a[k], a_quot[k], q)
+            if has_minus:
+                m = minus[r, k]
+                p = p - m + q * np.uint64(p < m)
+            x[k] = p
+        _inverse(buffer, inverse_roots, inverse_quots, q, n_inv, n_inv_quot)
+        for k in range(n):
+            total = x[k] + _residue(added[r, k], q_signed)
+            out[r, k] = total - q * np.uint64(total >= q)
+
+
+def affine_rows(
+    small: npt.NDArray[np.int64],
+    added: npt.NDArray[np.int64],
+    a: U64Array,
+    a_quotients: U64Array,
+    q: int,
+    minus: U64Array | None = None,
+    out: U64Array | None = None,
+) -> U64Array:
+    """INTT(a ⊙ NTT(small_r) − minus_r) + added_r mod q for every row r, in one pass per
+    row: ``small`` and ``added`` (m, N) small signed integers, ``a`` (N,) in NTT form with
+    its Shoup quotients ⌊a·2^64/q⌋, ``minus`` (m, N) NTT form or None. The same words as
+    the numpy composition (to_rns, forward, mul_mod_shoup, sub_mod, inverse, add_mod),
+    without its (m, N) temporaries."""
+    m, n = small.shape
+    roots, quots, inverse_roots, inverse_quots, n_inv, n_inv_quot = _tables(q, n)
+    result = np.empty((m, n), dtype=np.uint64) if out is None else out
+    _affine_rows(
+        np.ascontiguousarray(small, dtype=np.int64),
+        np.ascontiguousarray(added, dtype=np.int64),
+        np.ascontiguousarray(a, dtype=np.uint64),
+        np.ascontiguousarray(a_quotients, dtype=np.uint64),
+        np.zeros((1, 1), np.uint64) if minus is None else np.ascontiguousarray(minus),
+        minus is not None,
+        result,
+        (roots, quots, inverse_roots, inverse_quots),
+        np.uint64(q),
+        np.uint64(n_inv),
+        np.uint64(n_inv_quot),
+    )
+    return result

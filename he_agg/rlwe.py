@@ -23,6 +23,7 @@ the parameter rules take it from there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -83,6 +84,15 @@ class KeyRows:
         )
         object.__setattr__(
             self, "_a", tuple(shoup(r, q) for r, q in zip(self.a, self.primes, strict=True))
+        )
+
+    @cached_property
+    def a_quotients(self) -> tuple[U64Array, ...]:
+        """⌊â_j·2^64/q_j⌋ per coefficient and prime: Shoup quotients for the compiled
+        kernels (he_agg.ntt_compiled.affine_rows), computed once per key."""
+        return tuple(
+            np.array([(int(x) << 64) // q for x in row.tolist()], dtype=np.uint64)
+            for row, q in zip(self.a, self.primes, strict=True)
         )
 
     def a_times(self, values: U64Array, j: int, q: int) -> U64Array:

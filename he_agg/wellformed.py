@@ -236,7 +236,36 @@ def _commitments(
     minus: list[U64Array] | None = None,
 ) -> U64Array:
     """w = a·zu + ze (− the NTT-form ``minus`` per prime), per row and prime, in the
-    coefficient domain (m, L, N): one forward and one inverse NTT per row and prime."""
+    coefficient domain (m, L, N): one forward and one inverse NTT per row and prime, fused
+    in one compiled pass per row (he_agg.ntt_compiled.affine_rows) unless the numpy
+    reference is asked for (HE_AGG_NTT=numpy; :func:`_commitments_reference`)."""
+    if not ntt.COMPILED:
+        return _commitments_reference(zu, ze, key, params, minus)
+    from he_agg import ntt_compiled
+
+    primes = params.data_primes
+    out = np.empty((zu.shape[0], len(primes), params.poly_degree), dtype=np.uint64)
+    for j, q in enumerate(primes):
+        ntt_compiled.affine_rows(
+            zu,
+            ze,
+            key.a[j],
+            key.a_quotients[j],
+            q,
+            None if minus is None else minus[j],
+            out[:, j],
+        )
+    return out
+
+
+def _commitments_reference(
+    zu: I64Array,
+    ze: I64Array,
+    key: KeyRows,
+    params: ParameterSet,
+    minus: list[U64Array] | None = None,
+) -> U64Array:
+    """:func:`_commitments` in numpy: the reference the compiled pass is tested against."""
     primes = params.data_primes
     u_rns, e_rns = to_rns(zu, primes), to_rns(ze, primes)  # (m, L, N)
     out = np.empty((zu.shape[0], len(primes), params.poly_degree), dtype=np.uint64)

@@ -299,3 +299,28 @@ def test_challenge_matrix_is_binary_and_balanced() -> None:
     assert matrix.shape == (128, 64) and set(np.unique(matrix)) <= {0, 1}
     assert abs(float(matrix.mean()) - 0.5) < 0.02
     assert not np.array_equal(matrix, wf.challenge_matrix(b"\x02" * 32, 128, 64))
+
+
+@pytest.mark.parametrize("with_minus", [False, True])
+def test_compiled_commitments_equal_the_numpy_reference_word_for_word(
+    setup: CommitteeSetup, with_minus: bool
+) -> None:
+    """The fused compiled pass (he_agg.ntt_compiled.affine_rows) that the prover and the
+    verifier use computes the same words as the numpy composition, for masks at the edge
+    of their range, negative and positive."""
+    params = setup.params
+    key = key_rows(setup.public)
+    bounds = wf.proof_bounds(params, COUNT)
+    rng = np.random.default_rng(7)
+    shape = (bounds.rows, params.poly_degree)
+    zu = rng.integers(-bounds.gamma_u, bounds.gamma_u, shape, endpoint=True)
+    ze = rng.integers(-bounds.gamma_e, bounds.gamma_e, shape, endpoint=True)
+    zu[0, :2], ze[0, :2] = (-bounds.gamma_u, bounds.gamma_u), (-bounds.gamma_e, bounds.gamma_e)
+    minus = None
+    if with_minus:
+        minus = [rng.integers(0, q, shape, dtype=np.uint64) for q in params.data_primes]
+        minus[0][0, :2] = (0, params.data_primes[0] - 1)
+    compiled = wf._commitments(zu, ze, key, params, minus)
+    reference = wf._commitments_reference(zu, ze, key, params, minus)
+    assert compiled.dtype == np.uint64
+    np.testing.assert_array_equal(compiled, reference)

@@ -49,8 +49,9 @@ async def wait_for_change(
     """The activity tag once it differs from ``since``, or after ``wait`` seconds."""
     deadline = time.monotonic() + wait
     while True:
+        ticket = state.changes.ticket()  # before the read: a commit during it wakes the wait
         tag = await run_in_threadpool(activity_tag, state, federation_id)
         left = deadline - time.monotonic()
         if since is None or tag != since or left <= 0:
             return tag
-        await state.changes.wait(min(RECHECK, left))
+        await state.changes.wait(min(RECHECK, left), ticket)
