@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -154,7 +155,7 @@ def test_replicas_share_rounds_and_publish_the_exact_sum(
             storing = {port for port in front.puts if front.puts[port] > puts_before[port]}
             partials = replicas[0].blobs / "partials" / FED / str(number)  # type: ignore[attr-defined]
             names = {f"replica-{ports.index(port)}.sum" for port in storing}
-            assert wait(functools.partial(_written, partials, names), 30)
+            assert wait(functools.partial(_written, partials, names, set(CLIENTS[:4])), 30)
             merged_before = _merged(replicas)
             operator.close_round(FED, number)
             assert _merged(replicas) - merged_before == len(storing - {front.closes[-1]})
@@ -185,5 +186,15 @@ def _merged(replicas: list[ServerProcess]) -> float:
     return total
 
 
-def _written(folder: Path, names: set[str]) -> bool:
-    return names <= {path.name for path in folder.glob("*.sum")}
+def _written(folder: Path, names: set[str], clients: set[str]) -> bool:
+    """Every storing replica has written its partial, and together they hold every upload
+    (so no replica has a newer sum to write after the close)."""
+    held: set[str] = set()
+    for path in folder.glob("*.sum"):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # being replaced
+            return False
+        length = int.from_bytes(data[8:12], "big")
+        held |= set(json.loads(data[12 : 12 + length])["included"])
+    return names <= {path.name for path in folder.glob("*.sum")} and held == clients

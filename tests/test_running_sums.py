@@ -224,3 +224,25 @@ def test_replicas_add_each_others_partial_sums_and_only_trustworthy_ones(tmp_pat
 
     closer.drop(key)  # the round closed: every replica's partial goes
     assert not (root / "partials" / "f" / "1").exists()
+
+
+def test_a_partial_written_after_the_close_is_cleaned_up_with_its_folder(tmp_path: Path) -> None:
+    """A replica whose clock writes its partial just after the closer removed the round's
+    folder recreates it; once that replica sees the round closed it removes its partial,
+    and the folder with it when no other replica's partial is left in it."""
+    root = tmp_path / "blobs"
+    (a, _), (b, _), (c, _) = (_replica(root, name) for name in ("a", "b", "c"))
+    key = ("f", 1)
+    folder = root / "partials" / "f" / "1"
+    row = _row("c0", a.blobs.put(_blob("c0", 40)))
+    b.add(key, P, row)
+    a.drop(key)  # the closer removes the round's partials …
+    assert not folder.exists()
+    assert b.share() == 1  # … and b's clock writes its partial just after
+    assert (folder / "b.sum").exists()
+    c.add(key, P, _row("c1", a.blobs.put(_blob("c1", 41))))
+    assert c.share() == 1
+    b.keep_only(set())  # b sees the round closed: its partial goes, c's stays
+    assert [p.name for p in folder.iterdir()] == ["c.sum"]
+    c.keep_only(set())  # the last one out removes the folder
+    assert not folder.exists()

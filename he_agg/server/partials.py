@@ -22,6 +22,7 @@ name and renamed, so a reader sees a whole file or the previous one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -110,7 +111,12 @@ class PartialFolder:
         return found
 
     def remove_own(self, federation: str, number: int) -> None:
-        (self._round(federation, number) / f"{self.replica}.sum").unlink(missing_ok=True)
+        """Remove this replica's partial, and the round's folder once it is empty (a
+        partial written just after the closer removed the folder recreates it)."""
+        folder = self._round(federation, number)
+        (folder / f"{self.replica}.sum").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty (another replica's), or gone
+            folder.rmdir()
 
     def remove_round(self, federation: str, number: int) -> None:
         shutil.rmtree(self._round(federation, number), ignore_errors=True)
