@@ -4,7 +4,9 @@ code (the reference), word for word, about an order of magnitude faster.
 One butterfly loop per stage over a batch of rows, with Shoup multiplication: for a twiddle
 w < q the quotient w′ = ⌊w·2^64/q⌋ is precomputed, and a·w mod q = a·w − ⌊a·w′/2^64⌋·q, then
 one conditional subtraction (exact for q < 2^63; the high product is built from 32-bit
-limbs, as numba has no 128-bit integers). ``tests/test_ntt.py`` checks both directions
+limbs, as numba has no 128-bit integers). The butterflies are Harvey's lazy ones (words
+kept below 4q between stages, reduced once at the end; q < 2^62, and MAX_PRIME_BITS is
+60): the same words, about twice as fast as reducing in every butterfly. ``tests/test_ntt.py`` checks both directions
 against the numpy reference on every prime of the default sets.
 
 numba (LLVM) was chosen over a C extension or Cython because it needs no compiler on the
@@ -49,11 +51,28 @@ def _mulmod(
     return r - q * np.uint64(r >= q)
 
 
+@numba.njit(cache=True, inline="always")
+def _mulmod_lazy(
+    a: np.uint64, w: np.uint64, w_quot: np.uint64, q: np.uint64
+) -> np.uint64:  # pragma: no cover - compiled
+    """a·w mod q up to one q: in [0, 2q) for any a < 2^64 (Shoup, without the last step)."""
+    return a * w - _mulhi(a, w_quot) * q
+
+
+@numba.njit(cache=True, inline="always")
+def _below(x: np.uint64, bound: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """x < 2·bound brought below bound."""
+    return x - bound * np.uint64(x >= bound)
+
+
 @numba.njit(cache=True, nogil=True)
 def _forward(
     rows: U64Array, roots: U64Array, quots: U64Array, q: np.uint64
 ) -> None:  # pragma: no cover - compiled
+    """Cooley-Tukey with Harvey's lazy butterflies: words stay in [0, 4q) between stages
+    (q < 2^62) and are brought into [0, q) once at the end."""
     count, n = rows.shape
+    two_q = q + q
     for r in range(count):
         a = rows[r]
         m = 1
@@ -64,12 +83,13 @@ def _forward(
                 lo = a[2 * i * t : 2 * i * t + t]  # two views: LLVM vectorises the loop
                 hi = a[2 * i * t + t : 2 * i * t + 2 * t]
                 for j in range(t):
-                    x = lo[j]
-                    y = _mulmod(hi[j], w, wq, q)
-                    s = x + y
-                    lo[j] = s - q * np.uint64(s >= q)
-                    hi[j] = x - y + q * np.uint64(x < y)
+                    x = _below(lo[j], two_q)  # [0, 2q)
+                    y = _mulmod_lazy(hi[j], w, wq, q)  # [0, 2q)
+                    lo[j] = x + y
+                    hi[j] = x - y + two_q
             m *= 2
+        for j in range(n):
+            a[j] = _below(_below(a[j], two_q), q)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -81,7 +101,9 @@ def _inverse(
     n_inv: np.uint64,
     n_inv_quot: np.uint64,
 ) -> None:  # pragma: no cover - compiled
+    """Gentleman-Sande with lazy butterflies: words stay in [0, 2q) between stages."""
     count, n = rows.shape
+    two_q = q + q
     for r in range(count):
         a = rows[r]
         m = n // 2
@@ -93,12 +115,11 @@ def _inverse(
                 hi = a[2 * i * t + t : 2 * i * t + 2 * t]
                 for j in range(t):
                     x, y = lo[j], hi[j]
-                    s = x + y
-                    lo[j] = s - q * np.uint64(s >= q)
-                    hi[j] = _mulmod(x - y + q * np.uint64(x < y), w, wq, q)
+                    lo[j] = _below(x + y, two_q)
+                    hi[j] = _mulmod_lazy(x - y + two_q, w, wq, q)
             m //= 2
         for j in range(n):
-            a[j] = _mulmod(a[j], n_inv, n_inv_quot, q)
+            a[j] = _below(_mulmod_lazy(a[j], n_inv, n_inv_quot, q), q)
 
 
 def _bit_reverse(i: int, bits: int) -> int:
