@@ -90,10 +90,12 @@ class KeyRows:
     def a_quotients(self) -> tuple[U64Array, ...]:
         """⌊â_j·2^64/q_j⌋ per coefficient and prime: Shoup quotients for the compiled
         kernels (he_agg.ntt_compiled.affine_rows), computed once per key."""
-        return tuple(
-            np.array([(int(x) << 64) // q for x in row.tolist()], dtype=np.uint64)
-            for row, q in zip(self.a, self.primes, strict=True)
-        )
+        return _quotients(self.a, self.primes)
+
+    @cached_property
+    def b_quotients(self) -> tuple[U64Array, ...]:
+        """The same for b̂ (he_agg.seal_encryption's kernel)."""
+        return _quotients(self.b, self.primes)
 
     def a_times(self, values: U64Array, j: int, q: int) -> U64Array:
         """â_j ⊙ values (NTT form, one prime)."""
@@ -101,6 +103,13 @@ class KeyRows:
 
     def b_times(self, values: U64Array, j: int, q: int) -> U64Array:
         return mul_mod_shoup(values, self._b[j], q)
+
+
+def _quotients(rows: U64Array, primes: tuple[int, ...]) -> tuple[U64Array, ...]:
+    return tuple(
+        np.array([(int(x) << 64) // q for x in row.tolist()], dtype=np.uint64)
+        for row, q in zip(rows, primes, strict=True)
+    )
 
 
 def key_rows(public: PublicContext) -> KeyRows:

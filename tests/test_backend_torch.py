@@ -25,6 +25,7 @@ import he_agg.backend as backend_module  # noqa: E402
 from he_agg import bitpack, ntt  # noqa: E402
 from he_agg.aggregate import RunningSum  # noqa: E402
 from he_agg.backend import encrypt_vector, get_backend, words_encryptor  # noqa: E402
+from he_agg.backend.native import NativeBackend  # noqa: E402
 from he_agg.backend.seal import SealBackend  # noqa: E402
 from he_agg.backend.torch_aggregate import DeviceRunningSum, unpack_device  # noqa: E402
 from he_agg.backend.torch_backend import (  # noqa: E402
@@ -226,13 +227,15 @@ def test_the_environment_variable_names_the_backend(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("HE_AGG_BACKEND", "seal")
     assert isinstance(get_backend(), SealBackend)
     assert words_encryptor() is encrypt_words
+    monkeypatch.setenv("HE_AGG_BACKEND", "native")
+    assert isinstance(get_backend(), NativeBackend)
 
 
 @pytest.mark.usefixtures("fresh_instances")
 def test_auto_picks_torch_only_with_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert isinstance(get_backend(), SealBackend)
-    assert isinstance(get_backend("auto"), SealBackend)
+    assert isinstance(get_backend(), NativeBackend)
+    assert isinstance(get_backend("auto"), NativeBackend)
     assert words_encryptor("auto") is encrypt_words
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     chosen = get_backend("auto")
@@ -266,12 +269,13 @@ def test_a_set_whose_noise_rule_does_not_cover_rlwe_is_refused(
 
 
 @pytest.mark.usefixtures("fresh_instances")
-def test_auto_falls_back_to_seal_for_a_set_torch_may_not_serve(
+def test_auto_falls_back_to_native_for_a_set_torch_may_not_serve(
     monkeypatch: pytest.MonkeyPatch, e2e_committee: CommitteeSetup
 ) -> None:
-    """On a CUDA machine, ``auto`` still encrypts a set without proofs, with SEAL."""
+    """On a CUDA machine, ``auto`` still encrypts a set without proofs, with the native
+    backend (SEAL's formula)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    words = encrypt_vector(np.ones(10), e2e_committee.public)  # cuda is not there: SEAL ran
+    words = encrypt_vector(np.ones(10), e2e_committee.public)  # cuda is not there: native ran
     assert words.shape == (1, 2, 2, e2e_committee.params.poly_degree)
     monkeypatch.setenv("HE_AGG_BACKEND", "torch")  # asked for by name: refused, not replaced
     with pytest.raises(ParameterError, match="noise"):

@@ -4,10 +4,12 @@ To add a backend (a GPU one, say): implement :class:`EncryptionBackend` in a mod
 and name it in :func:`get_backend`. Its output must be ciphertext words in SEAL's layout
 that SEAL decrypts, so nothing above this package changes.
 
-Backends: ``seal`` (SEAL's own Encryptor, CPU) and ``torch`` (he_agg.rlwe's encryption in
-torch, on a GPU when CUDA is present; only for parameter sets with proofs). ``auto`` is
-torch when torch imports and sees CUDA, else seal; the environment variable
-``HE_AGG_BACKEND`` (auto|seal|torch) names the backend when no name is passed. torch is
+Backends: ``native`` (SEAL's encryption formula in he-agg's compiled code, CPU: no SEAL
+save and parse per ciphertext; the default without CUDA), ``seal`` (SEAL's own Encryptor
+through TenSEAL, the reference it is checked against) and ``torch`` (he_agg.rlwe's
+encryption in torch, on a GPU when CUDA is present; only for parameter sets with proofs).
+``auto`` is torch when torch imports and sees CUDA, else native; the environment variable
+``HE_AGG_BACKEND`` (auto|native|seal|torch) names the backend when no name is passed. torch is
 imported only when it is asked about, so the server never imports it.
 """
 
@@ -33,7 +35,7 @@ __all__ = [
     "words_encryptor",
 ]
 
-BACKENDS = ("seal", "torch")
+BACKENDS = ("native", "seal", "torch")
 BACKEND_ENV = "HE_AGG_BACKEND"
 WordsEncryptor = Callable[[U64Array, KeyRows, EncryptionWitness, ParameterSet], U64Array]
 _instances: dict[str, EncryptionBackend] = {}
@@ -55,7 +57,7 @@ def _resolve(name: str | None) -> str:
     """The backend a request names: ``None`` reads HE_AGG_BACKEND, ``auto`` looks for CUDA."""
     requested = _requested(name)
     if requested == "auto":
-        return "torch" if _cuda_available() else "seal"
+        return "torch" if _cuda_available() else "native"
     if requested not in BACKENDS:
         raise ParameterError(
             "backend", f"unknown encryption backend {requested!r}; known: auto, {BACKENDS}"
@@ -65,13 +67,17 @@ def _resolve(name: str | None) -> str:
 
 def get_backend(name: str | None = None) -> EncryptionBackend:
     """The backend called ``name`` (one instance each); ``None`` takes HE_AGG_BACKEND
-    (default ``auto``), and ``auto`` picks torch on a machine with CUDA, else SEAL."""
+    (default ``auto``), and ``auto`` picks torch on a machine with CUDA, else native."""
     chosen = _resolve(name)
     if chosen not in _instances:
         if chosen == "torch":
             from he_agg.backend.torch_backend import TorchBackend
 
             _instances[chosen] = TorchBackend()
+        elif chosen == "native":
+            from he_agg.backend.native import NativeBackend
+
+            _instances[chosen] = NativeBackend()
         else:
             from he_agg.backend.seal import SealBackend
 
@@ -101,12 +107,12 @@ def encrypt_vector(
     """Encrypt a flat real vector under ``public``; words (C, 2, L, N) in NTT form.
 
     Without a ``backend``, the default one; when that is torch by ``auto`` and the
-    parameter set's noise rules do not allow for its encryption, SEAL instead."""
+    parameter set's noise rules do not allow for its encryption, native instead."""
     if backend is None:
         backend = get_backend()
         if backend.name == "torch" and _requested(None) == "auto":
             from he_agg.backend.torch_backend import covers
 
             if not covers(public.params):
-                backend = get_backend("seal")
+                backend = get_backend("native")
     return backend.encrypt(values, public, progress)

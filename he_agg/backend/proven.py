@@ -1,6 +1,6 @@
 """Encryption with proofs: the path a parameter set with ``proofs`` takes.
 
-Each block is encoded by SEAL's CKKSEncoder (as the SEAL backend does), encrypted by
+Each block is encoded by :mod:`he_agg.ckks_encoder` (as the native backend does), encrypted by
 :func:`he_agg.rlwe.encrypt_words` (or the torch backend's word-for-word equal kernel, on a
 GPU: :func:`he_agg.backend.words_encryptor`) with fresh randomness from the OS CSPRNG, and the
 randomness is used once more, to prove every c1 well formed (:mod:`he_agg.wellformed`);
@@ -11,33 +11,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from he_agg import wellformed
+from he_agg import ckks_encoder, wellformed
 from he_agg.backend import words_encryptor
 from he_agg.backend.base import Progress
-from he_agg.backend.seal import SealBackend
 from he_agg.encoding import blocks
 from he_agg.modarith import F64Array, U64Array
 from he_agg.public import PublicContext
 from he_agg.rlwe import EncryptionWitness, key_rows, sample_witness
-from he_agg.seal_codec import plaintext_from_bytes
-from he_agg.seal_context import save_bytes
 
 __all__ = ["encode_blocks", "encrypt_for_proof", "encrypt_with_proofs"]
-
-_encoder = SealBackend()
 
 
 def encode_blocks(values: F64Array, public: PublicContext) -> U64Array:
     """CKKS plaintexts of every block of N reals at scale Δ, NTT form (C, L, N)."""
     params = public.params
-    chunks = blocks(np.asarray(values, dtype=np.float64), params.slots)
-    shape = (len(params.data_primes), params.poly_degree)
-    return np.stack(
-        [
-            plaintext_from_bytes(save_bytes(_encoder.encode(block, public))).data.reshape(shape)
-            for block in chunks
-        ]
-    )
+    return ckks_encoder.encode(blocks(np.asarray(values, dtype=np.float64), params.slots), params)
 
 
 def encrypt_for_proof(
