@@ -22,22 +22,29 @@ the parameter rules take it from there.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
-from he_agg import noise, ntt
+from he_agg import encrypt_compiled, noise, ntt
 from he_agg.modarith import ShoupConstant, U64Array, add_mod, mul_mod_shoup, shoup
 from he_agg.params import ParameterSet
 from he_agg.public import PublicContext
 from he_agg.sampling import gaussian, ternary, to_rns
 
+_KEEP = 8
+_recent: dict[tuple[bytes, bool, bytes], KeyRows] = {}
+_recent_lock = threading.Lock()
+
 __all__ = [
     "EncryptionWitness",
     "KeyRows",
     "encrypt_words",
+    "encrypt_words_reference",
     "fresh_noise_bound",
     "key_rows",
     "sample_witness",
@@ -112,15 +119,27 @@ def _quotients(rows: U64Array, primes: tuple[int, ...]) -> tuple[U64Array, ...]:
     )
 
 
-def key_rows(public: PublicContext) -> KeyRows:
-    """The data-prime rows of the collective public key (SEAL lists the special prime last)."""
-    levels = len(public.params.data_primes)
-    data = public.public_key.data
-    return KeyRows(
-        np.ascontiguousarray(data[0, :levels]),
-        np.ascontiguousarray(data[1, :levels]),
-        public.params.data_primes,
-    )
+def key_rows(public: PublicContext, *, key_level: bool = False) -> KeyRows:
+    """The data-prime rows of the collective public key (SEAL lists the special prime last),
+    or with ``key_level`` every row, the special prime's last. The rows of the last few keys
+    are kept, read-only, with their Shoup quotients (computed once per key: the server's
+    intake and every client encryption ask for them)."""
+    params = public.params
+    data = np.ascontiguousarray(public.public_key.data)
+    name = (params.fingerprint, key_level, hashlib.sha256(data.tobytes()).digest())
+    with _recent_lock:
+        rows = _recent.pop(name, None)
+        if rows is None:
+            count = len(params.data_primes) + (1 if key_level else 0)
+            b, a = data[0, :count].copy(), data[1, :count].copy()
+            b.flags.writeable = a.flags.writeable = False
+            primes = (*params.data_primes, params.special_prime)[:count]
+            rows = KeyRows(b, a, primes)
+            rows.a_quotients, rows.b_quotients  # noqa: B018 - computed now, under the lock
+        _recent[name] = rows  # the most recent last
+        while len(_recent) > _KEEP:
+            _recent.pop(next(iter(_recent)))
+    return rows
 
 
 def _ntt_rows(values: npt.NDArray[np.integer], primes: tuple[int, ...]) -> U64Array:
@@ -129,14 +148,37 @@ def _ntt_rows(values: npt.NDArray[np.integer], primes: tuple[int, ...]) -> U64Ar
     return np.stack([ntt.forward(rns[:, j], q) for j, q in enumerate(primes)], axis=1)
 
 
+def _check(plain: U64Array, key: KeyRows, witness: EncryptionWitness, params: ParameterSet) -> None:
+    if key.primes != params.data_primes:
+        raise ValueError("the key's rows are not at this set's data primes")
+    if plain.shape != (len(witness), len(params.data_primes), params.poly_degree):
+        raise ValueError("the plaintexts and the witness disagree in shape")
+
+
 def encrypt_words(
     plain: U64Array, key: KeyRows, witness: EncryptionWitness, params: ParameterSet
 ) -> U64Array:
     """(c0, c1) of each encoded block ``plain`` (C, L, N, NTT form) under ``key`` with the
-    given randomness; words (C, 2, L, N) in SEAL's layout."""
+    given randomness; words (C, 2, L, N) in SEAL's layout. Compiled
+    (:mod:`he_agg.encrypt_compiled`); word for word :func:`encrypt_words_reference`."""
+    _check(plain, key, witness, params)
+    return encrypt_compiled.encrypt_rows(
+        plain,
+        witness.u,
+        (witness.e0, witness.e1),
+        (key.b, key.a),
+        (key.b_quotients, key.a_quotients),
+        key.primes,
+        divide=False,
+    )
+
+
+def encrypt_words_reference(
+    plain: U64Array, key: KeyRows, witness: EncryptionWitness, params: ParameterSet
+) -> U64Array:
+    """The numpy composition of :func:`encrypt_words` (its reference)."""
+    _check(plain, key, witness, params)
     primes = params.data_primes
-    if plain.shape != (len(witness), len(primes), params.poly_degree):
-        raise ValueError("the plaintexts and the witness disagree in shape")
     u, e0, e1 = (_ntt_rows(x, primes) for x in (witness.u, witness.e0, witness.e1))
     out = np.empty((len(witness), 2, len(primes), params.poly_degree), dtype=np.uint64)
     for j, q in enumerate(primes):

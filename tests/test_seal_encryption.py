@@ -1,7 +1,8 @@
 """he_agg.seal_encryption (SEAL's encryption formula, compiled) and the native backend: the
 kernel word for word its numpy reference, the reference word for word the formula in big
 integers, SEAL decrypting the words with the summed test key, and noise the size of SEAL's
-own Encryptor's, within the bound the set's rules were derived for."""
+own Encryptor's, within the bound the set's rules were derived for; and the undivided
+encryption of he_agg.rlwe (compiled) word for word its reference; the key-rows cache."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from he_agg.backend import get_backend
 from he_agg.backend.native import BATCH, NativeBackend
 from he_agg.encoding import blocks
 from he_agg.params import DEFAULT, ParameterSet, derive_parameters
-from he_agg.rlwe import EncryptionWitness, key_rows, sample_witness
+from he_agg.rlwe import (
+    EncryptionWitness,
+    encrypt_words,
+    encrypt_words_reference,
+    key_rows,
+    sample_witness,
+)
 from he_agg.seal_codec import (
     SealCiphertext,
     SealPlaintext,
@@ -63,6 +70,10 @@ def test_the_kernel_equals_the_numpy_reference_word_for_word(params: ParameterSe
     key = key_level_rows(setup.public)
     got = encrypt_divided(plain, key, witness, params)
     assert got.shape == (3, 2, len(params.data_primes), params.poly_degree)
+    assert np.array_equal(got, encrypt_divided_reference(plain, key, witness, params))
+    wild = np.random.default_rng(8).integers(-(2**62), 2**62, witness.e1.shape)
+    witness = EncryptionWitness(witness.u, witness.e0, wild)  # any int64: reduced exactly
+    got = encrypt_divided(plain, key, witness, params)
     assert np.array_equal(got, encrypt_divided_reference(plain, key, witness, params))
 
 
@@ -162,3 +173,31 @@ def test_mismatched_keys_and_shapes_are_refused(small: CommitteeSetup) -> None:
         encrypt_divided(plain, key_rows(small.public), witness, params)  # data rows only
     with pytest.raises(ValueError, match="disagree in shape"):
         encrypt_divided(plain[:1], key_level_rows(small.public), witness, params)
+
+
+@pytest.mark.parametrize("params", [SMALL, DEFAULT, WIDE], ids=lambda p: p.name)
+def test_undivided_encryption_equals_its_numpy_reference_word_for_word(
+    params: ParameterSet,
+) -> None:
+    """he_agg.rlwe.encrypt_words (compiled, what the proofs speak of) against its reference."""
+    setup = _committee(params)
+    _, plain, witness = _inputs(setup, 3, seed=7)
+    witness.u[0] = 1
+    witness.e0[2] = -19
+    witness.e1[2] = 19
+    key = key_rows(setup.public)
+    got = encrypt_words(plain, key, witness, params)
+    assert np.array_equal(got, encrypt_words_reference(plain, key, witness, params))
+    with pytest.raises(ValueError, match="data primes"):
+        encrypt_words(plain, key_level_rows(setup.public), witness, params)
+
+
+def test_key_rows_are_kept_per_key_and_read_only(small: CommitteeSetup) -> None:
+    first = key_rows(small.public)
+    assert key_rows(small.public) is first  # kept: the quotients are computed once
+    assert key_level_rows(small.public).primes == (*SMALL.data_primes, SMALL.special_prime)
+    with pytest.raises(ValueError, match="read-only"):
+        first.b[0, 0] = 0
+    other = run_committee_setup(SMALL, "divided", members=3, threshold=2)
+    assert key_rows(other.public) is not first  # another key, other rows
+    assert not np.array_equal(key_rows(other.public).b, first.b)

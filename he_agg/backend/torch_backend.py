@@ -106,7 +106,7 @@ def _is_wide(primes: tuple[int, ...]) -> bool:
 def mod_constant(values: U64Array, primes: tuple[int, ...], device: torch.device) -> ModConstant:
     """Precompute w (L, ...) for the primes along axis 0, every entry below its prime."""
     wide = _is_wide(primes)
-    words = np.ascontiguousarray(values, dtype=np.uint64)
+    words = np.array(values, dtype=np.uint64)  # a copy: torch shares it, and keys are read-only
     if wide:
         helper = np.empty(words.shape, dtype=np.int64)
         for j, q in enumerate(primes):  # once per key or table: Python ints are exact
