@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from clients.harness import LocalFederation
+from clients.harness.signals import exit_on_sigterm
 from he_agg.params import DEFAULT
 from he_agg.server.keygen import COMMITMENT, PK_SHARE, SHAMIR, STATEMENT
 from he_agg.server.store import FileBlobStore, SqlStore, sqlite_url
@@ -101,6 +102,7 @@ def measure(members: int, threshold: int, repeats: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    exit_on_sigterm()  # its servers and members stop with it
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--committees", default="3:2,5:3", help="n:t pairs, comma separated")
     parser.add_argument("--repeats", type=int, default=3)

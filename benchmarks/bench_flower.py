@@ -97,6 +97,7 @@ from clients.flower import HeAggFedAvg, HeAggMod
 from clients.flower.records import RECEIPT_RECORD, ROUND
 from clients.flower.settings import KEY_DIR, PASSPHRASE_ENV, ROSTER, SERVER, SPOOL_DIR
 from clients.harness.local import LocalFederation
+from clients.harness.signals import exit_on_sigterm
 from he_agg.api.states import RoundState
 from he_agg.params import DEFAULT, ParameterSet, derive_parameters
 
@@ -782,6 +783,7 @@ def parse(argv: list[str] | None) -> BenchConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
+    exit_on_sigterm()  # its servers and members stop with it
     config = parse(argv)
     started = time.perf_counter()
     result = run_bench(config)

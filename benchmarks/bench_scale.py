@@ -36,6 +36,7 @@ from rich.progress import Progress
 
 from clients.bench.bench import environment
 from clients.harness.local import LocalFederation
+from clients.harness.signals import exit_on_sigterm
 from clients.participant import Participant
 from he_agg.backend import encrypt_vector
 from he_agg.envelope import Upload, encode_upload
@@ -199,6 +200,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    exit_on_sigterm()  # its servers and members stop with it
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--params", type=int, default=1_000_000)

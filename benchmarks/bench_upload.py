@@ -25,6 +25,7 @@ import numpy as np
 from rich.progress import Progress
 
 from clients.harness import LocalFederation
+from clients.harness.signals import exit_on_sigterm
 from clients.upload import prepare_upload
 from he_agg.api import paths
 from he_agg.api.states import FederationMode
@@ -126,6 +127,7 @@ def run_mode(
 
 
 def main() -> None:
+    exit_on_sigterm()  # its servers and members stop with it
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=10)

@@ -30,6 +30,7 @@ from clients.bench.reliability import (
     update_readme,
     write_report,
 )
+from clients.harness.signals import exit_on_sigterm
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,6 +55,7 @@ def _config(args: argparse.Namespace) -> ReliabilityConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_on_sigterm()  # its servers and members stop with it
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -205,7 +205,10 @@ def pilot(
     tls: bool = typer.Option(True, help="https between the parties, with a throwaway CA"),
 ) -> None:
     """The finance pilot: banks train a credit model over he-agg; writes a report."""
+    from clients.harness.signals import exit_on_sigterm
     from clients.pilot import CsvSpec, PilotConfig, PilotDataError, load_csv, run_pilot
+
+    exit_on_sigterm()  # the servers and members it starts stop with it
 
     data: dict[str, Any] = {"kind": "lending_club"}
     csv_only = {"--target": target, "--bank-column": bank_column, "--positive": positive}
@@ -245,6 +248,9 @@ def bench(
 ) -> None:
     """The HE-overhead benchmark: the grid of model sizes × clients, with baselines."""
     from clients.bench import BenchConfig, markdown_tables, run_bench
+    from clients.harness.signals import exit_on_sigterm
+
+    exit_on_sigterm()
 
     if quick:
         config = BenchConfig.quick(out)
@@ -264,6 +270,9 @@ def demo(
 ) -> None:
     """Run one in-process round: committee DKG, encrypted uploads, threshold decryption."""
     from clients.demo import run_demo
+    from clients.harness.signals import exit_on_sigterm
+
+    exit_on_sigterm()
 
     if threshold > members:
         raise typer.BadParameter("threshold must not exceed the committee size")

@@ -6,8 +6,9 @@ w < q the quotient w′ = ⌊w·2^64/q⌋ is precomputed, and a·w mod q = a·w 
 one conditional subtraction (exact for q < 2^63; the high product is built from 32-bit
 limbs, as numba has no 128-bit integers). The butterflies are Harvey's lazy ones (words
 kept below 4q between stages, reduced once at the end; q < 2^62, and MAX_PRIME_BITS is
-60): the same words, about twice as fast as reducing in every butterfly. ``tests/test_ntt.py`` checks both directions
-against the numpy reference on every prime of the default sets.
+60): the same words, about twice as fast as reducing in every butterfly.
+``tests/test_ntt.py`` checks both directions against the numpy reference on every prime of
+the default sets.
 
 numba (LLVM) was chosen over a C extension or Cython because it needs no compiler on the
 user's machine (wheels for CPython 3.11 on Linux, macOS and Windows), and the kernels stay
