@@ -1,13 +1,13 @@
 """Encrypting one update on every core: a pool of processes, since SEAL holds the GIL.
 
-The update's blocks are cut into runs of ciphertexts; each worker encodes and encrypts a
-run (SEAL's Encryptor, or :func:`he_agg.rlwe.encrypt_words` with fresh CSPRNG randomness
-drawn in the worker, for a parameter set with proofs). With proofs, the proof groups are
-then proven in the workers too, one group per task, from the words and randomness of
-that group (a lone group too: the simulation's clients share one pool). The output is
+Without proofs, the update's blocks are cut into runs of ciphertexts and each worker
+encodes and encrypts a run (the default backend). With proofs, each task is one proof
+group (≤ PROOF_GROUP ciphertexts): the worker encodes and encrypts the group's blocks
+(:func:`he_agg.rlwe.encrypt_words`, fresh CSPRNG randomness drawn in the worker) and
+proves them at once, so the randomness never leaves the worker and only words and proofs
+cross the pipe (a lone group too: the simulation's clients share one pool). The output is
 what one process would produce (the same layout, each group's proof bound to its first
-index), so nothing downstream knows how many cores made it. The randomness crosses a pipe
-between this client's own processes and is dropped once proven.
+index), so nothing downstream knows how many cores made it.
 
 Workers are spawned (no fork: a client may have threads, and SEAL a global mutex) without
 the caller's ``__main__``: multiprocessing would otherwise run a user's script again in
@@ -17,7 +17,7 @@ the workers need only this module. They hold the public context they were starte
 every client in a process (a simulation's, say) and keeps it for the next round, so the
 cores are shared, not multiplied. Updates smaller than ``POOL_MIN_CIPHERTEXTS`` are
 encrypted in the caller's process, where a pool would cost more than it saves. Memory:
-each worker holds one run (``RUN`` ciphertexts) at a time.
+each worker holds one run (``RUN`` ciphertexts) or one proof group at a time.
 """
 
 from __future__ import annotations
@@ -39,11 +39,10 @@ import numpy as np
 
 from he_agg import wellformed
 from he_agg.backend import encrypt_vector
-from he_agg.backend.proven import encrypt_for_proof
+from he_agg.backend.proven import encrypt_with_proofs
 from he_agg.encoding import blocks
 from he_agg.modarith import F64Array, U64Array
 from he_agg.public import PublicContext
-from he_agg.rlwe import EncryptionWitness, key_rows
 
 __all__ = ["POOL_MIN_CIPHERTEXTS", "EncryptionPool", "default_workers", "pool_for"]
 
@@ -85,18 +84,17 @@ def _start(public: PublicContext) -> None:
     _public = public
 
 
-def _encrypt_run(values: F64Array, proofs: bool) -> tuple[U64Array, EncryptionWitness | None]:
+def _encrypt_run(values: F64Array) -> U64Array:
     assert _public is not None, "worker started without a public context"
-    if proofs:
-        return encrypt_for_proof(values, _public)
-    return encrypt_vector(values, _public), None
+    return encrypt_vector(values, _public)
 
 
-def _prove_run(
-    words: U64Array, witness: EncryptionWitness, context: wellformed.ProofContext
-) -> tuple[bytes, ...]:
+def _encrypt_and_prove(
+    values: F64Array, context: wellformed.ProofContext
+) -> tuple[U64Array, tuple[bytes, ...]]:
+    """One proof group's words and proof; its randomness is dropped here, in the worker."""
     assert _public is not None, "worker started without a public context"
-    return wellformed.prove_upload(words, witness, key_rows(_public), _public.params, context)
+    return encrypt_with_proofs(values, _public, context)
 
 
 class EncryptionPool:
@@ -176,42 +174,31 @@ class EncryptionPool:
     ) -> tuple[U64Array, tuple[bytes, ...]]:
         params = self.public.params
         width = params.slots
-        runs = [(first, min(RUN, count - first)) for first in range(0, count, RUN)]
-        futures = [
-            self._submit(
-                _encrypt_run, values[first * width : (first + size) * width], params.proofs
-            )
-            for first, size in runs
-        ]
+        if context is None:
+            tasks = [(first, min(RUN, count - first)) for first in range(0, count, RUN)]
+        else:  # one proof group per task, bound to its first index
+            tasks = wellformed.groups(count)
+        futures: list[Future[tuple[U64Array, tuple[bytes, ...]]] | Future[U64Array]] = []
+        for first, size in tasks:
+            part = values[first * width : (first + size) * width]
+            if context is None:
+                futures.append(self._submit(_encrypt_run, part))
+            else:
+                bound = dataclasses.replace(context, first_index=context.first_index + first)
+                futures.append(self._submit(_encrypt_and_prove, part, bound))
         words = np.empty((count, 2, len(params.data_primes), params.poly_degree), np.uint64)
-        witnesses: list[EncryptionWitness] = []
-        for (first, size), future in zip(runs, futures, strict=True):
-            part, witness = future.result()
-            words[first : first + size] = part
-            if witness is not None:
-                witnesses.append(witness)
+        proofs: list[bytes] = []
+        for (first, size), future in zip(tasks, futures, strict=True):
+            result = future.result()
+            if isinstance(result, tuple):
+                part_words, group_proofs = result
+                proofs.extend(group_proofs)
+            else:
+                part_words = result
+            words[first : first + size] = part_words
             if progress is not None:
                 progress(size)
-        if context is None:
-            return words, ()
-        witness = EncryptionWitness(
-            np.concatenate([w.u for w in witnesses]),
-            np.concatenate([w.e0 for w in witnesses]),
-            np.concatenate([w.e1 for w in witnesses]),
-        )
-        return words, self._prove(words, witness, context)
-
-    def _prove(
-        self, words: U64Array, witness: EncryptionWitness, context: wellformed.ProofContext
-    ) -> tuple[bytes, ...]:
-        layout = wellformed.groups(words.shape[0])
-        futures = []  # a lone group too: the pool may serve other clients of this process
-        for first, size in layout:  # one group per task, bound to its first index
-            part = slice(first, first + size)
-            sub = EncryptionWitness(witness.u[part], witness.e0[part], witness.e1[part])
-            bound = dataclasses.replace(context, first_index=context.first_index + first)
-            futures.append(self._submit(_prove_run, words[part], sub, bound))
-        return tuple(proof for future in futures for proof in future.result())
+        return words, tuple(proofs)
 
     def _encrypt_here(
         self,
@@ -219,8 +206,6 @@ class EncryptionPool:
         context: wellformed.ProofContext | None,
         progress: Callable[[int], None] | None,
     ) -> tuple[U64Array, tuple[bytes, ...]]:
-        from he_agg.backend.proven import encrypt_with_proofs
-
         if context is None:
             return encrypt_vector(values, self.public, progress=progress), ()
         return encrypt_with_proofs(values, self.public, context, progress)

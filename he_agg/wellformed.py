@@ -193,26 +193,45 @@ def challenge_matrix(seed: bytes, rows: int, count: int) -> npt.NDArray[np.uint8
     return bits[: rows * count].reshape(rows, count)
 
 
-def _seed(context: ProofContext, c1: U64Array, w: U64Array) -> bytes:
-    """The Fiat–Shamir hash: BLAKE2b-256 (keyed with the domain), three times SHAKE-256's
-    speed on the tens of megabytes of words it reads; C is then expanded with SHAKE-256."""
+def _statement_hash(context: ProofContext, c1: U64Array) -> hashlib.blake2b:
+    """The Fiat–Shamir hash over the context and c1, before the commitments: BLAKE2b-256
+    (keyed with the domain), three times SHAKE-256's speed on the tens of megabytes of words
+    it reads; C is then expanded with SHAKE-256. A prover copies it for every attempt
+    rather than hashing c1 again."""
     h = hashlib.blake2b(digest_size=_SEED_BYTES, key=_DOMAIN, person=b"he-agg/seed")
     h.update(context.encode())
     h.update(np.asarray(c1.shape, dtype="<u8").tobytes())
-    h.update(np.ascontiguousarray(c1, dtype="<u8").tobytes())
-    h.update(np.ascontiguousarray(w, dtype="<u8").tobytes())
-    return h.digest()
+    h.update(_little_endian_words(c1))
+    return h
+
+
+def _little_endian_words(words: U64Array) -> memoryview:
+    """The words' bytes, little-endian, without a copy when they are contiguous already."""
+    return np.ascontiguousarray(words, dtype="<u8").data.cast("B")
+
+
+def _seed(statement: hashlib.blake2b, w: U64Array) -> bytes:
+    """The seed: the statement's hash (:func:`_statement_hash`) continued over w."""
+    h = statement.copy()
+    h.update(_little_endian_words(w))
+    digest: bytes = h.digest()
+    return digest
 
 
 def _uniform(gamma: int, shape: tuple[int, ...]) -> I64Array:
-    """Uniform integers in [−γ, γ] (γ = 2^k − 1) from the OS CSPRNG, by rejection."""
+    """Uniform integers in [−γ, γ] (γ = 2^k − 1) from the OS CSPRNG, by rejection: draw
+    in [0, 2·(γ+1)) from the low bits of 4-byte words (8-byte ones for γ ≥ 2^31) and drop
+    the top value."""
     span = gamma + 1  # 2γ + 1 = 2·span − 1 values; draw in [0, 2·span) and drop the top
+    word = "<u4" if 2 * span <= 1 << 32 else "<u8"
+    width = np.dtype(word).itemsize
+    top = np.array(2 * span - 1, dtype=word)
     size = int(np.prod(shape))
     out = np.empty(0, dtype=np.int64)
     while out.size < size:
         need = size - out.size
-        raw = np.frombuffer(os.urandom(8 * (need + 64)), dtype="<u8") & np.uint64(2 * span - 1)
-        kept = raw[raw != np.uint64(2 * span - 1)].astype(np.int64) - gamma
+        raw = np.frombuffer(os.urandom(width * (need + 64)), dtype=word) & top
+        kept = raw[raw != top].astype(np.int64) - gamma
         out = np.concatenate([out, kept])
     return out[:size].reshape(shape)
 
@@ -294,13 +313,14 @@ def prove(
     n = params.poly_degree
     secret_u = witness.u.astype(np.float64)
     secret_e = witness.e1.astype(np.float64)
+    statement = _statement_hash(context, c1)
     tries = 0
     while True:
         tries += 1
         yu = _uniform(bounds.gamma_u, (bounds.rows, n))
         ye = _uniform(bounds.gamma_e, (bounds.rows, n))
         w = _commitments(yu, ye, key, params)
-        seed = _seed(context, c1, w)
+        seed = _seed(statement, w)
         matrix = challenge_matrix(seed, bounds.rows, count).astype(np.float64)
         shift_u = np.rint(matrix @ secret_u).astype(np.int64)
         shift_e = np.rint(matrix @ secret_e).astype(np.int64)
@@ -339,7 +359,7 @@ def verify(
     matrix = challenge_matrix(proof.seed, bounds.rows, count)
     combined = [_combine_words(matrix, c1[:, j], q) for j, q in enumerate(params.data_primes)]
     w = _commitments(proof.zu, proof.ze, key, params, combined)
-    if _seed(context, c1, w) != proof.seed:
+    if _seed(_statement_hash(context, c1), w) != proof.seed:
         raise ProofError("the proof does not verify", first, last)
 
 
