@@ -33,6 +33,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -263,18 +265,48 @@ def _commitments(
     from he_agg import ntt_compiled
 
     primes = params.data_primes
-    out = np.empty((zu.shape[0], len(primes), params.poly_degree), dtype=np.uint64)
-    for j, q in enumerate(primes):
+    rows = zu.shape[0]
+    out = np.empty((rows, len(primes), params.poly_degree), dtype=np.uint64)
+
+    def one(task: tuple[int, slice]) -> None:
+        j, part = task
         ntt_compiled.affine_rows(
-            zu,
-            ze,
+            zu[part],
+            ze[part],
             key.a[j],
             key.a_quotients[j],
-            q,
-            None if minus is None else minus[j],
-            out[:, j],
+            primes[j],
+            None if minus is None else minus[j][part],
+            out[part, j],
         )
+
+    threads = _threads()
+    chunks = 1 if threads is None else min(_THREADS, max(1, rows // _MIN_ROWS_PER_TASK))
+    edges = [rows * i // chunks for i in range(chunks + 1)]
+    tasks = [(j, slice(edges[i], edges[i + 1])) for j in range(len(primes)) for i in range(chunks)]
+    if threads is None or len(tasks) == 1:
+        for task in tasks:
+            one(task)
+    else:  # the kernels release the GIL: each core takes a share of the rows
+        list(threads.map(one, tasks))
     return out
+
+
+_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+_MIN_ROWS_PER_TASK = 16
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _threads() -> ThreadPoolExecutor | None:
+    """This process's threads for the commitments (None on one core), started on first use."""
+    global _pool
+    if _THREADS < 2:
+        return None
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="he-agg-proof")
+        return _pool
 
 
 def _commitments_reference(

@@ -324,3 +324,8 @@ def test_compiled_commitments_equal_the_numpy_reference_word_for_word(
     reference = wf._commitments_reference(zu, ze, key, params, minus)
     assert compiled.dtype == np.uint64
     np.testing.assert_array_equal(compiled, reference)
+    # the rows shared out to threads, in uneven chunks (3 threads, one row a task at least)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wf, "_THREADS", 3)
+        patch.setattr(wf, "_MIN_ROWS_PER_TASK", 1)
+        np.testing.assert_array_equal(wf._commitments(zu, ze, key, params, minus), reference)
