@@ -1,8 +1,9 @@
 """The cost of proofs of well-formed uploads, per 1M parameters, on one core.
 
-In the same run, on the default parameter set (which requires proofs): SEAL's encryption
-without proofs (the SEAL backend, as a federation with ``--no-proofs`` uses it, on that
-set's primes), he_agg.rlwe's encryption (what the proofs speak of), proving, verifying one
+In the same run, on the default parameter set (which requires proofs): encryption without
+proofs on that set's primes, by SEAL's own Encryptor (the SEAL backend) and by its formula
+compiled (the native backend, which a federation with ``--no-proofs`` uses),
+he_agg.rlwe's encryption (what the proofs speak of), proving, verifying one
 upload, and a member's verification work for a round of K uploads (K verifications; the
 uploads are a few distinct ones reused, since verification caches nothing). Also bytes:
 ciphertexts, proofs, and both per parameter. Medians of ``--repeats``. Writes
@@ -28,7 +29,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from he_agg import wellformed  # noqa: E402
-from he_agg.backend import encrypt_vector  # noqa: E402
+from he_agg.backend import encrypt_vector, get_backend  # noqa: E402
 from he_agg.backend.proven import encode_blocks  # noqa: E402
 from he_agg.params import DEFAULT  # noqa: E402
 from he_agg.rlwe import (  # noqa: E402
@@ -49,6 +50,9 @@ def _timed(work: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
+SEAL, NATIVE = get_backend("seal"), get_backend("native")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parameters", type=int, default=1_000_000)
@@ -60,11 +64,13 @@ def main() -> None:
     key = key_rows(setup.public)
     values = np.random.default_rng(0).uniform(-1, 1, args.parameters)
     context = wellformed.ProofContext(params.fingerprint, "bench", 0, 1, "bank", b"\x01" * 32)
-    seal, own, prove, verify, attempts = [], [], [], [], []
+    seal, native, own, prove, verify, attempts = [], [], [], [], [], []
     uploads = []
     for _ in range(args.repeats):
-        seconds, _ = _timed(lambda: encrypt_vector(values, setup.public))
+        seconds, _ = _timed(lambda: encrypt_vector(values, setup.public, backend=SEAL))
         seal.append(seconds)
+        seconds, _ = _timed(lambda: encrypt_vector(values, setup.public, backend=NATIVE))
+        native.append(seconds)
         plain = encode_blocks(values, setup.public)
         witness = sample_witness(plain.shape[0], params)
         seconds, words = _timed(lambda: encrypt_words(plain, key, witness, params))  # noqa: B023
@@ -93,6 +99,7 @@ def main() -> None:
         "ciphertexts": count,
         "set": {"poly_degree": params.poly_degree, "log2_q": params.modulus_bits},
         "seal_encrypt_s": statistics.median(seal) * scale,
+        "native_encrypt_s": statistics.median(native) * scale,
         "rlwe_encrypt_s": statistics.median(own) * scale,
         "prove_s": statistics.median(prove) * scale,
         "verify_upload_s": statistics.median(verify) * scale,

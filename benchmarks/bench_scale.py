@@ -8,11 +8,11 @@ fetched, checked and added by every member while the round is open; the round is
 closed and decrypted, and the published average is checked against the exact one.
 
 Client encryption is not what this measures (``bench_core`` does, per client): encrypting
-1,000 updates of 1M parameters would take 1,000 × 0.5 s of SEAL here before the first
-upload. So ``--distinct`` updates are encrypted, and each client wraps one of them in its
-own envelope (its own name, signed by its own key); the server and the members do all their
-work per client. Reported: wall time of the upload phase and of close → model, the server's
-and each member's peak RSS and CPU seconds, the disk the blobs take, and throughput.
+1,000 updates of 1M parameters would take 1,000 × 0.2 s here before the first upload. So
+``--distinct`` updates are encrypted, and each client wraps one of them in its own envelope
+(its own name, signed by its own key); the server and the members do all their work per
+client. Reported: wall time of the upload phase and of close → model, the server's and
+each member's peak RSS and CPU seconds, the disk the blobs take, and throughput.
 
     python benchmarks/bench_scale.py                   # 1,000 × 1M (about 15 minutes here)
     python benchmarks/bench_scale.py --quick           # 20 × 10k, in about a minute
@@ -193,7 +193,7 @@ def markdown(result: dict[str, Any]) -> str:
         + f" ({sum(m['cpu_s'] for m in members) / len(members) / r['clients'] * 1e3:.0f} ms "
         "per upload each) |",
         f"| Max error of the average (bound) | {r['max_error']:.2e} ({r['error_bound']:.2e}) |",
-        f"| One client's SEAL encryption (not in the round's time) | "
+        f"| One client's encryption (native backend; not in the round's time) | "
         f"{r['encrypt_s_median']:.2f} s |",
     ]
     return "\n".join(lines)
