@@ -13,6 +13,7 @@ functions), which ``tests/test_seal_encryption.py`` checks word for word, withou
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
@@ -20,6 +21,9 @@ import numpy.typing as npt
 
 from he_agg import ntt_compiled
 from he_agg.modarith import U64Array
+
+if TYPE_CHECKING:  # rlwe imports this module
+    from he_agg.rlwe import EncryptionWitness, KeyRows
 
 __all__ = ["encrypt_rows"]
 
@@ -149,27 +153,22 @@ def _tables(
 
 
 def encrypt_rows(
-    plain: U64Array,
-    u: npt.NDArray[np.int8],
-    errors: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
-    rows: tuple[U64Array, U64Array],
-    quotients: tuple[tuple[U64Array, ...], tuple[U64Array, ...]],
-    primes: tuple[int, ...],
-    divide: bool,
+    plain: U64Array, key: KeyRows, witness: EncryptionWitness, divide: bool
 ) -> U64Array:
-    """Words (C, 2, L, N) of plaintexts ``plain`` (C, L, N) under the key ``rows`` (b, a),
-    each (K, N) at ``primes`` with their Shoup ``quotients``; u, e0, e1 (C, N) each.
-    ``divide``: the last prime is SEAL's special prime p, divided out (L = K − 1)."""
+    """Words (C, 2, L, N) of plaintexts ``plain`` (C, L, N) under ``key`` with the randomness
+    ``witness``. ``divide``: the key's last prime is SEAL's special prime p, divided out."""
     count, levels, n = plain.shape
     out = np.empty((count, 2, levels, n), dtype=np.uint64)
-    roots, root_quotients, inverse_roots, inverse_quotients, scalars = _tables(primes, n, divide)
+    roots, root_quotients, inverse_roots, inverse_quotients, scalars = _tables(
+        key.primes, n, divide
+    )
     _encrypt_rows(
-        np.ascontiguousarray(u, dtype=np.int8),
-        np.stack(errors).astype(np.int64),
+        np.ascontiguousarray(witness.u, dtype=np.int8),
+        np.stack([witness.e0, witness.e1]).astype(np.int64),
         np.ascontiguousarray(plain, dtype=np.uint64),
-        np.stack(rows),
-        np.stack([np.stack(quotients[0]), np.stack(quotients[1])]),
-        np.array(primes, dtype=np.uint64),
+        np.stack([key.b, key.a]),
+        np.stack([np.stack(key.b_quotients), np.stack(key.a_quotients)]),
+        np.array(key.primes, dtype=np.uint64),
         roots,
         root_quotients,
         inverse_roots,

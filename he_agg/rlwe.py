@@ -43,6 +43,7 @@ _recent_lock = threading.Lock()
 __all__ = [
     "EncryptionWitness",
     "KeyRows",
+    "check_inputs",
     "encrypt_words",
     "encrypt_words_reference",
     "fresh_noise_bound",
@@ -148,9 +149,21 @@ def _ntt_rows(values: npt.NDArray[np.integer], primes: tuple[int, ...]) -> U64Ar
     return np.stack([ntt.forward(rns[:, j], q) for j, q in enumerate(primes)], axis=1)
 
 
-def _check(plain: U64Array, key: KeyRows, witness: EncryptionWitness, params: ParameterSet) -> None:
-    if key.primes != params.data_primes:
-        raise ValueError("the key's rows are not at this set's data primes")
+def check_inputs(
+    plain: U64Array,
+    key: KeyRows,
+    witness: EncryptionWitness,
+    params: ParameterSet,
+    key_level: bool = False,
+) -> None:
+    """ValueError unless the key's rows are at the set's data primes (and, ``key_level``,
+    the special prime) and the plaintexts and the witness agree in shape."""
+    primes = (*params.data_primes, params.special_prime) if key_level else params.data_primes
+    if key.primes != primes:
+        raise ValueError(
+            "the key's rows are not at this set's "
+            + ("key-level primes" if key_level else "data primes")
+        )
     if plain.shape != (len(witness), len(params.data_primes), params.poly_degree):
         raise ValueError("the plaintexts and the witness disagree in shape")
 
@@ -161,23 +174,15 @@ def encrypt_words(
     """(c0, c1) of each encoded block ``plain`` (C, L, N, NTT form) under ``key`` with the
     given randomness; words (C, 2, L, N) in SEAL's layout. Compiled
     (:mod:`he_agg.encrypt_compiled`); word for word :func:`encrypt_words_reference`."""
-    _check(plain, key, witness, params)
-    return encrypt_compiled.encrypt_rows(
-        plain,
-        witness.u,
-        (witness.e0, witness.e1),
-        (key.b, key.a),
-        (key.b_quotients, key.a_quotients),
-        key.primes,
-        divide=False,
-    )
+    check_inputs(plain, key, witness, params)
+    return encrypt_compiled.encrypt_rows(plain, key, witness, divide=False)
 
 
 def encrypt_words_reference(
     plain: U64Array, key: KeyRows, witness: EncryptionWitness, params: ParameterSet
 ) -> U64Array:
     """The numpy composition of :func:`encrypt_words` (its reference)."""
-    _check(plain, key, witness, params)
+    check_inputs(plain, key, witness, params)
     primes = params.data_primes
     u, e0, e1 = (_ntt_rows(x, primes) for x in (witness.u, witness.e0, witness.e1))
     out = np.empty((len(witness), 2, len(primes), params.poly_degree), dtype=np.uint64)

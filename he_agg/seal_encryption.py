@@ -30,7 +30,7 @@ from he_agg import encrypt_compiled, ntt_compiled
 from he_agg.modarith import U64Array, add_mod, mul_mod_shoup, shoup, sub_mod
 from he_agg.params import ParameterSet
 from he_agg.public import PublicContext
-from he_agg.rlwe import EncryptionWitness, KeyRows, key_rows
+from he_agg.rlwe import EncryptionWitness, KeyRows, check_inputs, key_rows
 from he_agg.sampling import to_rns
 
 __all__ = ["encrypt_divided", "encrypt_divided_reference", "key_level_rows"]
@@ -41,19 +41,12 @@ def key_level_rows(public: PublicContext) -> KeyRows:
     return key_rows(public, key_level=True)
 
 
-def _check(plain: U64Array, key: KeyRows, witness: EncryptionWitness, params: ParameterSet) -> None:
-    if key.primes != (*params.data_primes, params.special_prime):
-        raise ValueError("encrypt_divided needs the key's rows at every key-level prime")
-    if plain.shape != (len(witness), len(params.data_primes), params.poly_degree):
-        raise ValueError("the plaintexts and the witness disagree in shape")
-
-
 def encrypt_divided_reference(
     plain: U64Array, key: KeyRows, witness: EncryptionWitness, params: ParameterSet
 ) -> U64Array:
     """The numpy composition of the formula above (the reference for the compiled kernel);
     words (C, 2, L, N)."""
-    _check(plain, key, witness, params)
+    check_inputs(plain, key, witness, params, key_level=True)
     primes = params.data_primes
     p = params.special_prime
     levels = len(primes)
@@ -83,13 +76,5 @@ def encrypt_divided(
     """(c0, c1) of each encoded block ``plain`` (C, L, N, NTT form) as SEAL's Encryptor
     makes them, with the randomness ``witness``; words (C, 2, L, N) in SEAL's layout.
     Compiled; word for word :func:`encrypt_divided_reference`."""
-    _check(plain, key, witness, params)
-    return encrypt_compiled.encrypt_rows(
-        plain,
-        witness.u,
-        (witness.e0, witness.e1),
-        (key.b, key.a),
-        (key.b_quotients, key.a_quotients),
-        key.primes,
-        divide=True,
-    )
+    check_inputs(plain, key, witness, params, key_level=True)
+    return encrypt_compiled.encrypt_rows(plain, key, witness, divide=True)

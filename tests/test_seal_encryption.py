@@ -169,7 +169,7 @@ def test_the_native_backend_encrypts_what_seal_decrypts(small: CommitteeSetup) -
 def test_mismatched_keys_and_shapes_are_refused(small: CommitteeSetup) -> None:
     params = small.params
     _, plain, witness = _inputs(small, 2)
-    with pytest.raises(ValueError, match="every key-level prime"):
+    with pytest.raises(ValueError, match="key-level primes"):
         encrypt_divided(plain, key_rows(small.public), witness, params)  # data rows only
     with pytest.raises(ValueError, match="disagree in shape"):
         encrypt_divided(plain[:1], key_level_rows(small.public), witness, params)
