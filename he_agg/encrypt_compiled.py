@@ -72,56 +72,43 @@ def _encrypt_rows(
                 u_ntt[j, k] = _residue(np.int64(u[c, k]), q)
             ntt_compiled._forward(u_ntt[j : j + 1], roots[j], root_quotients[j], q)
         for part in range(2):
-            if not divide:
-                for j in range(levels):
-                    q = primes[j]
-                    for k in range(n):
-                        moved[0, k] = _residue(errors[part, c, k], q)
-                    ntt_compiled._forward(moved, roots[j], root_quotients[j], q)
-                    for k in range(n):
-                        t = ntt_compiled._mulmod(
-                            u_ntt[j, k], key[part, j, k], key_quotients[part, j, k], q
-                        )
-                        t = t + moved[0, k]
-                        t = t - q * np.uint64(t >= q)
-                        if part == 0:
-                            t = t + plain[c, j, k]
-                            t = t - q * np.uint64(t >= q)
-                        out[c, part, j, k] = t
-                continue
-            for k in range(n):
-                last[0, k] = ntt_compiled._mulmod(
-                    u_ntt[levels, k], key[part, levels, k], key_quotients[part, levels, k], p
+            if divide:  # the special prime's row in coefficients, e and ⌊p/2⌋ added
+                for k in range(n):
+                    last[0, k] = ntt_compiled._mulmod(
+                        u_ntt[levels, k], key[part, levels, k], key_quotients[part, levels, k], p
+                    )
+                ntt_compiled._inverse(
+                    last,
+                    inverse_roots[levels],
+                    inverse_quotients[levels],
+                    p,
+                    scalars[levels, 0],
+                    scalars[levels, 1],
                 )
-            ntt_compiled._inverse(
-                last,
-                inverse_roots[levels],
-                inverse_quotients[levels],
-                p,
-                scalars[levels, 0],
-                scalars[levels, 1],
-            )
-            for k in range(n):
-                x = last[0, k] + _residue(errors[part, c, k], p)
-                x = x - p * np.uint64(x >= p)
-                x = x + half
-                last[0, k] = x - p * np.uint64(x >= p)
+                for k in range(n):
+                    x = last[0, k] + _residue(errors[part, c, k], p)
+                    x = x - p * np.uint64(x >= p)
+                    x = x + half
+                    last[0, k] = x - p * np.uint64(x >= p)
             for j in range(levels):
                 q = primes[j]
                 half_q = half % q
-                for k in range(n):
-                    r = last[0, k] % q
-                    r = r - half_q + q * np.uint64(r < half_q)
+                for k in range(n):  # e, less r ≡ last − ⌊p/2⌋ (mod q) when dividing
                     e = _residue(errors[part, c, k], q)
-                    moved[0, k] = e - r + q * np.uint64(e < r)
+                    if divide:
+                        r = last[0, k] % q
+                        r = r - half_q + q * np.uint64(r < half_q)
+                        e = e - r + q * np.uint64(e < r)
+                    moved[0, k] = e
                 ntt_compiled._forward(moved, roots[j], root_quotients[j], q)
-                for k in range(n):
+                for k in range(n):  # K_j·u + NTT(e − r), times p⁻¹ when dividing, + m in c0
                     t = ntt_compiled._mulmod(
                         u_ntt[j, k], key[part, j, k], key_quotients[part, j, k], q
                     )
                     t = t + moved[0, k]
                     t = t - q * np.uint64(t >= q)
-                    t = ntt_compiled._mulmod(t, scalars[j, 2], scalars[j, 3], q)
+                    if divide:
+                        t = ntt_compiled._mulmod(t, scalars[j, 2], scalars[j, 3], q)
                     if part == 0:
                         t = t + plain[c, j, k]
                         t = t - q * np.uint64(t >= q)
