@@ -84,9 +84,10 @@ def _start(public: PublicContext) -> None:
     _public = public
 
 
-def _encrypt_run(values: F64Array) -> U64Array:
+def _encrypt_run(values: F64Array) -> tuple[U64Array, tuple[bytes, ...]]:
+    """One run's words (a set without proofs: no proofs)."""
     assert _public is not None, "worker started without a public context"
-    return encrypt_vector(values, _public)
+    return encrypt_vector(values, _public), ()
 
 
 def _encrypt_and_prove(
@@ -178,7 +179,7 @@ class EncryptionPool:
             tasks = [(first, min(RUN, count - first)) for first in range(0, count, RUN)]
         else:  # one proof group per task, bound to its first index
             tasks = wellformed.groups(count)
-        futures: list[Future[tuple[U64Array, tuple[bytes, ...]]] | Future[U64Array]] = []
+        futures: list[Future[tuple[U64Array, tuple[bytes, ...]]]] = []
         for first, size in tasks:
             part = values[first * width : (first + size) * width]
             if context is None:
@@ -189,13 +190,9 @@ class EncryptionPool:
         words = np.empty((count, 2, len(params.data_primes), params.poly_degree), np.uint64)
         proofs: list[bytes] = []
         for (first, size), future in zip(tasks, futures, strict=True):
-            result = future.result()
-            if isinstance(result, tuple):
-                part_words, group_proofs = result
-                proofs.extend(group_proofs)
-            else:
-                part_words = result
+            part_words, group_proofs = future.result()
             words[first : first + size] = part_words
+            proofs.extend(group_proofs)
             if progress is not None:
                 progress(size)
         return words, tuple(proofs)

@@ -127,7 +127,7 @@ def key_rows(public: PublicContext, *, key_level: bool = False) -> KeyRows:
     intake and every client encryption ask for them)."""
     params = public.params
     data = np.ascontiguousarray(public.public_key.data)
-    name = (params.fingerprint, key_level, hashlib.sha256(data.tobytes()).digest())
+    name = (params.fingerprint, key_level, hashlib.sha256(data.data.cast("B")).digest())
     with _recent_lock:
         rows = _recent.pop(name, None)
         if rows is None:

@@ -3,8 +3,9 @@
 Encoding is :mod:`he_agg.ckks_encoder` (numpy's FFT, compiled residues and NTT), encryption
 :func:`he_agg.seal_encryption.encrypt_divided` (SEAL's Encryptor's formula, the same noise),
 with randomness from the OS CSPRNG (:func:`he_agg.rlwe.sample_witness`). Nothing crosses into
-SEAL and back, so there is no ``save`` (zstd) and no parse per ciphertext: about 0.24 s per
-1M parameters on one core here, against 0.69 s for :class:`he_agg.backend.seal.SealBackend`.
+SEAL and back, so there is no ``save`` (zstd) and no parse per ciphertext: 0.20 s per 1M
+parameters on one core here, against 0.55 s for :class:`he_agg.backend.seal.SealBackend` in
+the same run (``make bench``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ BATCH = 16  # blocks encoded and encrypted together: bounded temporaries, steady
 
 
 class NativeBackend:
-    """Encodes and encrypts batches of blocks; stateless but for the key cache below it."""
+    """Encodes and encrypts batches of blocks; stateless (the key's rows are kept by
+    :func:`he_agg.rlwe.key_rows`)."""
 
     name = "native"
 
