@@ -12,16 +12,18 @@ benchmarks/README.md (between the BEGIN/END markers).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import threadpoolctl
 from rich.progress import Progress
 
 from clients.bench.bench import environment
@@ -58,6 +60,18 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, float], Any]:
 
 def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """No threads for a proof's commitments, nor for numpy's BLAS (the challenge products):
+    the one-core rows are one core's work."""
+    wellformed.set_threads(1)
+    try:
+        with threadpoolctl.threadpool_limits(1):
+            yield
+    finally:
+        wellformed.set_threads()
 
 
 def _encrypt(
@@ -121,13 +135,16 @@ def bench_he_agg(
 
     x = rng.uniform(-1, 1, size).astype(np.float32).astype(np.float64)
     weighted = weighted_vector(x, 500, params)
-    encrypt, (words, proofs) = timed(lambda: _encrypt(setup, weighted, "client-0"), repeats)
-    if params.proofs:  # the encryption alone, without the proof
-        encrypt_only, _ = timed(lambda: encrypt_for_proof(weighted, setup.public), repeats)
-    else:
-        encrypt_only = encrypt
-    seal = get_backend("seal")  # SEAL's own Encryptor through TenSEAL: save, then our parse
-    seal_encrypt, _ = timed(lambda: encrypt_vector(weighted, setup.public, backend=seal), repeats)
+    with one_core():
+        encrypt, (words, proofs) = timed(lambda: _encrypt(setup, weighted, "client-0"), repeats)
+        if params.proofs:  # the encryption alone, without the proof
+            encrypt_only, _ = timed(lambda: encrypt_for_proof(weighted, setup.public), repeats)
+        else:
+            encrypt_only = encrypt
+        seal = get_backend("seal")  # SEAL's own Encryptor through TenSEAL: save, then parse
+        seal_encrypt, _ = timed(
+            lambda: encrypt_vector(weighted, setup.public, backend=seal), repeats
+        )
     with EncryptionPool(setup.public) as pool:
         workers = pool.workers
         encrypt_all, _ = timed(lambda: _encrypt(setup, weighted, "client-0", pool), repeats)

@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", default="10,100", help="K values for a member's round")
     args = parser.parse_args()
-    wellformed._THREADS = 1  # one core: no threads for the commitments either
+    wellformed.set_threads(1)  # one core: no threads for the commitments either
     params = DEFAULT
     setup = run_committee_setup(params, "bench-proofs", members=3, threshold=2)
     key = key_rows(setup.public)

@@ -1,28 +1,38 @@
-"""Encrypting one update on every core: a pool of processes, since SEAL holds the GIL.
+"""Encrypting one update on every core: threads where the kernels release the GIL, else
+processes.
+
+The default backend (``native``: he-agg's compiled encoding and encryption) runs in numba
+kernels, numpy's FFT and the OS CSPRNG, which all release the GIL, so the pool is threads
+in this process: nothing crosses a pipe (a process pool's round trip of 1M values out and
+the words back costs what the second core saves). SEAL's own Encryptor (``seal``) holds
+the GIL, so with it the pool is processes, as before.
 
 Without proofs, the update's blocks are cut into runs of ciphertexts and each worker
-encodes and encrypts a run (the default backend). With proofs, each task is one proof
-group (≤ PROOF_GROUP ciphertexts): the worker encodes and encrypts the group's blocks
-(:func:`he_agg.rlwe.encrypt_words`, fresh CSPRNG randomness drawn in the worker) and
-proves them at once, so the randomness never leaves the worker and only words and proofs
-cross the pipe (a lone group too: the simulation's clients share one pool). The output is
-what one process would produce (the same layout, each group's proof bound to its first
+encodes and encrypts a run. With proofs, each proof group (≤ PROOF_GROUP ciphertexts) is
+proven once, over all its blocks: on threads, the group's runs are encrypted with fresh
+CSPRNG randomness (:func:`he_agg.backend.proven.encrypt_for_proof`) and the caller proves
+the group (its commitments run on threads too) while the workers encrypt the next one; in
+processes, each task encrypts and proves one whole group (:func:`_encrypt_and_prove`). Either
+way the randomness stays in the process that drew it and is dropped once proven. The output
+is what one thread would produce (the same layout, each group's proof bound to its first
 index), so nothing downstream knows how many cores made it.
 
-Workers are spawned (no fork: a client may have threads, and SEAL a global mutex) without
-the caller's ``__main__``: multiprocessing would otherwise run a user's script again in
-every worker, or refuse to start from one without an ``if __name__ == "__main__"`` guard;
+Worker processes are spawned (no fork: a client may have threads, and SEAL a global mutex)
+without the caller's ``__main__``: multiprocessing would otherwise run a user's script again
+in every worker, or refuse to start from one without an ``if __name__ == "__main__"`` guard;
 the workers need only this module. They hold the public context they were started with.
-:class:`EncryptionPool` starts them lazily; :func:`pool_for` shares one pool per key among
-every client in a process (a simulation's, say) and keeps it for the next round, so the
-cores are shared, not multiplied. Updates smaller than ``POOL_MIN_CIPHERTEXTS`` are
-encrypted in the caller's process, where a pool would cost more than it saves. Memory:
-each worker holds one run (``RUN`` ciphertexts) or one proof group at a time.
+:class:`EncryptionPool` starts its workers lazily; :func:`pool_for` shares one pool per key
+among every client in a process (a simulation's, say) and keeps it for the next round, so
+the cores are shared, not multiplied. Updates smaller than ``POOL_MIN_CIPHERTEXTS`` are
+encrypted by the caller alone, where a pool would cost more than it saves. Memory: at most
+``2 × workers`` runs are in flight at once (their values, words and randomness), besides
+the output.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -31,24 +41,40 @@ import os
 import sys
 import threading
 import types
-from collections.abc import Callable, Iterator
-from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import (
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
 from typing import TypeVar
 
 import numpy as np
 
 from he_agg import wellformed
-from he_agg.backend import encrypt_vector
-from he_agg.backend.proven import encrypt_with_proofs
+from he_agg.backend import encrypt_vector, releases_gil
+from he_agg.backend.proven import encrypt_for_proof, encrypt_with_proofs
 from he_agg.encoding import blocks
 from he_agg.modarith import F64Array, U64Array
+from he_agg.params import ParameterSet
 from he_agg.public import PublicContext
+from he_agg.rlwe import EncryptionWitness, key_rows
 
-__all__ = ["POOL_MIN_CIPHERTEXTS", "EncryptionPool", "default_workers", "pool_for"]
+__all__ = [
+    "POOL_MIN_CIPHERTEXTS",
+    "THREAD_MIN_CIPHERTEXTS",
+    "EncryptionPool",
+    "default_workers",
+    "pool_for",
+]
 
 T = TypeVar("T")
-RUN = 32  # ciphertexts per task: enough to amortise a task, small enough to share out
-POOL_MIN_CIPHERTEXTS = 64  # below this (about 500k parameters at N = 8192), no pool
+RUN = 32  # ciphertexts per process task: enough to amortise a task, small enough to share out
+THREAD_RUN = 16  # ciphertexts per thread task (the native backend's batch)
+POOL_MIN_CIPHERTEXTS = 64  # below this (about 500k parameters at N = 8192), no process pool
+THREAD_MIN_CIPHERTEXTS = 2 * THREAD_RUN  # below this, no threads
 _SHARED_POOLS = 2  # pools kept at once (one per key); the oldest is closed past this
 _public: PublicContext | None = None  # a worker's key, set by its initializer
 log = logging.getLogger("he_agg.client")
@@ -98,12 +124,30 @@ def _encrypt_and_prove(
     return encrypt_with_proofs(values, _public, context)
 
 
-class EncryptionPool:
-    """``workers`` processes encrypting under one public context (1: in this process)."""
+def _ordered(
+    executor: Executor, fn: Callable[..., T], calls: Iterable[tuple[object, ...]], window: int
+) -> Iterator[T]:
+    """``fn(*args)`` for each of ``calls``, in order, with at most ``window`` submitted and
+    unfinished at once (so the memory in flight is bounded)."""
+    pending: collections.deque[Future[T]] = collections.deque()
+    for args in calls:
+        pending.append(executor.submit(fn, *args))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
-    def __init__(self, public: PublicContext, workers: int | None = None) -> None:
+
+class EncryptionPool:
+    """``workers`` threads or processes encrypting under one public context (1: the caller
+    alone). ``threads`` defaults to whether the encryption backend releases the GIL."""
+
+    def __init__(
+        self, public: PublicContext, workers: int | None = None, *, threads: bool | None = None
+    ) -> None:
         self.public = public
         self.workers = max(1, workers or default_workers())
+        self.threads = releases_gil() if threads is None else threads
         self._executor: Executor | None = None
 
     def serves(self, public: PublicContext) -> bool:
@@ -130,16 +174,21 @@ class EncryptionPool:
 
     def _pool(self) -> Executor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),  # no forked locks or threads
-                initializer=_start,
-                initargs=(self.public,),
-            )
+            if self.threads:
+                self._executor = ThreadPoolExecutor(
+                    self.workers, thread_name_prefix="he-agg-encrypt"
+                )
+            else:
+                self._executor = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),  # no forked locks or threads
+                    initializer=_start,
+                    initargs=(self.public,),
+                )
         return self._executor
 
     def _submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
-        with _without_main():  # a submit may spawn a worker
+        with _without_main():  # a submit may spawn a worker process
             return self._pool().submit(fn, *args)
 
     def encrypt(
@@ -158,7 +207,9 @@ class EncryptionPool:
         if self.workers == 1 or count <= 1:
             return self._encrypt_here(values, context, progress)
         try:
-            return self._encrypt_on_workers(values, count, context, progress)
+            if self.threads:
+                return self._encrypt_on_threads(values, count, context, progress)
+            return self._encrypt_on_processes(values, count, context, progress)
         except BrokenExecutor as exc:  # a worker died (killed, out of memory): carry on here
             log.warning(
                 "encryption pool broken; encrypting in this process", extra={"error": str(exc)}
@@ -166,28 +217,75 @@ class EncryptionPool:
             self.close()
             return self._encrypt_here(values, context, None)
 
-    def _encrypt_on_workers(
+    def _thread_run(self, count: int) -> int:
+        """Ciphertexts per thread task: THREAD_RUN, or fewer so every worker gets one."""
+        return max(1, min(THREAD_RUN, -(-count // self.workers)))
+
+    def _encrypt_on_threads(
         self,
         values: F64Array,
         count: int,
         context: wellformed.ProofContext | None,
         progress: Callable[[int], None] | None,
     ) -> tuple[U64Array, tuple[bytes, ...]]:
-        params = self.public.params
+        params, public = self.public.params, self.public
         width = params.slots
+        words = _words(count, params)
+        window = 2 * self.workers
         if context is None:
-            tasks = [(first, min(RUN, count - first)) for first in range(0, count, RUN)]
-        else:  # one proof group per task, bound to its first index
-            tasks = wellformed.groups(count)
+            runs = _runs(0, count, self._thread_run(count))
+            calls = ((_part(values, run, width), public) for run in runs)
+            for (first, size), part_words in zip(
+                runs, _ordered(self._pool(), encrypt_vector, calls, window), strict=True
+            ):
+                words[first : first + size] = part_words
+                if progress is not None:
+                    progress(size)
+            return words, ()
+        key = key_rows(public)
+        layout = [
+            (group, run)
+            for group in wellformed.groups(count)
+            for run in _runs(*group, self._thread_run(group[1]))
+        ]
+        calls = ((_part(values, run, width), public) for _, run in layout)
+        proofs: list[bytes] = []
+        drawn: list[EncryptionWitness] = []  # the current group's randomness, run by run
+        for ((first, size), (start, length)), (part_words, witness) in zip(
+            layout, _ordered(self._pool(), encrypt_for_proof, calls, window), strict=True
+        ):
+            words[start : start + length] = part_words
+            drawn.append(witness)
+            if start + length == first + size:  # the group's last run: prove the group
+                bound = dataclasses.replace(context, first_index=context.first_index + first)
+                group = slice(first, first + size)
+                proofs.extend(
+                    wellformed.prove_upload(words[group], _joined(drawn), key, params, bound)
+                )
+                drawn.clear()  # dropped once proven
+            if progress is not None:
+                progress(length)
+        return words, tuple(proofs)
+
+    def _encrypt_on_processes(
+        self,
+        values: F64Array,
+        count: int,
+        context: wellformed.ProofContext | None,
+        progress: Callable[[int], None] | None,
+    ) -> tuple[U64Array, tuple[bytes, ...]]:
+        width = self.public.params.slots
+        # without proofs, runs; with them, one proof group per task, bound to its first index
+        tasks = _runs(0, count, RUN) if context is None else wellformed.groups(count)
         futures: list[Future[tuple[U64Array, tuple[bytes, ...]]]] = []
         for first, size in tasks:
-            part = values[first * width : (first + size) * width]
+            part = _part(values, (first, size), width)
             if context is None:
                 futures.append(self._submit(_encrypt_run, part))
             else:
                 bound = dataclasses.replace(context, first_index=context.first_index + first)
                 futures.append(self._submit(_encrypt_and_prove, part, bound))
-        words = np.empty((count, 2, len(params.data_primes), params.poly_degree), np.uint64)
+        words = _words(count, self.public.params)
         proofs: list[bytes] = []
         for (first, size), future in zip(tasks, futures, strict=True):
             part_words, group_proofs = future.result()
@@ -208,6 +306,30 @@ class EncryptionPool:
         return encrypt_with_proofs(values, self.public, context, progress)
 
 
+def _runs(first: int, count: int, run: int) -> list[tuple[int, int]]:
+    """(first, size) of consecutive runs of ≤ ``run`` ciphertexts covering [first, first+count)."""
+    return [(start, min(run, first + count - start)) for start in range(first, first + count, run)]
+
+
+def _part(values: F64Array, run: tuple[int, int], width: int) -> F64Array:
+    first, size = run
+    return values[first * width : (first + size) * width]
+
+
+def _joined(parts: list[EncryptionWitness]) -> EncryptionWitness:
+    if len(parts) == 1:
+        return parts[0]
+    return EncryptionWitness(
+        np.concatenate([w.u for w in parts]),
+        np.concatenate([w.e0 for w in parts]),
+        np.concatenate([w.e1 for w in parts]),
+    )
+
+
+def _words(count: int, params: ParameterSet) -> U64Array:
+    return np.empty((count, 2, len(params.data_primes), params.poly_degree), np.uint64)
+
+
 _shared: list[EncryptionPool] = []
 _shared_lock = threading.Lock()
 
@@ -218,7 +340,8 @@ def pool_for(
     """This process's pool for ``public`` with ``workers`` processes (default: every
     core), or None when the update is small or one worker is asked for."""
     workers = max(1, workers or default_workers())
-    if workers == 1 or ciphertexts < POOL_MIN_CIPHERTEXTS:
+    minimum = THREAD_MIN_CIPHERTEXTS if releases_gil() else POOL_MIN_CIPHERTEXTS
+    if workers == 1 or ciphertexts < minimum:
         return None
     with _shared_lock:
         for pool in _shared:

@@ -62,6 +62,7 @@ __all__ = [
     "proofs_size",
     "prove",
     "prove_upload",
+    "set_threads",
     "verify",
     "verify_group",
     "verify_upload",
@@ -292,10 +293,26 @@ def _commitments(
     return out
 
 
-_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+def _default_threads() -> int:
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+_THREADS = _default_threads()
 _MIN_ROWS_PER_TASK = 16
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+
+
+def set_threads(count: int | None = None) -> None:
+    """Cap the threads that a proof's commitments are shared out to (``None``: every core,
+    up to 8), for a one-core figure or a process that shares its cores; proofs are the
+    same either way. Call it while no proof is being made."""
+    global _THREADS, _pool
+    with _pool_lock:
+        _THREADS = _default_threads() if count is None else max(1, count)
+        if _pool is not None:
+            _pool.shutdown(wait=False)  # running maps finish; the next use starts afresh
+            _pool = None
 
 
 def _threads() -> ThreadPoolExecutor | None:

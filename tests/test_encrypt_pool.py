@@ -1,5 +1,5 @@
-"""Encrypting on several processes gives what one process gives: SEAL decrypts it, the
-proofs verify at their indices, and the layout is the same."""
+"""Encrypting on several threads or processes gives what one thread gives: SEAL decrypts
+it, the proofs verify at their indices, and the layout is the same."""
 
 import os
 import subprocess
@@ -24,18 +24,20 @@ FAST = derive_parameters("pool-test", k_max=4, committee_max=3, value_bits=12, p
 PROVEN = derive_parameters("pool-test-proven", k_max=4, committee_max=3, value_bits=12)
 
 
-@pytest.mark.parametrize("params", [FAST, PROVEN], ids=["seal", "proofs"])
-def test_a_pool_encrypts_what_one_process_would(params, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("threads", [True, False], ids=["threads", "processes"])
+@pytest.mark.parametrize("params", [FAST, PROVEN], ids=["no-proofs", "proofs"])
+def test_a_pool_encrypts_what_one_process_would(params, threads, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import clients.encrypt_pool as pool_module
 
     monkeypatch.setattr(pool_module, "RUN", 3)  # several runs, uneven last one
+    monkeypatch.setattr(pool_module, "THREAD_RUN", 3)
     setup = run_committee_setup(params, "f", members=3, threshold=2)
     rng = np.random.default_rng(3)
     values = rng.uniform(-1, 1, 7 * params.slots + 5)
     weighted = weighted_vector(values, 10, params)
     context = wellformed.ProofContext(params.fingerprint, "f", 0, 1, "c", b"\x02" * 32)
     seen: list[int] = []
-    with EncryptionPool(setup.public, workers=2) as pool:
+    with EncryptionPool(setup.public, workers=2, threads=threads) as pool:
         words, proofs = pool.encrypt(weighted, context if params.proofs else None, seen.append)
     assert words.shape == (8, 2, len(params.data_primes), params.poly_degree)
     assert sum(seen) == 8
@@ -48,18 +50,20 @@ def test_a_pool_encrypts_what_one_process_would(params, monkeypatch) -> None:  #
     assert np.abs(decrypted - weighted).max() < 1e-6 * np.abs(weighted).max()
 
 
-def test_several_groups_are_proven_apart_at_their_indices(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("threads", [True, False], ids=["threads", "processes"])
+def test_several_groups_are_proven_apart_at_their_indices(threads, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import clients.encrypt_pool as pool_module
     import he_agg.wellformed as wf
 
     monkeypatch.setattr(pool_module, "RUN", 2)
+    monkeypatch.setattr(pool_module, "THREAD_RUN", 2)  # groups of runs 2+1, 2+1, 1
     monkeypatch.setattr(wf, "PROOF_GROUP", 3)  # 7 ciphertexts: groups of 3, 3, 1
     assert PROOF_GROUP >= 3
     params = PROVEN
     setup = run_committee_setup(params, "f", members=3, threshold=2)
     values = np.random.default_rng(4).uniform(-1, 1, 7 * params.slots - 1)
     context = wellformed.ProofContext(params.fingerprint, "f", 0, 1, "c", b"\x03" * 32)
-    with EncryptionPool(setup.public, workers=2) as pool:
+    with EncryptionPool(setup.public, workers=2, threads=threads) as pool:
         words, proofs = pool.encrypt(weighted_vector(values, 1, params), context)
     assert len(proofs) == 3
     key = key_rows(setup.public)
@@ -84,7 +88,7 @@ def test_a_script_without_a_main_guard_can_use_the_pool(tmp_path) -> None:  # ty
         f"open({str(marker)!r}, 'a').write('x')\n"
         "setup = run_committee_setup(FAST, 'f', members=3, threshold=2)\n"
         "values = weighted_vector(np.ones(3 * FAST.slots), 1, FAST)\n"
-        "with EncryptionPool(setup.public, workers=2) as pool:\n"
+        "with EncryptionPool(setup.public, workers=2, threads=False) as pool:\n"
         "    words, _ = pool.encrypt(values)\n"
         "print(words.shape[0])\n"
     )
@@ -112,7 +116,7 @@ def test_a_dead_worker_costs_speed_not_the_upload(monkeypatch) -> None:  # type:
     monkeypatch.setattr(pool_module, "RUN", 2)
     setup = run_committee_setup(FAST, "f", members=3, threshold=2)
     values = weighted_vector(np.random.default_rng(9).uniform(-1, 1, 4 * FAST.slots), 3, FAST)
-    with EncryptionPool(setup.public, workers=2) as pool:
+    with EncryptionPool(setup.public, workers=2, threads=False) as pool:
         pool.encrypt(values)  # the workers are up
         executor = pool._executor
         assert isinstance(executor, ProcessPoolExecutor)
@@ -125,3 +129,34 @@ def test_a_dead_worker_costs_speed_not_the_upload(monkeypatch) -> None:  # type:
     for encrypted in (words, again):
         decrypted = decrypt_with_summed_key(setup, encrypted)[: values.size]
         assert np.abs(decrypted - values).max() < 1e-6 * np.abs(values).max()
+
+
+def test_the_pool_is_threads_for_the_native_backend_and_processes_for_seal(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The native kernels release the GIL; SEAL's Encryptor holds it."""
+    setup = run_committee_setup(FAST, "f", members=3, threshold=2)
+    monkeypatch.setenv("HE_AGG_BACKEND", "native")
+    assert EncryptionPool(setup.public, workers=2).threads
+    monkeypatch.setenv("HE_AGG_BACKEND", "seal")
+    assert not EncryptionPool(setup.public, workers=2).threads
+
+
+def test_the_work_in_flight_is_bounded() -> None:
+    """Tasks are submitted as results are taken, never more than the window ahead: the
+    values, words and randomness in flight stay bounded, whatever the update's size."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clients.encrypt_pool import _ordered
+
+    pulled = 0
+
+    def calls():  # type: ignore[no-untyped-def]
+        nonlocal pulled
+        for i in range(50):
+            pulled += 1
+            yield (i,)
+
+    with ThreadPoolExecutor(2) as executor:
+        for taken, result in enumerate(_ordered(executor, lambda i: i * i, calls(), 4), 1):
+            assert result == (taken - 1) ** 2  # in order
+            assert pulled <= taken + 3  # at most the window (4) submitted and untaken
+    assert pulled == 50

@@ -32,6 +32,7 @@ __all__ = [
     "WordsEncryptor",
     "encrypt_vector",
     "get_backend",
+    "releases_gil",
     "words_encryptor",
 ]
 
@@ -83,6 +84,14 @@ def get_backend(name: str | None = None) -> EncryptionBackend:
 
             _instances[chosen] = SealBackend()
     return _instances[chosen]
+
+
+def releases_gil(name: str | None = None) -> bool:
+    """Whether the backend ``name`` resolves to (as in :func:`get_backend`) encrypts without
+    holding the GIL, so that threads share its work out over the cores: native (numba
+    kernels, numpy's FFT, the OS CSPRNG) does; SEAL's Encryptor holds it, and torch's work
+    is on one device."""
+    return _resolve(name) == "native"
 
 
 def words_encryptor(name: str | None = None) -> WordsEncryptor:
