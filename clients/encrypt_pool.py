@@ -23,10 +23,11 @@ in every worker, or refuse to start from one without an ``if __name__ == "__main
 the workers need only this module. They hold the public context they were started with.
 :class:`EncryptionPool` starts its workers lazily; :func:`pool_for` shares one pool per key
 among every client in a process (a simulation's, say) and keeps it for the next round, so
-the cores are shared, not multiplied. Updates smaller than ``POOL_MIN_CIPHERTEXTS`` are
-encrypted by the caller alone, where a pool would cost more than it saves. Memory: at most
-``2 × workers`` runs are in flight at once (their values, words and randomness), besides
-the output.
+the cores are shared, not multiplied. Updates smaller than ``THREAD_MIN_CIPHERTEXTS``
+(threads) or ``POOL_MIN_CIPHERTEXTS`` (processes) are encrypted by the caller alone, where a
+pool would cost more than it saves. Memory, besides the output: on threads, at most
+``2 × workers`` runs are in flight at once (their values, words and randomness) and one
+group's randomness waits for its proof; a worker process holds one run or group at a time.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ class EncryptionPool:
         self.workers = max(1, workers or default_workers())
         self.threads = releases_gil() if threads is None else threads
         self._executor: Executor | None = None
+        self._lock = threading.Lock()  # clients of one simulation share a pool
 
     def serves(self, public: PublicContext) -> bool:
         """Whether this pool encrypts under ``public`` (the same parameters and key)."""
@@ -168,24 +170,25 @@ class EncryptionPool:
         self.close()
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
     def _pool(self) -> Executor:
-        if self._executor is None:
-            if self.threads:
+        with self._lock:
+            if self._executor is None and self.threads:
                 self._executor = ThreadPoolExecutor(
                     self.workers, thread_name_prefix="he-agg-encrypt"
                 )
-            else:
+            elif self._executor is None:
                 self._executor = ProcessPoolExecutor(
                     self.workers,
                     mp_context=multiprocessing.get_context("spawn"),  # no forked locks or threads
                     initializer=_start,
                     initargs=(self.public,),
                 )
-        return self._executor
+            return self._executor
 
     def _submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
         with _without_main():  # a submit may spawn a worker process
