@@ -160,3 +160,38 @@ def test_the_work_in_flight_is_bounded() -> None:
             assert result == (taken - 1) ** 2  # in order
             assert pulled <= taken + 3  # at most the window (4) submitted and untaken
     assert pulled == 50
+
+
+def test_updates_take_turns_on_the_threads(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two clients sharing a pool (a simulation's) do not split the threads between them:
+    one update is encrypted on every core, then the next, so the first is done (and can
+    upload) in half the time rather than both at the end."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    setup = run_committee_setup(FAST, "f", members=3, threshold=2)
+    values = weighted_vector(np.random.default_rng(5).uniform(-1, 1, 4 * FAST.slots), 1, FAST)
+    inside, overlaps = [0], []
+    guard = threading.Lock()
+    pool = EncryptionPool(setup.public, workers=2, threads=True)
+    real = pool._encrypt_on_threads
+
+    def watched(*args):  # type: ignore[no-untyped-def]
+        with guard:
+            inside[0] += 1
+            overlaps.append(inside[0])
+        time.sleep(0.05)  # long enough for the other caller to arrive
+        try:
+            return real(*args)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(pool, "_encrypt_on_threads", watched)
+    with pool, ThreadPoolExecutor(3) as callers:
+        results = list(callers.map(lambda _: pool.encrypt(values)[0], range(3)))
+    assert overlaps == [1, 1, 1]  # never two updates on the threads at once
+    for words in results:
+        decrypted = decrypt_with_summed_key(setup, words)[: values.size]
+        assert np.abs(decrypted - values).max() < 1e-6 * np.abs(values).max()
