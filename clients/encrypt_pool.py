@@ -348,17 +348,19 @@ _shared_lock = threading.Lock()
 def pool_for(
     public: PublicContext, ciphertexts: int, workers: int | None = None
 ) -> EncryptionPool | None:
-    """This process's pool for ``public`` with ``workers`` processes (default: every
-    core), or None when the update is small or one worker is asked for."""
+    """This process's pool for ``public`` with ``workers`` threads or processes (default:
+    every core; threads where the backend releases the GIL), or None when the update is
+    small or one worker is asked for."""
     workers = max(1, workers or default_workers())
-    minimum = THREAD_MIN_CIPHERTEXTS if releases_gil() else POOL_MIN_CIPHERTEXTS
+    threads = releases_gil()
+    minimum = THREAD_MIN_CIPHERTEXTS if threads else POOL_MIN_CIPHERTEXTS
     if workers == 1 or ciphertexts < minimum:
         return None
     with _shared_lock:
         for pool in _shared:
-            if pool.workers == workers and pool.serves(public):
+            if pool.workers == workers and pool.threads == threads and pool.serves(public):
                 return pool
-        pool = EncryptionPool(public, workers)
+        pool = EncryptionPool(public, workers, threads=threads)
         _shared.append(pool)
         while len(_shared) > _SHARED_POOLS:
             _shared.pop(0).close()

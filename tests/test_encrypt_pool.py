@@ -195,3 +195,27 @@ def test_updates_take_turns_on_the_threads(monkeypatch) -> None:  # type: ignore
     for words in results:
         decrypted = decrypt_with_summed_key(setup, words)[: values.size]
         assert np.abs(decrypted - values).max() < 1e-6 * np.abs(values).max()
+
+
+def test_a_shared_pool_is_of_the_kind_the_backend_asks_for(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Switching HE_AGG_BACKEND between native and seal does not hand back the other kind."""
+    from clients.encrypt_pool import (
+        POOL_MIN_CIPHERTEXTS,
+        THREAD_MIN_CIPHERTEXTS,
+        _close_shared,
+        pool_for,
+    )
+
+    setup = run_committee_setup(FAST, "f", members=3, threshold=2)
+    size = max(THREAD_MIN_CIPHERTEXTS, POOL_MIN_CIPHERTEXTS)
+    monkeypatch.setenv("HE_AGG_BACKEND", "native")
+    on_threads = pool_for(setup.public, size, workers=2)
+    monkeypatch.setenv("HE_AGG_BACKEND", "seal")
+    on_processes = pool_for(setup.public, size, workers=2)
+    assert on_threads is not None and on_threads.threads
+    assert on_processes is not None and not on_processes.threads
+    monkeypatch.setenv("HE_AGG_BACKEND", "native")
+    try:
+        assert pool_for(setup.public, size, workers=2) is on_threads  # still shared
+    finally:
+        _close_shared()  # no pool of this test's key left for the next ones
