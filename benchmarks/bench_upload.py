@@ -52,12 +52,27 @@ def _bodies(
     number: int,
     names: list[str],
 ) -> list[bytes]:
-    """Each client's upload, encrypted (CKKS) or float32 (plaintext), before the clock starts."""
+    """Each client's upload, encrypted (CKKS, proven where the set asks for proofs, bound to
+    the round's epoch and roster) or float32 (plaintext), before the clock starts."""
     if public is None:
         body = encode_plain_upload(weighted_vector(flatten(update)[0], 10, DEFAULT))
         return [body] * len(names)
+    with local.participant(names[0]) as participant:
+        epoch = participant.round_status(number).epoch
+        participant.fetch_public_context(epoch)  # verifies the roster that the proofs bind
+        assert participant.roster is not None
+        roster_digest = participant.roster.digest
     return [
-        prepare_upload(update, 10, public, federation=local.federation, round=number, client=n)[0]
+        prepare_upload(
+            update,
+            10,
+            public,
+            federation=local.federation,
+            round=number,
+            client=n,
+            epoch=epoch,
+            roster_digest=roster_digest,
+        )[0]
         for n in names
     ]
 

@@ -70,7 +70,7 @@ __all__ = [
 
 ROWS = PROOF_ROWS
 NO_ROSTER = bytes(32)  # the roster digest of in-process runs, which have no roster
-_DOMAIN = b"he-agg/wellformed/v1\x00"
+_DOMAIN = b"he-agg/wellformed/v2\x00"  # v2: the seed is SHA-256 (v1: BLAKE2b)
 _SEED_BYTES = 32
 I64Array = npt.NDArray[np.int64]
 
@@ -196,27 +196,34 @@ def challenge_matrix(seed: bytes, rows: int, count: int) -> npt.NDArray[np.uint8
     return bits[: rows * count].reshape(rows, count)
 
 
-def _statement_hash(context: ProofContext, c1: U64Array) -> hashlib.blake2b:
-    """The Fiat–Shamir hash over the context and c1, before the commitments: BLAKE2b-256
-    (keyed with the domain), three times SHAKE-256's speed on the tens of megabytes of words
-    it reads; C is then expanded with SHAKE-256. A prover copies it for every attempt
-    rather than hashing c1 again."""
-    h = hashlib.blake2b(digest_size=_SEED_BYTES, key=_DOMAIN, person=b"he-agg/seed")
+def _statement_hash(context: ProofContext, c1: U64Array) -> hashlib._Hash:
+    """The Fiat–Shamir hash over the context and c1, before the commitments: SHA-256 of
+    domain ‖ "seed" ‖ context ‖ shape ‖ words (every part of fixed length or
+    length-prefixed). SHA-256 because it reads the tens of megabytes of words fastest where
+    the CPU has SHA instructions (x86 SHA-NI, ARMv8), 3× BLAKE2b and 6× SHAKE-256 here,
+    and is FIPS 180-4; C is then expanded with SHAKE-256. A prover copies it for every
+    attempt rather than hashing c1 again."""
+    h = hashlib.sha256(_DOMAIN + b"seed\x00")
     h.update(context.encode())
     h.update(np.asarray(c1.shape, dtype="<u8").tobytes())
-    h.update(_little_endian_words(c1))
+    _hash_words(h, c1)
     return h
 
 
-def _little_endian_words(words: U64Array) -> memoryview:
-    """The words' bytes, little-endian, without a copy when they are contiguous already."""
-    return np.ascontiguousarray(words, dtype="<u8").data.cast("B")
+def _hash_words(h: hashlib._Hash, words: U64Array) -> None:
+    """Feed the words' bytes, little-endian, in order: a contiguous block at a time, so a
+    strided view (an upload's c1, between its c0's) is hashed without copying it whole."""
+    if words.ndim > 1 and not words.flags.c_contiguous and words.dtype == np.dtype("<u8"):
+        for block in words:
+            _hash_words(h, block)
+        return
+    h.update(np.ascontiguousarray(words, dtype="<u8").data.cast("B"))
 
 
-def _seed(statement: hashlib.blake2b, w: U64Array) -> bytes:
+def _seed(statement: hashlib._Hash, w: U64Array) -> bytes:
     """The seed: the statement's hash (:func:`_statement_hash`) continued over w."""
     h = statement.copy()
-    h.update(_little_endian_words(w))
+    _hash_words(h, w)
     digest: bytes = h.digest()
     return digest
 
@@ -240,6 +247,17 @@ def _uniform(gamma: int, shape: tuple[int, ...]) -> I64Array:
 
 
 def _combine_words(matrix: npt.NDArray[np.uint8], words: U64Array, q: int) -> U64Array:
+    """Σ_i C_ji·words_i mod q for every row j (words (n, N) < q), compiled
+    (:mod:`he_agg.challenge_compiled`) unless the numpy reference is asked for
+    (HE_AGG_NTT=numpy; :func:`_combine_words_reference`)."""
+    if not ntt.COMPILED:
+        return _combine_words_reference(matrix, words, q)
+    from he_agg import challenge_compiled
+
+    return challenge_compiled.challenge_sums(matrix, words, q)
+
+
+def _combine_words_reference(matrix: npt.NDArray[np.uint8], words: U64Array, q: int) -> U64Array:
     """Σ_i C_ji·words_i mod q for every row j (words (n, N) < q < 2^50), exactly, with BLAS:
     each word splits into 25-bit halves, whose sums of ≤ n < 2^28 stay exact in float64."""
     c = matrix.astype(np.float64)

@@ -329,3 +329,16 @@ def test_compiled_commitments_equal_the_numpy_reference_word_for_word(
         patch.setattr(wf, "_THREADS", 3)
         patch.setattr(wf, "_MIN_ROWS_PER_TASK", 1)
         np.testing.assert_array_equal(wf._commitments(zu, ze, key, params, minus), reference)
+
+
+def test_a_strided_view_hashes_as_its_contiguous_copy() -> None:
+    """The seed's hash reads an upload's c1 (between its c0's) block by block: the same
+    bytes, in the same order, as the contiguous little-endian copy."""
+    import hashlib
+
+    words = np.random.default_rng(5).integers(0, 2**44, size=(7, 2, 3, 64), dtype=np.uint64)
+    for view in (words[:, 1], words[2:5, 0], words[:, :, 1], words):
+        fed = hashlib.sha256()
+        wf._hash_words(fed, view)
+        whole = hashlib.sha256(np.ascontiguousarray(view, dtype="<u8").tobytes())
+        assert fed.digest() == whole.digest()
