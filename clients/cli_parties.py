@@ -179,6 +179,7 @@ def committee_run(
 ) -> None:
     """Join the DKG, then verify and decrypt round aggregates until stopped."""
     from he_agg.api.transport import SignedClient
+    from he_agg.challenge_compiled import one_blas_thread
     from he_agg.memory import tune_allocator
     from he_agg.server.logs import configure_logging
     from keys.agent import MemberAgent
@@ -194,6 +195,7 @@ def committee_run(
         lambda: MemberAgent(client, federation_id, identity, state_dir, passphrase(), offered)
     )
     tune_allocator()  # each round's fetched uploads go back to the system (he_agg.memory)
+    one_blas_thread()  # it verifies on threads of its own (he_agg.challenge_compiled)
     try:
         agent.run(poll=poll)
     except KeyboardInterrupt:

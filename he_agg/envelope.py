@@ -40,7 +40,7 @@ from typing import Protocol, TypedDict, Unpack
 import numpy as np
 
 from he_agg import wellformed
-from he_agg.bitpack import pack_residues, packed_size, unpack
+from he_agg.bitpack import pack_residues, packed_size
 from he_agg.errors import (
     FingerprintError,
     MagicError,
@@ -50,7 +50,7 @@ from he_agg.errors import (
     WordRangeError,
 )
 from he_agg.modarith import U64Array
-from he_agg.packed_sum import check_packed
+from he_agg.packed_sum import check_packed, unpack_packed
 from he_agg.params import ParameterSet
 
 __all__ = [
@@ -261,10 +261,12 @@ class EnvelopeView:
             bits = q.bit_length()
             start = region + packed_size(first * 2 * n, bits)
             size = packed_size(count * 2 * n, bits)
-            residues = unpack(self.blob[start : start + size], bits, count * 2 * n)
-            if residues.max(initial=0) >= np.uint64(q):
-                raise WordRangeError(f"a word is not below prime {j}")
-            out[:, :, j, :] = residues.reshape(count, 2, n)
+            rows = out[:, :, j, :].reshape(count * 2, n)  # a strided view: written in place
+            assert np.may_share_memory(rows, out)
+            try:
+                unpack_packed(rows, self.blob[start : start + size], bits, q)
+            except WordRangeError:
+                raise WordRangeError(f"a word is not below prime {j}") from None
             region += packed_size(self.count * 2 * n, bits)
         return out
 

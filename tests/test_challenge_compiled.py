@@ -69,3 +69,14 @@ def test_verification_uses_the_compiled_sums(monkeypatch: pytest.MonkeyPatch) ->
     compiled = wf._combine_words(matrix, words, q)
     monkeypatch.setattr(ntt, "COMPILED", False)
     np.testing.assert_array_equal(wf._combine_words(matrix, words, q), compiled)
+
+
+def test_one_blas_thread_holds_blas_to_one_thread() -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from he_agg.challenge_compiled import one_blas_thread
+
+    with threadpool_limits(limits=2, user_api="blas"):  # restores this process's limits after
+        one_blas_thread()
+        blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert blas and set(blas) == {1}

@@ -7,7 +7,7 @@ from he_agg.aggregate import RunningSum, sum_uploads
 from he_agg.bitpack import pack, unpack
 from he_agg.envelope import EnvelopeView, Upload, decode_upload, encode_upload
 from he_agg.errors import WordRangeError
-from he_agg.packed_sum import add_packed, check_packed, kernel_source
+from he_agg.packed_sum import add_packed, check_packed, kernel_source, unpack_packed
 from he_agg.params import DEFAULT, derive_parameters
 from tests.helpers import random_words
 
@@ -38,6 +38,24 @@ def test_add_packed_equals_unpack_then_add(width: int) -> None:
 
 
 @pytest.mark.parametrize("width", WIDTHS)
+def test_unpack_packed_equals_the_reference_into_strided_rows(width: int) -> None:
+    """The verifiers' unpack writes one prime's rows of an (count, 2, L, N) array in place:
+    the reference's words, and nothing else of the array touched."""
+    rng = np.random.default_rng(200 + width)
+    q = _prime_below(width, rng)
+    count, primes, n = 3, 3, 128
+    words = rng.integers(0, q, count * 2 * n, dtype=np.uint64)
+    out = np.full((count, 2, primes, n), 7, dtype=np.uint64)
+    rows = out[:, :, 1, :].reshape(count * 2, n)
+    assert not rows.flags.c_contiguous and np.may_share_memory(rows, out)
+    unpack_packed(rows, pack(words, width), width, q)
+    assert np.array_equal(
+        out[:, :, 1, :].reshape(-1), unpack(pack(words, width), width, words.size)
+    )
+    assert (out[:, :, [0, 2], :] == 7).all()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("bad", ["q", "all ones"])
 def test_a_word_at_or_above_the_prime_is_refused(width: int, bad: str) -> None:
     rng = np.random.default_rng(100 + width)
@@ -50,6 +68,8 @@ def test_a_word_at_or_above_the_prime_is_refused(width: int, bad: str) -> None:
         check_packed(region, width, q)
     with pytest.raises(WordRangeError):
         add_packed(np.zeros((4, 64), np.uint64), region, width, q)
+    with pytest.raises(WordRangeError):
+        unpack_packed(np.zeros((4, 64), np.uint64), region, width, q)
 
 
 def test_regions_of_the_wrong_size_are_refused() -> None:
@@ -109,7 +129,8 @@ def test_kernels_compile_into_the_configured_cache(tmp_path, monkeypatch) -> Non
     words = np.arange(64, dtype=np.uint64)
     check_packed(pack(words, 9), 9, 64)
     written = list(tmp_path.glob("packed_w9_*.py"))
-    assert len(written) == 1 and "def add(" in written[0].read_text()
+    source = written[0].read_text() if len(written) == 1 else ""
+    assert all(f"def {kernel}(" in source for kernel in ("add", "unpack", "check"))
 
 
 def test_a_kernel_that_cannot_load_falls_back_to_the_reference(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -134,4 +155,10 @@ def test_a_kernel_that_cannot_load_falls_back_to_the_reference(monkeypatch) -> N
         check_packed(pack(words, 44), 44, q)
     with pytest.raises(WordRangeError):
         add_packed(acc, pack(words, 44), 44, q)
+    with pytest.raises(WordRangeError):
+        unpack_packed(np.empty((3, 128), np.uint64), pack(words, 44), 44, q)
+    words[7] = 5
+    out = np.empty((6, 128), np.uint64)[::2]  # strided rows, as the verifiers pass them
+    unpack_packed(out, pack(words, 44), 44, q)
+    assert np.array_equal(out, words.reshape(3, 128))
     assert packed_sum._broken == {44}

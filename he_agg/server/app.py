@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from he_agg.api.models import CommitmentIn, EpochRequest, FederationCreate, RoundOpen
+from he_agg.challenge_compiled import one_blas_thread
 from he_agg.errors import HeAggError, ServiceError, SignatureError, StoreError
 from he_agg.memory import release_free_memory, tune_allocator
 from he_agg.server import metrics
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
     tune_allocator()
+    one_blas_thread()  # verifications run on the request threads (he_agg.challenge_compiled)
     state = _state(settings)
 
     @contextlib.asynccontextmanager

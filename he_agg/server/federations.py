@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from pydantic import ValidationError
 
@@ -85,6 +86,15 @@ class Epoch:
         return self.roster.digest
 
 
+@lru_cache(maxsize=256)
+def _parameter_set(canonical: str) -> ParameterSet:
+    """A stored parameter set, validated once per process: a Federation is rebuilt from its
+    row for every request, and validation (primality of every prime, the security and
+    flooding rules) cost tens of milliseconds a time. The set is frozen, so one instance
+    serves every request."""
+    return ParameterSet.from_dict(json.loads(canonical))
+
+
 @dataclass(frozen=True)
 class Federation:
     """A federation as the server sees it: its row, its key epochs and its configuration.
@@ -105,7 +115,7 @@ class Federation:
 
     @cached_property
     def params(self) -> ParameterSet:
-        return ParameterSet.from_dict(self.row.config["parameters"])
+        return _parameter_set(json.dumps(self.row.config["parameters"], sort_keys=True))
 
     @property
     def mode(self) -> FederationMode:
