@@ -6,7 +6,7 @@ scale 2^40) in the same run. Writes benchmarks/results/core.json and the table i
 benchmarks/README.md (between the BEGIN/END markers).
 
     python benchmarks/bench_core.py               # 1M parameters, 100 clients for the error
-    python benchmarks/bench_core.py --quick       # a smoke run in seconds
+    python benchmarks/bench_core.py --quick       # a smoke run in seconds (core-quick.json)
 """
 
 from __future__ import annotations
@@ -378,10 +378,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="100k parameters, 5 clients")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "core.json")
+    parser.add_argument(
+        "--out", type=Path, help="default results/core.json (results/core-quick.json with --quick)"
+    )
     args = parser.parse_args()
-    if args.quick:
+    if args.quick:  # a smoke run never overwrites the checked-in figures
         args.size, args.clients, args.repeats = 100_000, 5, 2
+    if args.out is None:
+        args.out = HERE / "results" / ("core-quick.json" if args.quick else "core.json")
     with Progress() as progress:
         ours = bench_he_agg(DEFAULT, args.size, args.clients, args.repeats, progress)
         plain = bench_he_agg(NO_PROOFS, args.size, min(args.clients, 20), args.repeats, progress)
