@@ -5,7 +5,8 @@ The default backend (``native``: he-agg's compiled encoding and encryption) runs
 kernels, numpy's FFT and the OS CSPRNG, which all release the GIL, so the pool is threads
 in this process: nothing crosses a pipe (a process pool's round trip of 1M values out and
 the words back costs what the second core saves). SEAL's own Encryptor (``seal``) holds
-the GIL, so with it the pool is processes, as before.
+the GIL, so with it the pool is processes, as before; but a set with proofs never calls
+SEAL's Encryptor (its words come from he_agg.rlwe's kernels), so it is threads again.
 
 Without proofs, the update's blocks are cut into runs of ciphertexts and each worker
 encodes and encrypts a run. With proofs, each proof group (≤ PROOF_GROUP ciphertexts) is
@@ -151,7 +152,7 @@ class EncryptionPool:
     ) -> None:
         self.public = public
         self.workers = max(1, workers or default_workers())
-        self.threads = releases_gil() if threads is None else threads
+        self.threads = releases_gil(proofs=public.params.proofs) if threads is None else threads
         self._executor: Executor | None = None
         self._lock = threading.Lock()  # clients of one simulation share a pool
         self._turn = threading.Lock()  # one update at a time on the threads (see encrypt)
@@ -352,7 +353,7 @@ def pool_for(
     every core; threads where the backend releases the GIL), or None when the update is
     small or one worker is asked for."""
     workers = max(1, workers or default_workers())
-    threads = releases_gil()
+    threads = releases_gil(proofs=public.params.proofs)
     minimum = THREAD_MIN_CIPHERTEXTS if threads else POOL_MIN_CIPHERTEXTS
     if workers == 1 or ciphertexts < minimum:
         return None

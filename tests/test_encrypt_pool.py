@@ -132,12 +132,16 @@ def test_a_dead_worker_costs_speed_not_the_upload(monkeypatch) -> None:  # type:
 
 
 def test_the_pool_is_threads_for_the_native_backend_and_processes_for_seal(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The native kernels release the GIL; SEAL's Encryptor holds it."""
+    """The native kernels release the GIL; SEAL's Encryptor holds it. A set with proofs
+    never uses SEAL's Encryptor (he_agg.rlwe's kernels make its words), so threads again."""
     setup = run_committee_setup(FAST, "f", members=3, threshold=2)
+    proven = run_committee_setup(PROVEN, "f", members=3, threshold=2)
     monkeypatch.setenv("HE_AGG_BACKEND", "native")
     assert EncryptionPool(setup.public, workers=2).threads
+    assert EncryptionPool(proven.public, workers=2).threads
     monkeypatch.setenv("HE_AGG_BACKEND", "seal")
     assert not EncryptionPool(setup.public, workers=2).threads
+    assert EncryptionPool(proven.public, workers=2).threads
 
 
 def test_the_work_in_flight_is_bounded() -> None:

@@ -86,12 +86,14 @@ def get_backend(name: str | None = None) -> EncryptionBackend:
     return _instances[chosen]
 
 
-def releases_gil(name: str | None = None) -> bool:
+def releases_gil(name: str | None = None, *, proofs: bool = False) -> bool:
     """Whether the backend ``name`` resolves to (as in :func:`get_backend`) encrypts without
     holding the GIL, so that threads share its work out over the cores: native (numba
     kernels, numpy's FFT, the OS CSPRNG) does; SEAL's Encryptor holds it, and torch's work
-    is on one device."""
-    return _resolve(name) == "native"
+    is on one device. With ``proofs`` SEAL's Encryptor is not used at all (the words come
+    from :func:`words_encryptor`, he_agg.rlwe's compiled kernels), so seal does too."""
+    resolved = _resolve(name)
+    return resolved == "native" or (proofs and resolved == "seal")
 
 
 def words_encryptor(name: str | None = None) -> WordsEncryptor:
