@@ -30,6 +30,7 @@ import os
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,17 +157,7 @@ def add_packed(acc: U64Array, region: bytes | bytearray | memoryview, width: int
     layout). The caller keeps lazy reduction's budget for one more addition. Raises
     :class:`WordRangeError` if a residue is ≥ q; ``acc`` is then partly added and must
     be discarded."""
-    rows, n = acc.shape
-    if n % _GROUP or len(region) != rows * n * width // 8:
-        raise ValueError(f"packed region is {len(region)} bytes, not {rows}×{n} residues")
-    below = _run(width, "add", _words(region), np.uint64(q), acc)
-    if below is None:  # no compiled kernel: the reference path
-        residues = unpack(memoryview(region), width, rows * n)
-        below = residues.max(initial=0) < np.uint64(q)
-        if below:
-            np.add(acc, residues.reshape(rows, n), out=acc)
-    if not below:
-        raise WordRangeError(f"a word is not below the prime {q}")
+    _rows_pass("add", acc, region, width, q, lambda residues: np.add(acc, residues, out=acc))
 
 
 def unpack_packed(
@@ -175,14 +166,32 @@ def unpack_packed(
     """out (rows, N), one prime's residues (rows may be a strided view), = the region's
     residues, range-checked in the same pass. Raises :class:`WordRangeError` if a residue
     is ≥ q; ``out`` is then partly written."""
-    rows, n = out.shape
+
+    def assign(residues: U64Array) -> None:
+        out[...] = residues
+
+    _rows_pass("unpack", out, region, width, q, assign)
+
+
+def _rows_pass(
+    kernel: str,
+    rows_out: U64Array,
+    region: bytes | bytearray | memoryview,
+    width: int,
+    q: int,
+    reference: Callable[[U64Array], object],
+) -> None:
+    """Run the compiled ``kernel`` over ``rows_out`` (rows, N), or, without one, unpack
+    with numpy, range-check, and hand the (rows, N) residues to ``reference``."""
+    rows, n = rows_out.shape
     if n % _GROUP or len(region) != rows * n * width // 8:
         raise ValueError(f"packed region is {len(region)} bytes, not {rows}×{n} residues")
-    below = _run(width, "unpack", _words(region), np.uint64(q), out)
+    below = _run(width, kernel, _words(region), np.uint64(q), rows_out)
     if below is None:  # no compiled kernel: the reference path
-        residues = unpack(memoryview(region), width, rows * n)
+        residues = unpack(memoryview(region), width, rows * n).reshape(rows, n)
         below = residues.max(initial=0) < np.uint64(q)
-        out[...] = residues.reshape(rows, n)
+        if below:
+            reference(residues)
     if not below:
         raise WordRangeError(f"a word is not below the prime {q}")
 
