@@ -51,6 +51,11 @@ from he_agg.roster import Roster, SignedRoster, follow
 __all__ = ["Participant", "read_model"]
 
 _PROGRESS_BYTES = 8 * 1024 * 1024
+# Statuses that refuse an upload for good (403 not this client's or epoch's, 404 no such
+# round, 409 the round takes no uploads or holds another, 410 gone, 413 too large, 422 an
+# invalid envelope). Not 401 (a clock or signature fault: the same bytes may pass once
+# fixed), 408/429 or 5xx (transient).
+_REFUSALS = frozenset({403, 404, 409, 410, 413, 422})
 log = logging.getLogger("he_agg.client")
 
 
@@ -199,7 +204,10 @@ class Participant:
 
         The bytes are spooled (:mod:`clients.spool`) until the server acknowledges them: a
         second submit of the same update for the same round, after a lost acknowledgement
-        or a crash, sends the identical bytes and gets the first receipt, not a 409."""
+        or a crash, sends the identical bytes and gets the first receipt, not a 409. A
+        definitive refusal (the round takes no uploads, another update is stored, the
+        envelope or the client is refused) drops them too: they would never be taken, and
+        a spool that kept them would grow by an upload per refused round."""
         digest = update_digest(update, num_samples)
         spooled = self.spool.load(self.federation, round, self.name, digest)
         if spooled is not None:
@@ -211,7 +219,12 @@ class Participant:
             else:
                 body, manifest = self._encrypt(update, num_samples, round)
             self.spool.keep(self.federation, round, self.name, digest, body, manifest)
-        receipt = self.upload(round, body, manifest)
+        try:
+            receipt = self.upload(round, body, manifest)
+        except ServiceError as exc:
+            if exc.status in _REFUSALS:  # these bytes will never be taken: do not keep them
+                self.spool.drop(self.federation, round, self.name)
+            raise
         self.spool.drop(self.federation, round, self.name)
         return receipt
 

@@ -499,6 +499,24 @@ def test_a_retry_after_the_server_died_between_write_and_reply_gets_the_first_re
     fed.admin_api().close_round(FED, number)
 
 
+def test_a_refused_upload_leaves_nothing_in_the_spool(fed: Federation) -> None:
+    """A definitive refusal (409: the round takes no uploads) drops the spooled bytes, which
+    no retry could ever deliver; a lost answer (above) keeps them."""
+    ready = KeygenPhase.READY
+    assert wait(lambda: fed.admin_api().federation(FED).keygen_phase == ready, 60)
+    number = fed.admin_api().open_round(FED, deadline_seconds=120).number
+    fed.admin_api().close_round(FED, number)  # no uploads: aborted, takes none from now on
+    name = CLIENTS[3]
+    folder = fed.tmp / "spool" / name
+    before = set(folder.glob("*.upload"))
+    update, samples = _update(47)
+    with pytest.raises(ServiceError) as caught:
+        fed.participant(name).submit(update, samples, round=number)
+    assert caught.value.status == 409 and "takes no uploads" in caught.value.detail
+    assert not (folder / f"{FED}.{number}.{name}.upload").exists()
+    assert set(folder.glob("*.upload")) == before
+
+
 def _answer_without_body(fed: Federation, path: str, headers: dict[str, str]) -> int:
     """Send only the headers of a request that declares a 50 MB body, and return the status
     the server answers with: it must decide without waiting for a byte of the body."""
