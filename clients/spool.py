@@ -5,8 +5,8 @@ sends identical bytes, which the server answers with its first receipt instead o
 One file per (federation, round, client): a JSON header line (the manifest and a digest
 of the update it encrypts), then the envelope. Written atomically with mode 0600 (the
 bytes are ciphertext, but still this client's), removed once acknowledged or refused for
-good (``Participant.submit``). A spooled
-upload for another update (the caller changed it) is discarded, not sent.
+good (``Participant.submit``). A spooled upload for another update (the caller changed it)
+is discarded, not sent.
 """
 
 from __future__ import annotations
