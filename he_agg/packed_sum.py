@@ -15,10 +15,12 @@ same pass), for the verifiers of proofs, which need the words themselves.
 
 Kernels are generated per width on first use and written, with numba's on-disk cache,
 under ``$HE_AGG_KERNEL_CACHE`` (default ``~/.cache/he-agg/kernels``; a temporary folder if
-that is not writable), so each width compiles once per machine (about 2 s) and loads in
-milliseconds after. ``tests/test_packed_sum.py`` checks them against the reference, word
-for word, on every width of the shipped parameter sets and on words at or above the prime.
-numba is already a dependency; :mod:`he_agg.ntt_compiled` says why and what it costs.
+that is not writable), so each width compiles once per machine (a few seconds) and loads in
+milliseconds after. :func:`warm`, run on a thread when the server starts, does that before
+the first upload instead of inside its request. ``tests/test_packed_sum.py`` checks them
+against the reference, word for word, on every width of the shipped parameter sets and on
+words at or above the prime. numba is already a dependency; :mod:`he_agg.ntt_compiled`
+says why and what it costs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from he_agg.bitpack import unpack
 from he_agg.errors import WordRangeError
 from he_agg.modarith import U64Array
 
-__all__ = ["add_packed", "check_packed", "kernel_source", "unpack_packed"]
+__all__ = ["add_packed", "check_packed", "kernel_source", "unpack_packed", "warm"]
 
 _GROUP = 64
 _lock = threading.Lock()
@@ -223,3 +225,22 @@ def _run(width: int, kernel: str, *args: Any) -> bool | None:
             extra={"width": width, "error": repr(exc)[:300]},
         )
         return None
+
+
+def warm(primes: Iterable[int]) -> None:
+    """Compile, or load from the cache, the kernels for these primes' widths, with the
+    argument types the server and members pass (read-only ``bytes`` regions: request
+    bodies and blobs are read as bytes; contiguous accumulators; the strided rows of
+    :meth:`EnvelopeView.words`), so that on a fresh machine the compile happens here and
+    not inside the first uploads' requests. A kernel that cannot be had is left to the
+    reference path, as on first use; never raises."""
+    for q in sorted(set(primes)):
+        width = q.bit_length()
+        region = bytes(2 * width * 8)  # two groups of zero residues
+        try:
+            add_packed(np.zeros((2, _GROUP), dtype=np.uint64), region, width, q)
+            strided = np.zeros((1, 2, 2, _GROUP), dtype=np.uint64)[:, :, 0, :]
+            unpack_packed(strided.reshape(2, _GROUP), region, width, q)
+            check_packed(region, width, q)
+        except Exception as exc:  # a warm-up must never take a server down
+            log.warning("warming a kernel failed", extra={"width": width, "error": repr(exc)})

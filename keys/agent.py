@@ -63,6 +63,7 @@ from he_agg.errors import (
 )
 from he_agg.key_statement import KeyStatement, key_digest
 from he_agg.memory import release_free_memory
+from he_agg.packed_sum import warm
 from he_agg.params import ParameterSet
 from he_agg.public import PublicContext
 from he_agg.rlwe import KeyRows, key_rows
@@ -133,6 +134,7 @@ class MemberAgent:
         self._secrets: dict[int, MemberSecrets] = {}
         self._proof_keys: dict[int, KeyRows] = {}
         self._warned = False
+        self._warming = False
         self._sent: set[tuple[int, int]] = set()  # delivered since start; re-sent after a restart
         self._said: set[tuple[int, int, str]] = set()  # (round, attempt, what) logged once
         self._presums: dict[int, Presum] = {}  # open rounds' uploads, verified and added
@@ -303,6 +305,10 @@ class MemberAgent:
 
     def step(self) -> None:
         config = self.config()
+        if not self._warming:  # the kernels its verifications need, before the first upload
+            self._warming = True
+            primes = parameters(config).data_primes
+            threading.Thread(target=warm, args=(primes,), name="warm-kernels", daemon=True).start()
         self.follow_rosters()
         epochs = self.epochs()
         self._keygen_step(config, epochs)

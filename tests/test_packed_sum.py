@@ -162,3 +162,54 @@ def test_a_kernel_that_cannot_load_falls_back_to_the_reference(monkeypatch) -> N
     unpack_packed(out, pack(words, 44), 44, q)
     assert np.array_equal(out, words.reshape(3, 128))
     assert packed_sum._broken == {44}
+
+
+_WARM_THEN_USE = """
+import os, sys, tempfile
+from he_agg.aggregate import RunningSum
+from he_agg.envelope import AGGREGATE_CLIENT, EnvelopeView, Upload, encode_upload
+from he_agg.packed_sum import _kernels, warm
+from he_agg.params import DEFAULT as P
+from he_agg.server.store import FileBytes
+from tests.helpers import random_words
+
+def signatures():
+    return {(w, k): len(getattr(m, k).signatures) for w, m in _kernels.items()
+            for k in ("add", "unpack", "check")}
+
+warm(P.data_primes)
+warmed = signatures()
+words = random_words(P.data_primes, (2, 2), P.poly_degree, 3)
+blob = encode_upload(Upload("f", 1, AGGREGATE_CLIENT, P.scale, words), P)
+with tempfile.TemporaryFile() as scratch:  # as the server reads a body: from its file
+    scratch.write(blob)
+    scratch.flush()
+    for data in (blob, FileBytes(scratch.fileno())):
+        view = EnvelopeView.parse(data, P)
+        view.check_words(1)
+        assert (view.words() == words).all()
+        RunningSum(P, 2).add_envelope(view, 1)
+print(sorted(warmed.items()) == sorted(signatures().items()), sorted(warmed.values()))
+"""
+
+
+def test_warm_compiles_what_the_server_and_members_then_call() -> None:
+    """In a fresh process, :func:`warm` leaves each kernel of the default widths compiled
+    once, with the argument types that checking, unpacking and adding an envelope (from
+    bytes, or from a stored file as the server reads it) then use: those add none."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _WARM_THEN_USE],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,  # a machine without the kernel cache compiles them (seconds each)
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    widths = len({q.bit_length() for q in DEFAULT.data_primes})
+    assert done.stdout.strip() == f"True {[1] * 3 * widths}", done.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from he_agg.api.models import CommitmentIn, EpochRequest, FederationCreate, Roun
 from he_agg.challenge_compiled import one_blas_thread
 from he_agg.errors import HeAggError, ServiceError, SignatureError, StoreError
 from he_agg.memory import release_free_memory, tune_allocator
+from he_agg.packed_sum import warm
+from he_agg.params import DEFAULT
 from he_agg.server import metrics
 from he_agg.server.collector import collect
 from he_agg.server.config import Settings
@@ -163,6 +166,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.changes.attach(asyncio.get_running_loop())
         task = asyncio.create_task(clock())
         log.info("aggregator started", extra={"data_dir": str(settings.data_dir)})
+        primes = {q for p in state.federations.encrypted_parameter_sets() for q in p.data_primes}
+        primes.update(DEFAULT.data_primes)  # compiled now, not inside the first uploads
+        threading.Thread(target=warm, args=(primes,), name="warm-kernels", daemon=True).start()
         for federation in state.federations.without_proofs():
             log.warning(
                 "federation without proofs of well-formed uploads: one client colluding with "

@@ -233,6 +233,15 @@ class Federations:
             raise ServiceError(404, f"no federation {federation_id!r}")
         return Federation(row, tuple(self.store.epochs(federation_id)))
 
+    def encrypted_parameter_sets(self) -> list[ParameterSet]:
+        """The parameter sets of the encrypted federations (for warming kernels at start)."""
+        found = []
+        for row in self.store.federations():
+            federation = Federation(row, ())
+            if federation.mode == FederationMode.CKKS:
+                found.append(federation.params)
+        return found
+
     def without_proofs(self) -> list[str]:
         """Encrypted federations whose parameter set does not require upload proofs."""
         found = []

@@ -1,12 +1,13 @@
 """Taking an upload: the size limit, validation of the envelope in place, and storing it.
 
-A body is streamed to a scratch file by the route; here it is validated over mmap, a
-window of ciphertexts at a time (a proof group at a time where proofs are carried: each
-proof covers its group), never read whole into arrays; at most ``validation_slots``
-uploads are validated at once, so validation's memory is bounded by slots × window
-whatever the number of uploads in flight. It is then checked against the round (open,
-same model, fewer than K_max so far), moved to its content address and recorded, or
-refused with nothing kept; once recorded it is added to the round's running sum.
+A body is streamed to a scratch file by the route; here it is validated from that file
+(``FileBytes``: positioned reads, not a mapping), a window of ciphertexts at a time (a
+proof group at a time where proofs are carried: each proof covers its group), never read
+whole into arrays; at most ``validation_slots`` uploads are validated at once, so
+validation's memory is bounded by slots × window whatever the number of uploads in
+flight. It is then checked against the round (open, same model, fewer than K_max so far),
+moved to its content address and recorded, or refused with nothing kept; once recorded
+it is added to the round's running sum.
 """
 
 from __future__ import annotations
