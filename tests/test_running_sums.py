@@ -246,3 +246,81 @@ def test_a_partial_written_after_the_close_is_cleaned_up_with_its_folder(tmp_pat
     assert [p.name for p in folder.iterdir()] == ["c.sum"]
     c.keep_only(set())  # the last one out removes the folder
     assert not folder.exists()
+
+
+def test_a_partial_being_written_when_the_round_closes_does_not_outlive_the_close(
+    tmp_path: Path,
+) -> None:
+    """The closer's own clock may be writing its partial when the close drops the round:
+    the close waits for that write and then removes the folder, so nothing written before
+    it returns outlives it, and no write starts after (the race a loaded machine opened)."""
+    import threading
+
+    root = tmp_path / "blobs"
+    sums, _ = _replica(root, "a")
+    assert sums.shared is not None
+    key, folder = ("f", 1), root / "partials" / "f" / "1"
+    sums.add(key, P, _row("c0", sums.blobs.put(_blob("c0", 50))))
+    entered, release = threading.Event(), threading.Event()
+    write = sums.shared.write
+
+    def slow_write(*args: object, **kwargs: object) -> None:
+        entered.set()
+        assert release.wait(60)
+        write(*args, **kwargs)  # type: ignore[arg-type]
+
+    sums.shared.write = slow_write  # type: ignore[method-assign]
+    sharing = threading.Thread(target=sums.share)
+    sharing.start()
+    assert entered.wait(60)  # the partial's write is in flight
+    closing = threading.Thread(target=sums.drop, args=(key,))
+    closing.start()
+    closing.join(0.2)
+    assert closing.is_alive()  # the close waits for the write in flight …
+    release.set()
+    sharing.join(60)
+    closing.join(60)
+    assert not sharing.is_alive() and not closing.is_alive()
+    assert not folder.exists()  # … and then removes what it wrote
+    assert sums.share() == 0 and not folder.exists()  # a closed sum is never written again
+
+
+def test_an_add_that_fails_halfway_leaves_no_partly_added_upload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload is added a window at a time; if a read fails after some windows went in
+    (an I/O error, say), the sum is emptied, not left holding part of it, and the close
+    adds everything from the blobs: the aggregate is still exactly the reference, in the
+    running add and in the close alike."""
+    import he_agg.server.sums as sums_module
+
+    blobs = FileBlobStore(tmp_path / "blobs")
+    bodies = {f"c{i}": _blob(f"c{i}", 60 + i) for i in range(3)}
+    rows = [_row(client, blobs.put(body)) for client, body in bodies.items()]
+    reference = aggregate_uploads(bodies.values(), P)
+    key = ("f", 1)
+    monkeypatch.setattr(sums_module, "window_size", lambda params: 1)  # a window each
+
+    class FailingLater(FileBytes):
+        """Reads the header and the first windows, then fails."""
+
+        def __init__(self, fd: int) -> None:
+            super().__init__(fd)
+            self.reads = 0
+
+        def __getitem__(self, index: slice, /) -> bytes:
+            self.reads += 1
+            if self.reads > 3:  # the header, then two windows' regions
+                raise OSError("an I/O error halfway through the upload")
+            return super().__getitem__(index)
+
+    sums = RoundSums(blobs)
+    sums.add(key, P, rows[0])
+    monkeypatch.setattr(sums_module, "FileBytes", FailingLater)
+    sums.add(key, P, rows[1])  # fails halfway: logged, and left to the close
+    with pytest.raises(OSError):
+        sums.total(key, P, rows)  # the close meets the same error: it fails, and retries
+    monkeypatch.setattr(sums_module, "FileBytes", FileBytes)
+    total, included = sums.total(key, P, rows)
+    assert np.array_equal(total, reference)
+    assert included == {row.client: row.sha256 for row in rows}

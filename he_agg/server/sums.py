@@ -50,9 +50,21 @@ class _Partial:
     lock: threading.Lock = field(default_factory=threading.Lock)
     params: ParameterSet | None = None
     shared: int = 0  # how many uploads the last partial this replica wrote held
+    # held while this replica's partial is written: a close (drop) or keep_only takes it to
+    # mark the sum closed, so no write in flight lands after the round's folder is removed
+    writing: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
 
 
 Key = tuple[str, int]  # (federation, round)
+
+
+def _forget(partial: _Partial) -> None:
+    """Empty a sum that an add left partly done (an upload's windows are added one after
+    another, and a read or a check may fail between them): what it held is added again
+    from the blobs (or the other replicas' partials) when the round closes. Called with
+    ``partial.lock`` held."""
+    partial.running, partial.included, partial.shared = None, {}, 0
 
 
 class RoundSums:
@@ -71,11 +83,12 @@ class RoundSums:
         """Add a committed upload (once; a client already added is skipped). A failure is
         logged and left to the close, which adds what is missing from the blobs."""
         partial = self._partial(key)
-        try:
-            with partial.lock:
+        with partial.lock:
+            try:
                 self._add_locked(partial, params, upload)
-        except Exception:  # the close rebuilds what is missing; the upload is stored
-            log.exception("running sum: adding an upload failed; the close will add it")
+            except Exception:  # the upload is stored: the close adds it from its blob
+                log.exception("running sum: adding an upload failed; the close will add it")
+                _forget(partial)
 
     def _add_locked(self, partial: _Partial, params: ParameterSet, upload: UploadRow) -> None:
         if upload.client in partial.included:
@@ -96,9 +109,13 @@ class RoundSums:
         partial = self._partial(key)
         uploads = list(uploads)
         with partial.lock:
-            self._merge_others(key, partial, params, uploads)
-            for upload in uploads:
-                self._add_locked(partial, params, upload)  # after a restart: all of them
+            try:
+                self._merge_others(key, partial, params, uploads)
+                for upload in uploads:
+                    self._add_locked(partial, params, upload)  # after a restart: all of them
+            except BaseException:  # the next close starts again from the blobs
+                _forget(partial)
+                raise
             assert partial.running is not None, "a round with uploads has a sum"
             return partial.running.result(), dict(partial.included)
 
@@ -133,27 +150,36 @@ class RoundSums:
             items = list(self._partials.items())
         written = 0
         for (federation, number), partial in items:
-            with partial.lock:
-                if partial.running is None or partial.params is None:
+            with partial.writing:  # adds go on meanwhile (they take partial.lock only)
+                with partial.lock:
+                    if partial.closed or partial.running is None or partial.params is None:
+                        continue
+                    if len(partial.included) == partial.shared:
+                        continue
+                    words, included = partial.running.result(), dict(partial.included)
+                    params = partial.params
+                try:
+                    self.shared.write(federation, number, params, included, words)
+                except OSError:
+                    log.exception("could not write this replica's partial sum")
                     continue
-                if len(partial.included) == partial.shared:
-                    continue
-                words, included = partial.running.result(), dict(partial.included)
-                params = partial.params
-            try:
-                self.shared.write(federation, number, params, included, words)
-            except OSError:
-                log.exception("could not write this replica's partial sum")
-                continue
-            with partial.lock:
-                partial.shared = len(included)
+                with partial.lock:
+                    partial.shared = len(included)
             written += 1
         return written
 
+    def _close(self, keys: Iterable[Key]) -> None:
+        """Forget these sums, after any write of their partials in flight has landed (so
+        that removing their partials next removes it too) and none can start."""
+        with self._lock:
+            gone = [self._partials.pop(key) for key in keys if key in self._partials]
+        for partial in gone:
+            with partial.writing:
+                partial.closed = True
+
     def drop(self, key: Key) -> None:
         """The round is closed: forget its sum, and the partials of every replica."""
-        with self._lock:
-            self._partials.pop(key, None)
+        self._close([key])
         if self.shared is not None:
             self.shared.remove_round(*key)
 
@@ -162,8 +188,7 @@ class RoundSums:
         partials of the others."""
         with self._lock:
             gone = set(self._partials) - keys
-            for key in gone:
-                del self._partials[key]
+        self._close(gone)
         if self.shared is not None:
             for key in gone:
                 self.shared.remove_own(*key)
