@@ -200,6 +200,8 @@ class EnvelopeView:
         federation, round = expect.get("federation"), expect.get("round")
         client, epoch = expect.get("client"), expect.get("epoch")
         max_count = expect.get("max_count")
+        if isinstance(data, bytes):  # windows are then read in place, not copied out
+            data = memoryview(data)
         size = len(data)
         blob = memoryview(bytes(data[0:_MAX_HEADER]))  # the header, in full, is in here
         if len(blob) < _FIXED.size:
