@@ -7,11 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from he_agg.params import DEFAULT, ParameterSet, derive_parameters
 from he_agg.server.store import sqlite_url
 from keys.committee import CommitteeSetup, run_committee_setup
 from tests.pg import PostgresCluster, shared_cluster
+
+# No per-example deadline (hypothesis's default is 200 ms): on a loaded 2-core machine one
+# pause of the process would fail a property that holds. The examples' count is per test.
+settings.register_profile("he-agg", deadline=None)
+settings.load_profile("he-agg")
 
 
 @pytest.fixture(scope="session", autouse=True)

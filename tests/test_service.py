@@ -92,7 +92,8 @@ class Federation:
 
     def stop_agent(self, position: int) -> None:
         self.stops[position].set()
-        self.threads[position].join(timeout=10)
+        self.threads[position].join(timeout=60)
+        assert not self.threads[position].is_alive(), "the member did not stop"
 
 
 def _update(seed: int) -> tuple[dict[str, np.ndarray], int]:
@@ -136,7 +137,10 @@ def fed(
         threshold=2,
         k_min=3,
         max_parameters=5000,
-        share_timeout=3,
+        # a member that is up answers well within it even on a loaded 2-core machine (the
+        # four agents are threads of this process, sharing its GIL); only the dropped-member
+        # test waits it out
+        share_timeout=10,
     )
     federation.admin_api().create_federation(spec)
     roster = federation.admin_api().roster(FED)  # what the admin hands out of band
@@ -226,10 +230,17 @@ def _anyone_enrolled_fetches_the_model(fed: Federation, number: int, model: dict
 
 def test_dropped_client_and_offline_member(fed: Federation) -> None:
     fed.stop_agent(1)  # member 2 is in the first set {1, 2}; it goes silent
+    try:
+        _dropped_client_and_offline_member(fed)
+    finally:
+        fed.start_agent(1)
+
+
+def _dropped_client_and_offline_member(fed: Federation) -> None:
     number, updates = _run_round(fed, CLIENTS[:4], seeds=[11, 12, 13, 14])
     closed = fed.admin_api().close_round(FED, number)  # bank-5 never uploads
     assert closed.state == RoundState.DECRYPTING and closed.decryption_set == [1, 2]
-    model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=60)
+    model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=120)
     assert np.abs(flatten(model)[0] - _fedavg(updates)).max() <= _bound(fed, updates)
     # Members 1, 3 and 4 endorse the upload set (the quorum of 3; member 2 is silent), so
     # member 1 shares in attempt 1 while member 2 never does; the server then replaces the
@@ -243,20 +254,19 @@ def test_dropped_client_and_offline_member(fed: Federation) -> None:
     finally:
         store.close()
     assert endorsed == {1, 3, 4}  # the quorum that let the round publish, without member 2
-    fed.start_agent(1)
 
 
 def test_round_closes_at_its_deadline(fed: Federation) -> None:
     """Three of the clients upload, and the round closes at its deadline without the rest.
-    The deadline leaves the three submits (encryption included) several times what they
-    take on a loaded 2-core machine (about 2 s there: a 2-second deadline made this test
-    fail there now and then, the last upload arriving after it)."""
+    The deadline leaves the three submits (encryption included) ten times what they take
+    on a loaded 2-core machine (about 2 s there: a 2-second deadline made this test fail
+    there now and then, the last upload arriving after it)."""
     updates = [_update(60 + i) for i in range(3)]
     participants = [fed.participant(name) for name in CLIENTS[:3]]
-    number = fed.admin_api().open_round(FED, deadline_seconds=10).number
+    number = fed.admin_api().open_round(FED, deadline_seconds=20).number
     for participant, (update, samples) in zip(participants, updates, strict=True):
         participant.submit(update, samples, round=number)
-    model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=60)
+    model = fed.participant(CLIENTS[0]).wait_for_model(number, timeout=120)
     assert np.abs(flatten(model)[0] - _fedavg(updates)).max() <= _bound(fed, updates)
     assert fed.admin_api().round(FED, number).uploads == sorted(CLIENTS[:3])
 
@@ -404,6 +414,8 @@ def test_non_finite_numbers_and_disconnects_are_no_server_errors(fed: Federation
     assert wait(lambda: fed.admin_api().federation(FED).keygen_phase == ready, 60)
     number = fed.admin_api().open_round(FED, deadline_seconds=120).number
     client = _raw(fed, fed.clients[CLIENTS[0]])
+    disconnected = '"event": "client disconnected"'
+    before = fed.server.log.read_text().count(disconnected)
     for path, signer in (
         (f"/v1/federations/{FED}", admin),  # a small-body route
         (f"/v1/federations/{FED}/rounds/{number}/updates/{CLIENTS[0]}", client),  # streamed
@@ -414,12 +426,12 @@ def test_non_finite_numbers_and_disconnects_are_no_server_errors(fed: Federation
             lines += [f"{k}: {v}" for k, v in headers.items()]
             raw.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"x" * 1000)
             time.sleep(0.3)
-    time.sleep(0.5)  # the server notices the closed socket
+    # the server notices the closed sockets and says so at INFO (not as an error)
+    assert wait(lambda: fed.server.log.read_text().count(disconnected) > before, 60)
     metrics = admin.request("GET", "/metrics").text
     assert 'status="500"' not in metrics
     log = fed.server.log.read_text()
     assert "Traceback" not in log and "unexpected error" not in log
-    assert '"event": "client disconnected"' in log  # one INFO line each
     fed.admin_api().close_round(FED, number)
 
 
@@ -769,7 +781,7 @@ def test_a_round_closes_at_k_max_uploads(fed: Federation) -> None:
                 roster=small_roster,
             ).submit(update, samples, round=number)
         closed = (RoundState.DECRYPTING, RoundState.PUBLISHED)  # by the clock, within a tick
-        assert wait(lambda: admin.round("small", number).state in closed, 10)
+        assert wait(lambda: admin.round("small", number).state in closed, 60)
         third = Participant(
             fed.server.url,
             "small",

@@ -20,8 +20,8 @@ PARENT = textwrap.dedent(
     if sys.argv[1] == "unwind":
         exit_on_sigterm()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    print(child.pid, flush=True)
-    try:
+    try:  # the pid is printed inside: SIGTERM may arrive the moment it is read
+        print(child.pid, flush=True)
         time.sleep(120)
     finally:
         child.terminate()
