@@ -60,11 +60,11 @@ def _residue(i: int, width: int) -> str:
     return low if shift + width == 64 else f"{low} & mask"
 
 
-def _rows_kernel(name: str, doc: str, width: int) -> list[str]:
+def _rows_kernel(name: str, doc: str, width: int, streams: str = "stream") -> list[str]:
     """The head of a kernel over ``rows`` (rows, n) of residues, 64 at a time: ``b`` is the
     group's first packed word, ``o`` its first residue in ``row``."""
     return [
-        f"def {name}(stream, q, rows_out):",
+        f"def {name}({streams}, q, rows_out):",
         f'    """{doc}; False if one is >= q."""',
         "    rows, n = rows_out.shape",
         "    groups = n // 64",
