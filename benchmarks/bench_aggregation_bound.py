@@ -12,7 +12,7 @@ into the round's uint64 accumulator with the shipped compiled kernel
   uploads and adds their sum in one pass over the accumulator, so its traffic is shared.
 
 Medians of ``--repeats`` after a warm-up, per client. Prints a markdown table and writes
-``benchmarks/results/aggregation-bound.json``.
+``benchmarks/results/aggregation-bound-<set>.json``.
 
     python benchmarks/bench_aggregation_bound.py [--parameters no-proofs|default]
 """
@@ -160,7 +160,7 @@ def main() -> None:
     with threadpoolctl.threadpool_limits(1):
         result = measure(params, args.repeats)
     result["environment"] = environment()
-    out = HERE / "results" / "aggregation-bound.json"
+    out = HERE / "results" / f"aggregation-bound-{args.parameters}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
 
