@@ -481,9 +481,12 @@ def test_a_retry_after_the_server_died_between_write_and_reply_gets_the_first_re
     """The same with a real kill: the server commits the upload's row and kills itself
     (SIGKILL at HE_AGG_CRASH_AT=upload.recorded) before it replies. Once it is back, the
     client's next submit re-sends the spooled bytes and gets 201 with the first sha256."""
+    ready = KeygenPhase.READY
+    assert wait(lambda: fed.admin_api().federation(FED).keygen_phase == ready, 60)
     number = fed.admin_api().open_round(FED, deadline_seconds=300).number
     name = CLIENTS[2]
     update, samples = _update(43)
+    warned = fed.server.log.read_text().count("federation without proofs")
     fed.server.stop()
     fed.server.env["HE_AGG_CRASH_AT"] = "upload.recorded"
     try:
@@ -496,6 +499,9 @@ def test_a_retry_after_the_server_died_between_write_and_reply_gets_the_first_re
         del fed.server.env["HE_AGG_CRASH_AT"]
         fed.server.stop()
         fed.server.start()
+    # each start says that this federation has no proofs (its set has none): two more
+    said = "federation without proofs"
+    assert wait(lambda: fed.server.log.read_text().count(said) >= warned + 2, 60)
     spooled = fed.tmp / "spool" / name / f"{FED}.{number}.{name}.upload"  # this round's
     envelope = spooled.read_bytes().split(b"\n", 1)[1]  # after the spool's header line
     sent = hashlib.sha256(envelope).hexdigest()

@@ -166,7 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.changes.attach(asyncio.get_running_loop())
         task = asyncio.create_task(clock())
         log.info("aggregator started", extra={"data_dir": str(settings.data_dir)})
-        primes = {q for p in state.federations.encrypted_parameter_sets() for q in p.data_primes}
+        primes = {q for f in state.federations.encrypted() for q in f.params.data_primes}
         primes.update(DEFAULT.data_primes)  # compiled now, not inside the first uploads
         threading.Thread(target=warm, args=(primes,), name="warm-kernels", daemon=True).start()
         for federation in state.federations.without_proofs():

@@ -233,23 +233,14 @@ class Federations:
             raise ServiceError(404, f"no federation {federation_id!r}")
         return Federation(row, tuple(self.store.epochs(federation_id)))
 
-    def encrypted_parameter_sets(self) -> list[ParameterSet]:
-        """The parameter sets of the encrypted federations (for warming kernels at start)."""
-        found = []
-        for row in self.store.federations():
-            federation = Federation(row, ())
-            if federation.mode == FederationMode.CKKS:
-                found.append(federation.params)
-        return found
+    def encrypted(self) -> list[Federation]:
+        """The stored federations that encrypt (not plaintext baselines), without epochs."""
+        federations = (Federation(row, ()) for row in self.store.federations())
+        return [f for f in federations if f.mode == FederationMode.CKKS]
 
     def without_proofs(self) -> list[str]:
         """Encrypted federations whose parameter set does not require upload proofs."""
-        found = []
-        for row in self.store.federations():
-            federation = Federation(row, ())
-            if federation.mode == FederationMode.CKKS and not federation.params.proofs:
-                found.append(federation.id)
-        return found
+        return [federation.id for federation in self.encrypted() if not federation.params.proofs]
 
     def party(self, federation: Federation, key: str) -> PartyRow | None:
         return self.store.party_by_key(federation.id, key)
